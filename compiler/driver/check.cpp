@@ -1,0 +1,46 @@
+// cnnc check MODEL.yaml: parse, build and validate a model, then print its summary.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "driver/commands.h"
+#include "frontend/parse_model.h"
+#include "graph/pipeline.h"
+#include "graph/print.h"
+
+namespace cnnc {
+
+void add_check_command(CLI::App& app, CommandAction& action) {
+  struct Options {
+    std::string model;
+    std::string dump_after;
+    bool quiet = false;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* check = app.add_subcommand("check", "Validate a model file and print its summary (layers, shapes, "
+                                                "parameters, FLOPs, memory)");
+  check->add_option("model", options->model, "Model file (YAML), e.g. models/mnist_cnn.yaml")->required();
+  check->add_option("--dump-after", options->dump_after,
+                    fmt::format("Print the graph IR after this pass ({}, or all)", fmt::join(pass_names(), ", ")))
+      ->check(CLI::IsMember([] {
+        std::vector<std::string> names = pass_names();
+        names.push_back("all");
+        return names;
+      }()));
+  check->add_flag("-q,--quiet", options->quiet, "Print nothing on success; only errors and the exit status");
+  check->callback([options, &action] {
+    action = [options] {
+      ModelSpec model = parse_model_file(options->model);
+      PipelineOptions pipeline;
+      pipeline.dump_after = options->dump_after;
+      pipeline.dump = &std::cout;
+      Graph graph = compile_graph(model, pipeline);
+      for (const std::string& warning : graph.warnings) std::cerr << warning << "\n";
+      if (!options->quiet) std::cout << format_summary(graph);
+      return 0;
+    };
+  });
+}
+
+}  // namespace cnnc

@@ -1,0 +1,17 @@
+// The cnnc subcommands. Each file in driver/ adds one subcommand to the CLI app; main.cpp runs it.
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace cnnc {
+
+// A subcommand's action: returns the process exit status.
+using CommandAction = std::function<int()>;
+
+void add_check_command(CLI::App& app, CommandAction& action);
+
+}  // namespace cnnc

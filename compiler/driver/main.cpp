@@ -1,0 +1,43 @@
+// cnnc: the command-line driver. Exit status: 0 success, 1 user error (bad model, data or flag
+// value), 2 bad command line, 3 internal error (a bug in cnnc).
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "driver/commands.h"
+#include "support/diagnostics.h"
+
+#ifndef CNNC_VERSION
+#define CNNC_VERSION "unknown"
+#endif
+
+int main(int argc, char** argv) {
+  CLI::App app{"cnnc: a compiler for convolutional neural networks described in YAML.\n"
+               "Documentation: docs/dsl.md (model language), docs/architecture.md.",
+               "cnnc"};
+  app.set_version_flag("--version", std::string("cnnc ") + CNNC_VERSION);
+  app.require_subcommand(1);
+  cnnc::CommandAction action;
+  cnnc::add_check_command(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    int status = app.exit(error);
+    return status == 0 ? 0 : 2;
+  }
+  try {
+    return action ? action() : 0;
+  } catch (const cnnc::UserError& error) {
+    std::cerr << error.formatted() << "\n";
+    return 1;
+  } catch (const cnnc::InternalError& error) {
+    std::cerr << error.what() << "\n";
+    return 3;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "cnnc: error: out of memory\n";
+    return 3;
+  } catch (const std::exception& error) {
+    std::cerr << "internal error: " << error.what() << " (this is a bug in cnnc)\n";
+    return 3;
+  }
+}

@@ -1,0 +1,44 @@
+#include "graph/graph.h"
+
+#include <fmt/format.h>
+
+namespace cnnc {
+
+std::string Node::describe() const {
+  if (layer_index == 0) return "the input";
+  return fmt::format("layer {} '{}' ({})", layer_index, name, op);
+}
+
+int64_t Node::param_count() const {
+  int64_t count = 0;
+  for (const ParamSpec& param : params) count += shape_elements(param.shape);
+  return count;
+}
+
+int64_t Graph::total_params() const {
+  int64_t count = 0;
+  for (const Node& node : nodes) count += node.param_count();
+  return count;
+}
+
+int64_t Graph::trainable_params() const {
+  int64_t count = 0;
+  for (const Node& node : nodes)
+    for (const ParamSpec& param : node.params)
+      if (param.trainable) count += shape_elements(param.shape);
+  return count;
+}
+
+int64_t Graph::total_flops() const {
+  int64_t flops = 0;
+  for (const Node& node : nodes) flops += node.flops;
+  return flops;
+}
+
+int64_t Graph::activation_bytes() const {
+  int64_t bytes = 0;
+  for (const Node& node : nodes) bytes += saturating_mul(shape_elements(node.shape), 4);
+  return bytes;
+}
+
+}  // namespace cnnc

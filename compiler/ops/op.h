@@ -1,0 +1,140 @@
+// The op interface: what the compiler knows about each kind of layer, independent of code generation.
+//
+// An op is data plus hooks. The data (name, attribute schema, input arity) drives the front end:
+// unknown attributes, wrong types, missing required values and defaults are all handled from the
+// schema, so an op never parses YAML itself. The hooks infer the output shape, list the parameter
+// tensors and count FLOPs. Halide definitions live in compiler/codegen/ (kept out of here so that
+// the front end and the tests that use it never include Halide.h).
+//
+// Shapes are per example, batch excluded: [H, W, C] for images, [N] for vectors.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "support/diagnostics.h"
+
+namespace cnnc {
+
+using Shape = std::vector<int64_t>;
+
+// "(None, 26, 26, 32)": the Keras way of printing a shape with its dynamic batch.
+std::string shape_str(const Shape& shape);
+// Number of elements, saturating at INT64_MAX instead of overflowing.
+int64_t shape_elements(const Shape& shape);
+// a * b, saturating at INT64_MAX for non-negative operands.
+int64_t saturating_mul(int64_t a, int64_t b);
+
+// Tensors beyond 2^31 elements are rejected: no sane CNN needs them, and the kernels index with int32.
+constexpr int64_t kMaxTensorElements = int64_t(1) << 31;
+
+enum class AttrKind {
+  Int,      // integer
+  IntPair,  // integer or [a, b]: kernel sizes, strides (stored as a pair)
+  Float,    // number
+  Bool,     // true / false
+  Enum,     // one of AttrSpec::choices
+};
+
+using AttrValue = std::variant<int64_t, std::pair<int64_t, int64_t>, double, bool, std::string>;
+
+struct AttrSpec {
+  AttrSpec(std::string name_, AttrKind kind_, bool required_ = false)
+      : name(std::move(name_)), kind(kind_), required(required_) {}
+
+  std::string name;
+  AttrKind kind = AttrKind::Int;
+  bool required = false;
+  AttrValue default_value{int64_t(0)};
+  // Int and IntPair: inclusive bounds. Float: bounds, with max exclusive when max_exclusive.
+  double min = 1, max = 2147483647.0;
+  bool max_exclusive = false;
+  std::vector<std::string> choices;  // Enum only
+  std::string help;                  // one line, for docs and error messages
+};
+
+// Attribute values of one layer, complete: the front end fills every default.
+class Attrs {
+ public:
+  void set(const std::string& key, AttrValue value, SourceLoc loc);
+  bool has(const std::string& key) const { return values_.count(key) != 0; }
+
+  int64_t get_int(const std::string& key) const;
+  std::pair<int64_t, int64_t> get_pair(const std::string& key) const;
+  double get_float(const std::string& key) const;
+  bool get_bool(const std::string& key) const;
+  const std::string& get_string(const std::string& key) const;
+  // Where the user wrote this attribute; the layer's own position when it came from a default.
+  const SourceLoc* loc(const std::string& key) const;
+
+  const std::map<std::string, AttrValue>& values() const { return values_; }
+
+ private:
+  const AttrValue& get(const std::string& key) const;
+  std::map<std::string, AttrValue> values_;
+  std::map<std::string, SourceLoc> locs_;
+};
+
+// A shape that does not work for this op. `attr` names the attribute at fault ("" for the inputs),
+// so the error can point at the line where the user wrote it.
+struct ShapeError {
+  std::string message;
+  std::string attr;
+};
+
+// A parameter tensor of a layer, e.g. conv2d's "kernel" [kh, kw, cin, filters] and "bias" [filters].
+struct ParamSpec {
+  std::string name;
+  Shape shape;
+  bool trainable = true;
+};
+
+struct OpDef {
+  std::string name;     // as written in YAML: "conv2d"
+  std::string summary;  // one line
+  std::vector<AttrSpec> attrs;
+  int min_inputs = 1;
+  int max_inputs = 1;  // -1: any number
+  int input_rank = 0;  // required rank of every input; 0: any
+
+  // Output shape from the input shapes; throws ShapeError when the inputs do not fit.
+  std::function<Shape(const std::vector<Shape>& inputs, const Attrs& attrs)> infer_shape;
+  // Parameter tensors, in checkpoint order. Empty for ops without parameters.
+  std::function<std::vector<ParamSpec>(const std::vector<Shape>& inputs, const Attrs& attrs)> params;
+  // Forward floating-point operations per example: 2 per multiply-accumulate in conv2d and dense,
+  // about 1 per element visited elsewhere.
+  std::function<int64_t(const std::vector<Shape>& inputs, const Shape& output, const Attrs& attrs)> flops;
+
+  const AttrSpec* find_attr(const std::string& key) const;
+};
+
+// Every op of the model language, in documentation order.
+const std::vector<OpDef>& all_ops();
+// The op called `name`, or nullptr.
+const OpDef* find_op(const std::string& name);
+std::vector<std::string> op_names();
+
+// Activations accepted by `activation:` on conv2d and dense ("linear" and "none" mean none).
+const std::vector<std::string>& activation_names();
+
+// Registration hooks, one per op family file (ops/<family>.cpp).
+void register_conv_ops(std::vector<OpDef>& ops);
+void register_pooling_ops(std::vector<OpDef>& ops);
+void register_dense_ops(std::vector<OpDef>& ops);
+void register_activation_ops(std::vector<OpDef>& ops);
+void register_shape_ops(std::vector<OpDef>& ops);
+void register_normalization_ops(std::vector<OpDef>& ops);
+void register_merge_ops(std::vector<OpDef>& ops);
+
+// Shared attribute specs.
+AttrSpec activation_attr();
+AttrSpec padding_attr();
+// Keras output size of a sliding window along one axis (valid: floor, same: ceil).
+int64_t window_output_size(int64_t input, int64_t window, int64_t stride, const std::string& padding);
+
+}  // namespace cnnc

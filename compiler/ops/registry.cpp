@@ -1,0 +1,134 @@
+// The op registry, attribute storage and helpers shared by the op families.
+#include <climits>
+
+#include <fmt/format.h>
+
+#include "ops/op.h"
+
+namespace cnnc {
+
+std::string shape_str(const Shape& shape) {
+  std::string out = "(None";
+  for (int64_t dim : shape) out += fmt::format(", {}", dim);
+  return out + ")";
+}
+
+int64_t saturating_mul(int64_t a, int64_t b) {
+  int64_t product;
+  if (__builtin_mul_overflow(a, b, &product)) return INT64_MAX;
+  return product;
+}
+
+int64_t shape_elements(const Shape& shape) {
+  int64_t elements = 1;
+  for (int64_t dim : shape) elements = saturating_mul(elements, dim);
+  return elements;
+}
+
+void Attrs::set(const std::string& key, AttrValue value, SourceLoc loc) {
+  values_[key] = std::move(value);
+  locs_[key] = std::move(loc);
+}
+
+const AttrValue& Attrs::get(const std::string& key) const {
+  auto it = values_.find(key);
+  CNNC_ASSERT(it != values_.end(), "attribute '" + key + "' was not filled in by the front end");
+  return it->second;
+}
+
+int64_t Attrs::get_int(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT(std::holds_alternative<int64_t>(value), "attribute '" + key + "' is not an int");
+  return std::get<int64_t>(value);
+}
+
+std::pair<int64_t, int64_t> Attrs::get_pair(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT((std::holds_alternative<std::pair<int64_t, int64_t>>(value)), "attribute '" + key + "' is not a pair");
+  return std::get<std::pair<int64_t, int64_t>>(value);
+}
+
+double Attrs::get_float(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT(std::holds_alternative<double>(value), "attribute '" + key + "' is not a float");
+  return std::get<double>(value);
+}
+
+bool Attrs::get_bool(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT(std::holds_alternative<bool>(value), "attribute '" + key + "' is not a bool");
+  return std::get<bool>(value);
+}
+
+const std::string& Attrs::get_string(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT(std::holds_alternative<std::string>(value), "attribute '" + key + "' is not a string");
+  return std::get<std::string>(value);
+}
+
+const SourceLoc* Attrs::loc(const std::string& key) const {
+  auto it = locs_.find(key);
+  return it == locs_.end() ? nullptr : &it->second;
+}
+
+const AttrSpec* OpDef::find_attr(const std::string& key) const {
+  for (const AttrSpec& spec : attrs)
+    if (spec.name == key) return &spec;
+  return nullptr;
+}
+
+const std::vector<OpDef>& all_ops() {
+  static const std::vector<OpDef> ops = [] {
+    std::vector<OpDef> list;
+    register_conv_ops(list);
+    register_pooling_ops(list);
+    register_dense_ops(list);
+    register_shape_ops(list);
+    register_activation_ops(list);
+    register_normalization_ops(list);
+    register_merge_ops(list);
+    return list;
+  }();
+  return ops;
+}
+
+const OpDef* find_op(const std::string& name) {
+  for (const OpDef& op : all_ops())
+    if (op.name == name) return &op;
+  return nullptr;
+}
+
+std::vector<std::string> op_names() {
+  std::vector<std::string> names;
+  for (const OpDef& op : all_ops()) names.push_back(op.name);
+  return names;
+}
+
+const std::vector<std::string>& activation_names() {
+  static const std::vector<std::string> names = {"linear", "none", "relu", "sigmoid", "tanh", "softmax"};
+  return names;
+}
+
+AttrSpec activation_attr() {
+  AttrSpec spec{"activation", AttrKind::Enum};
+  spec.default_value = std::string("linear");
+  spec.choices = activation_names();
+  spec.help = "activation applied to the output";
+  return spec;
+}
+
+AttrSpec padding_attr() {
+  AttrSpec spec{"padding", AttrKind::Enum};
+  spec.default_value = std::string("valid");
+  spec.choices = {"valid", "same"};
+  spec.help = "valid: no padding, output floor((in - window) / stride) + 1; same: zero padding, output ceil(in / stride)";
+  return spec;
+}
+
+int64_t window_output_size(int64_t input, int64_t window, int64_t stride, const std::string& padding) {
+  if (padding == "same") return (input + stride - 1) / stride;
+  if (input < window) return 0;
+  return (input - window) / stride + 1;
+}
+
+}  // namespace cnnc
