@@ -13,5 +13,7 @@ namespace cnnc {
 using CommandAction = std::function<int()>;
 
 void add_check_command(CLI::App& app, CommandAction& action);
+void add_build_command(CLI::App& app, CommandAction& action);
+void add_predict_command(CLI::App& app, CommandAction& action);
 
 }  // namespace cnnc

@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   cnnc::CommandAction action;
   cnnc::add_check_command(app, action);
+  cnnc::add_build_command(app, action);
+  cnnc::add_predict_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -4,12 +4,16 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
 #include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace cnnc {
@@ -26,12 +30,27 @@ bool is_valid_identifier(const std::string& name) {
 
 namespace {
 
+// One entry of a YAML map. key_loc is where the key is written: the position to report for an
+// empty value, and the fallback to pass when reading the value.
+struct MapEntry {
+  std::string key;
+  YAML::Node value;
+  SourceLoc key_loc;
+};
+
 // Reads YAML nodes with positions; every "expected X, found Y" error is made here.
 class Reader {
  public:
   explicit Reader(std::string file) : file_(std::move(file)) {}
 
+  // yaml-cpp places an empty value (`units:` with nothing after it) at the next token, often on a
+  // later line, so for empty values the caller's `fallback` (the key's position) is used instead.
   SourceLoc loc(const YAML::Node& node, const SourceLoc& fallback) const {
+    if (node.IsNull()) return fallback;
+    return mark_loc(node, fallback);
+  }
+  // The position yaml-cpp recorded, even for an empty value.
+  SourceLoc mark_loc(const YAML::Node& node, const SourceLoc& fallback) const {
     YAML::Mark mark = node.Mark();
     if (mark.is_null() || mark.line < 0) return fallback;
     return SourceLoc{file_, mark.line + 1, mark.column + 1};
@@ -59,6 +78,12 @@ class Reader {
     return fmt::format("'{}'", text);
   }
 
+  // describe(), plus a hint where a number or boolean was written in quotes: "3" is a string in YAML.
+  static std::string describe_value(const YAML::Node& node) {
+    if (node.IsScalar() && node.Tag() == "!") return describe(node) + " (in quotes, so a string; remove the quotes)";
+    return describe(node);
+  }
+
   bool is_plain_scalar(const YAML::Node& node) const { return node.IsScalar() && node.Tag() != "!"; }
 
   std::string read_key(const YAML::Node& key, const SourceLoc& fallback) const {
@@ -74,7 +99,7 @@ class Reader {
   int64_t read_int(const YAML::Node& node, const SourceLoc& at, const std::string& what, double min,
                    double max) const {
     SourceLoc where = loc(node, at);
-    if (!is_plain_scalar(node)) fail(where, fmt::format("{}: expected an integer, found {}", what, describe(node)));
+    if (!is_plain_scalar(node)) fail(where, fmt::format("{}: expected an integer, found {}", what, describe_value(node)));
     const std::string& text = node.Scalar();
     errno = 0;
     char* end = nullptr;
@@ -89,7 +114,7 @@ class Reader {
   double read_float(const YAML::Node& node, const SourceLoc& at, const std::string& what, double min, double max,
                     bool max_exclusive) const {
     SourceLoc where = loc(node, at);
-    if (!is_plain_scalar(node)) fail(where, fmt::format("{}: expected a number, found {}", what, describe(node)));
+    if (!is_plain_scalar(node)) fail(where, fmt::format("{}: expected a number, found {}", what, describe_value(node)));
     const std::string& text = node.Scalar();
     char* end = nullptr;
     double value = std::strtod(text.c_str(), &end);
@@ -107,15 +132,14 @@ class Reader {
       if (text == "true" || text == "True") return true;
       if (text == "false" || text == "False") return false;
     }
-    fail(loc(node, at), fmt::format("{}: expected true or false, found {}", what, describe(node)));
+    fail(loc(node, at), fmt::format("{}: expected true or false, found {}", what, describe_value(node)));
   }
 
   // Checks that a map has no duplicate or unknown keys; returns its entries in order.
-  std::vector<std::pair<std::string, YAML::Node>> read_map(const YAML::Node& node, const SourceLoc& at,
-                                                           const std::string& what,
-                                                           const std::vector<std::string>& known) const {
+  std::vector<MapEntry> read_map(const YAML::Node& node, const SourceLoc& at, const std::string& what,
+                                 const std::vector<std::string>& known) const {
     if (!node.IsMap()) fail(loc(node, at), fmt::format("{}: expected a map, found {}", what, describe(node)));
-    std::vector<std::pair<std::string, YAML::Node>> entries;
+    std::vector<MapEntry> entries;
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
       std::string key = read_key(it->first, at);
@@ -124,7 +148,7 @@ class Reader {
       if (!known.empty() && std::find(known.begin(), known.end(), key) == known.end())
         fail(key_loc, fmt::format("{}: unknown key '{}'{}; expected one of: {}", what, key, did_you_mean(key, known),
                                   fmt::join(known, ", ")));
-      entries.emplace_back(key, it->second);
+      entries.push_back({key, it->second, key_loc});
     }
     return entries;
   }
@@ -211,7 +235,8 @@ void read_inputs(const Reader& reader, const YAML::Node& node, const SourceLoc& 
 LayerSpec read_layer(const Reader& reader, const YAML::Node& node, int index, const SourceLoc& list_loc) {
   LayerSpec layer;
   layer.index = index;
-  SourceLoc item_loc = reader.loc(node, list_loc);
+  // An empty item (`-` alone) has no position of its own; yaml-cpp's, the next token, is the closest.
+  SourceLoc item_loc = reader.mark_loc(node, list_loc);
   std::string context = fmt::format("layer {}", index);
   std::vector<std::string> ops = op_names();
 
@@ -259,12 +284,12 @@ LayerSpec read_layer(const Reader& reader, const YAML::Node& node, int index, co
   if (attr_node && !attr_node->IsNull()) {
     std::vector<std::string> known = {"name", "inputs"};
     for (const AttrSpec& spec : op->attrs) known.push_back(spec.name);
-    for (auto& [key, value] : reader.read_map(*attr_node, op_loc, context, known)) {
+    for (auto& [key, value, key_loc] : reader.read_map(*attr_node, op_loc, context, known)) {
       if ((key == "name" && name_node) || (key == "inputs" && inputs_node))
-        reader.fail(reader.loc(value, op_loc), fmt::format("{}: '{}' is given twice", context, key));
+        reader.fail(reader.loc(value, key_loc), fmt::format("{}: '{}' is given twice", context, key));
       if (key == "name") name_node = value;
       else if (key == "inputs") inputs_node = value;
-      else given[key] = {value, reader.loc(value, op_loc)};
+      else given[key] = {value, reader.loc(value, key_loc)};
     }
   }
   if (name_node) {
@@ -293,8 +318,8 @@ Shape read_input(const Reader& reader, const YAML::Node& node, const SourceLoc& 
   SourceLoc input_loc = reader.loc(node, at);
   auto entries = reader.read_map(node, at, "input", {"shape"});
   if (entries.empty()) reader.fail(input_loc, "input: missing 'shape', e.g. input: {shape: [28, 28, 1]}");
-  const YAML::Node& shape_node = entries[0].second;
-  SourceLoc shape_loc = reader.loc(shape_node, input_loc);
+  const YAML::Node& shape_node = entries[0].value;
+  SourceLoc shape_loc = reader.loc(shape_node, entries[0].key_loc);
   if (!shape_node.IsSequence())
     reader.fail(shape_loc, fmt::format("input: 'shape': expected a list [height, width, channels] or [features], found {}",
                                        Reader::describe(shape_node)));
@@ -317,9 +342,9 @@ OptimizerSpec read_optimizer(const Reader& reader, const YAML::Node& node, const
     optimizer.kind = node.Scalar();
   } else if (node.IsMap() && node.size() == 1) {
     auto entries = reader.read_map(node, at, "train: 'optimizer'", {});
-    optimizer.kind = entries[0].first;
-    params = entries[0].second;
-    where = reader.loc(node.begin()->first, where);
+    optimizer.kind = entries[0].key;
+    params = entries[0].value;
+    where = entries[0].key_loc;
   } else {
     reader.fail(where, fmt::format("train: 'optimizer': expected 'adam', 'sgd' or a map such as "
                                    "{{adam: {{learning_rate: 0.001}}}}, found {}",
@@ -334,13 +359,13 @@ OptimizerSpec read_optimizer(const Reader& reader, const YAML::Node& node, const
   std::vector<std::string> known = optimizer.kind == "adam"
                                        ? std::vector<std::string>{"learning_rate", "beta_1", "beta_2", "epsilon"}
                                        : std::vector<std::string>{"learning_rate", "momentum"};
-  for (auto& [key, value] : reader.read_map(params, where, context, known)) {
+  for (auto& [key, value, key_loc] : reader.read_map(params, where, context, known)) {
     std::string what = fmt::format("{}: '{}'", context, key);
-    if (key == "learning_rate") optimizer.learning_rate = reader.read_float(value, where, what, 1e-12, 1e6, false);
-    else if (key == "beta_1") optimizer.beta_1 = reader.read_float(value, where, what, 0, 1, true);
-    else if (key == "beta_2") optimizer.beta_2 = reader.read_float(value, where, what, 0, 1, true);
-    else if (key == "epsilon") optimizer.epsilon = reader.read_float(value, where, what, 1e-30, 1, false);
-    else if (key == "momentum") optimizer.momentum = reader.read_float(value, where, what, 0, 1, true);
+    if (key == "learning_rate") optimizer.learning_rate = reader.read_float(value, key_loc, what, 1e-12, 1e6, false);
+    else if (key == "beta_1") optimizer.beta_1 = reader.read_float(value, key_loc, what, 0, 1, true);
+    else if (key == "beta_2") optimizer.beta_2 = reader.read_float(value, key_loc, what, 0, 1, true);
+    else if (key == "epsilon") optimizer.epsilon = reader.read_float(value, key_loc, what, 1e-30, 1, false);
+    else if (key == "momentum") optimizer.momentum = reader.read_float(value, key_loc, what, 0, 1, true);
   }
   return optimizer;
 }
@@ -349,24 +374,25 @@ TrainSpec read_train(const Reader& reader, const YAML::Node& node, const SourceL
   TrainSpec train;
   train.loc = reader.loc(node, at);
   if (node.IsNull()) return train;
-  for (auto& [key, value] : reader.read_map(node, at, "train", {"loss", "optimizer", "batch_size", "epochs", "seed"})) {
+  for (auto& [key, value, key_loc] :
+       reader.read_map(node, at, "train", {"loss", "optimizer", "batch_size", "epochs", "seed"})) {
     std::string what = "train: '" + key + "'";
     if (key == "loss") {
-      train.loss = reader.read_string(value, train.loc, what);
+      train.loss = reader.read_string(value, key_loc, what);
       const std::vector<std::string> losses = {"categorical_crossentropy"};
       if (train.loss != losses[0])
-        reader.fail(reader.loc(value, train.loc),
+        reader.fail(reader.loc(value, key_loc),
                     fmt::format("{}: unknown loss '{}'{}; expected: categorical_crossentropy", what,
                                 Reader::describe(value).substr(1, std::min<size_t>(train.loss.size(), 37)),
                                 did_you_mean(train.loss, losses)));
     } else if (key == "optimizer") {
-      train.optimizer = read_optimizer(reader, value, train.loc);
+      train.optimizer = read_optimizer(reader, value, key_loc);
     } else if (key == "batch_size") {
-      train.batch_size = reader.read_int(value, train.loc, what, 1, 65536);
+      train.batch_size = reader.read_int(value, key_loc, what, 1, 65536);
     } else if (key == "epochs") {
-      train.epochs = reader.read_int(value, train.loc, what, 1, 100000);
+      train.epochs = reader.read_int(value, key_loc, what, 1, 100000);
     } else if (key == "seed") {
-      train.seed = reader.read_int(value, train.loc, what, 0, 4294967295.0);
+      train.seed = reader.read_int(value, key_loc, what, 0, 4294967295.0);
     }
   }
   return train;
@@ -391,6 +417,50 @@ void name_layers(ModelSpec& model) {
   }
 }
 
+// Notes where a YAML document's first node is; an empty document has none.
+class FirstNodeFinder : public YAML::EventHandler {
+ public:
+  std::optional<YAML::Mark> first;
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { note(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string&) override {
+    note(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    note(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    note(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void note(const YAML::Mark& mark) {
+    if (!first) first = mark;
+  }
+};
+
+// YAML::Load reads the first document and ignores the rest unread, so a second document after
+// '---' (or a syntax error in it) would pass unnoticed. Empty documents (a trailing '---') are fine.
+// Not YAML::LoadAll: on some inputs (a lone ',') it returns empty documents forever.
+void check_single_document(const Reader& reader, const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  FirstNodeFinder first_document;
+  if (!parser.HandleNextDocument(first_document)) return;
+  for (int document = 2; document <= 100; ++document) {
+    FirstNodeFinder finder;
+    if (!parser.HandleNextDocument(finder)) return;
+    if (finder.first)
+      reader.fail(SourceLoc{reader.file(), finder.first->line + 1, finder.first->column + 1},
+                  "a second YAML document starts here (after '---'); a model file holds one model");
+  }
+}
+
 std::string default_model_name(const std::string& file) {
   std::string stem = file;
   size_t slash = stem.find_last_of('/');
@@ -411,6 +481,11 @@ ModelSpec parse_model_text(const std::string& text, const std::string& file) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
+    check_single_document(reader, text);
+  } catch (const YAML::DeepRecursion& error) {
+    // yaml-cpp's own message for this is "bad file".
+    SourceLoc where = error.mark.is_null() ? start : SourceLoc{file, error.mark.line + 1, error.mark.column + 1};
+    reader.fail(where, "invalid YAML: lists or maps are nested too deeply");
   } catch (const YAML::Exception& error) {
     SourceLoc where = error.mark.is_null() ? start : SourceLoc{file, error.mark.line + 1, error.mark.column + 1};
     reader.fail(where, "invalid YAML: " + error.msg);
@@ -425,18 +500,26 @@ ModelSpec parse_model_text(const std::string& text, const std::string& file) {
   model.file = file;
   model.name = default_model_name(file);
   std::optional<YAML::Node> input_node, layers_node;
-  for (auto& [key, value] : reader.read_map(root, start, "model", {"name", "input", "layers", "train"})) {
-    if (key == "name") model.name = read_name(reader, value, start, "model 'name'");
-    else if (key == "input") input_node = value;
-    else if (key == "layers") layers_node = value;
-    else if (key == "train") model.train = read_train(reader, value, start);
+  SourceLoc input_key_loc, layers_key_loc;
+  for (auto& [key, value, key_loc] : reader.read_map(root, start, "model", {"name", "input", "layers", "train"})) {
+    if (key == "name") {
+      model.name = read_name(reader, value, key_loc, "model 'name'");
+    } else if (key == "input") {
+      input_node = value;
+      input_key_loc = key_loc;
+    } else if (key == "layers") {
+      layers_node = value;
+      layers_key_loc = key_loc;
+    } else if (key == "train") {
+      model.train = read_train(reader, value, key_loc);
+    }
   }
   if (!input_node) reader.fail(start, "missing 'input:', e.g. input: {shape: [28, 28, 1]}");
-  model.input_loc = reader.loc(*input_node, start);
-  model.input_shape = read_input(reader, *input_node, start);
+  model.input_loc = reader.loc(*input_node, input_key_loc);
+  model.input_shape = read_input(reader, *input_node, input_key_loc);
 
   if (!layers_node) reader.fail(start, "missing 'layers:', the list of layers");
-  SourceLoc layers_loc = reader.loc(*layers_node, start);
+  SourceLoc layers_loc = reader.loc(*layers_node, layers_key_loc);
   if (!layers_node->IsSequence())
     reader.fail(layers_loc, fmt::format("'layers': expected a list of layers, found {}", Reader::describe(*layers_node)));
   if (layers_node->size() == 0) reader.fail(layers_loc, "'layers': the list is empty; a model needs at least one layer");
@@ -449,6 +532,9 @@ ModelSpec parse_model_text(const std::string& text, const std::string& file) {
 
 ModelSpec parse_model_file(const std::string& path) {
   SourceLoc where{path, 0, 0};
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error))
+    throw UserError(where, "this is a directory; expected a model file (YAML)");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UserError(where, fmt::format("cannot open the model file: {}", std::strerror(errno)));
   in.seekg(0, std::ios::end);

@@ -25,10 +25,11 @@ std::vector<int> find_cycle(const std::vector<std::vector<int>>& inputs, const s
         int to = inputs[node][next++];
         if (!pending[to]) continue;
         if (state[to] == 1) {
+          // Walking back up the DFS path from `node` to `to` goes from producer to consumer, so
+          // the cycle comes out in the direction data flows: each layer feeds the next.
           std::vector<int> cycle = {to};
           for (int at = node; at != to; at = parent[at]) cycle.push_back(at);
           cycle.push_back(to);
-          std::reverse(cycle.begin(), cycle.end());
           return cycle;
         }
         if (state[to] == 0) {

@@ -26,9 +26,20 @@ struct Node {
   int layer_index = 0;         // 1-based position in `layers:`; 0 for the input
   SourceLoc loc;
 
-  // Operations fused into this node by later passes, in execution order (e.g. "bias", "relu",
-  // "maxpool2d"); empty until fusion runs.
-  std::vector<std::string> fused;
+  // Operations fused into this node by fuse_kernels, applied to its result in order: an
+  // activation ("relu", "sigmoid", "tanh", "softmax") and/or a pooling ("maxpool2d", "avgpool2d").
+  // Each keeps the layer it came from (name, attributes) for messages and the manifest.
+  struct FusedOp {
+    std::string op;
+    std::string name;
+    Attrs attrs;
+  };
+  std::vector<FusedOp> fused;
+  // Output shape before the fused operations (the shape the node's own op produces).
+  Shape unfused_shape;
+  // True for ops whose output is their input reinterpreted (flatten; dropout at inference):
+  // no kernel, the buffer is shared.
+  bool is_view = false;
 
   // "layer 3 'conv2d_1' (conv2d)", or "the input".
   std::string describe() const;

@@ -7,19 +7,21 @@ namespace cnnc {
 
 namespace {
 
-void check_size(const Node& node, const Shape& shape, const std::string& what) {
-  if (shape_elements(shape) > kMaxTensorElements)
-    throw UserError(node.loc, fmt::format("{}: {} {} has {} elements per example, more than the limit of 2^31; "
-                                          "make the layer smaller",
-                                          node.describe(), what, shape_str(shape),
-                                          shape_elements(shape) == INT64_MAX ? std::string("over 2^63")
-                                                                             : fmt::format("{}", shape_elements(shape))));
+// A parameter has no batch dimension, so it is shown as [3, 3, 1, 32], not (None, ...) "per example".
+void check_size(const Node& node, const Shape& shape, const std::string& what, bool is_parameter = false) {
+  if (shape_elements(shape) <= kMaxTensorElements) return;
+  throw UserError(node.loc, fmt::format("{}: {} {} has {} elements{}, more than the limit of 2^31; make the {} smaller",
+                                        node.describe(), what,
+                                        is_parameter ? fmt::format("[{}]", fmt::join(shape, ", ")) : shape_str(shape),
+                                        shape_elements(shape) == INT64_MAX ? std::string("over 2^63")
+                                                                           : fmt::format("{}", shape_elements(shape)),
+                                        is_parameter ? "" : " per example", node.id == 0 ? "input" : "layer"));
 }
 
 }  // namespace
 
 void infer_shapes(Graph& graph) {
-  check_size(graph.nodes[0], graph.nodes[0].shape, "the input shape");
+  check_size(graph.nodes[0], graph.nodes[0].shape, "its shape");
   std::vector<int> uses(graph.nodes.size(), 0);
   for (Node& node : graph.nodes) {
     if (node.id == 0) continue;
@@ -53,7 +55,7 @@ void infer_shapes(Graph& graph) {
                                               node.describe(), shape_str(node.shape), shape_str(in[0])));
     check_size(node, node.shape, "the output");
     node.params = def.params(in, node.attrs);
-    for (const ParamSpec& param : node.params) check_size(node, param.shape, "the parameter '" + param.name + "'");
+    for (const ParamSpec& param : node.params) check_size(node, param.shape, "the parameter '" + param.name + "'", true);
     node.flops = def.flops(in, node.shape, node.attrs);
   }
   ++uses[graph.output];

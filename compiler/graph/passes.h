@@ -19,4 +19,11 @@ Graph build_graph(const ModelSpec& model);
 // Throws UserError.
 void infer_shapes(Graph& graph);
 
+// Groups nodes into kernels. Moves conv2d/dense `activation:` into the fused list, then absorbs
+// into a conv2d, dense, add or batchnorm node a following activation layer (relu, sigmoid, tanh)
+// that is its only consumer, and into a conv2d a following maxpool2d/avgpool2d that is its only
+// consumer (conv + bias + activation + pool becomes one kernel). Marks flatten and dropout as
+// views (no kernel at inference). Renumbers the nodes; shapes and the output stay correct.
+void fuse_kernels(Graph& graph);
+
 }  // namespace cnnc

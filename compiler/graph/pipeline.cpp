@@ -11,7 +11,7 @@
 namespace cnnc {
 
 const std::vector<std::string>& pass_names() {
-  static const std::vector<std::string> names = {"build-graph", "infer-shapes"};
+  static const std::vector<std::string> names = {"build-graph", "infer-shapes", "fuse-kernels"};
   return names;
 }
 
@@ -24,6 +24,9 @@ Graph compile_graph(const ModelSpec& model, const PipelineOptions& options) {
   after("build-graph", graph);
   infer_shapes(graph);
   after("infer-shapes", graph);
+  if (!options.fuse) return graph;
+  fuse_kernels(graph);
+  after("fuse-kernels", graph);
   return graph;
 }
 

@@ -14,6 +14,8 @@ struct PipelineOptions {
   // Print the graph to `dump` after the pass of this name ("" for none, "all" for every pass).
   std::string dump_after;
   std::ostream* dump = nullptr;
+  // Run the code-generation passes (fusion) too; `cnnc check` stops before them.
+  bool fuse = true;
 };
 
 // Names of the passes in the order they run; --dump-after accepts these.

@@ -88,7 +88,12 @@ std::string format_graph(const Graph& graph) {
     for (auto& [key, value] : node.attrs.values()) attrs.push_back(fmt::format("{}: {}", key, attr_str(value)));
     out += fmt::format("  %{} {} = {}({})", node.id, node.name, node.op, fmt::join(inputs, ", "));
     if (!attrs.empty()) out += fmt::format(" {{{}}}", fmt::join(attrs, ", "));
-    if (!node.fused.empty()) out += fmt::format(" fused[{}]", fmt::join(node.fused, ", "));
+    if (!node.fused.empty()) {
+      std::vector<std::string> fused;
+      for (const Node::FusedOp& op : node.fused) fused.push_back(fmt::format("{} '{}'", op.op, op.name));
+      out += fmt::format(" + fused[{}]", fmt::join(fused, ", "));
+    }
+    if (node.is_view) out += " view";
     out += fmt::format(" -> {}\n", shape_str(node.shape));
   }
   out += fmt::format("  output %{}\n", graph.output);

@@ -1,0 +1,560 @@
+// Halide definitions and schedules of every kernel, and ahead-of-time compilation.
+//
+// Layout: activations are NHWC float32, so a Halide buffer has dims (c, x, y, n), c innermost;
+// vectors (after flatten) are (i, n). Parameters keep their Keras layout: conv2d kernel
+// [kh, kw, cin, cout] is Halide (cout, cin, kw, kh), output channels contiguous, so the
+// inner loop loads a vector of output-channel weights and broadcasts one input value.
+// Every extent except the batch is a compile-time constant.
+#include <Halide.h>
+
+#include <fmt/format.h>
+
+#include "codegen/codegen.h"
+
+namespace cnnc {
+
+using namespace Halide;
+
+std::string halide_version() {
+  return CNNC_HALIDE_VERSION;  // from CMake: Halide 14 has no version macros
+}
+
+std::string codegen_build_stamp() {
+  // Changes whenever this file (the kernels and their schedules) is recompiled, so that packages
+  // cached by an older cnnc are never reused.
+  return __DATE__ " " __TIME__;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+const std::vector<std::string>& known_target_names() {
+  static const std::vector<std::string> names = {"host",         "x86-64-linux-avx2", "x86-64-linux-avx512",
+                                                 "arm-64-linux", "x86-64-linux-cuda-cuda_capability_80",
+                                                 "host-cuda"};
+  return names;
+}
+
+TargetInfo resolve_target(const std::string& name) {
+  TargetInfo info;
+  info.name = name;
+  std::string host = get_host_target().without_feature(Target::JIT).to_string();
+  std::string halide;
+  if (name == "host") halide = host;
+  else if (name == "x86-64-linux-avx2") halide = "x86-64-linux-avx-avx2-f16c-fma-sse41";
+  else if (name == "x86-64-linux-avx512") halide = "x86-64-linux-avx-avx2-f16c-fma-sse41-avx512-avx512_skylake";
+  else if (name == "host-cuda") {
+    // Target("host-cuda") asks the GPU driver for the compute capability; without one, use 8.0.
+    Target probed("host-cuda");
+    if (!probed.has_feature(Target::CUDACapability30) && !probed.has_feature(Target::CUDACapability32) &&
+        !probed.has_feature(Target::CUDACapability35) && !probed.has_feature(Target::CUDACapability50) &&
+        !probed.has_feature(Target::CUDACapability61) && !probed.has_feature(Target::CUDACapability70) &&
+        !probed.has_feature(Target::CUDACapability75) && !probed.has_feature(Target::CUDACapability80) &&
+        !probed.has_feature(Target::CUDACapability86))
+      probed = probed.with_feature(Target::CUDACapability80);
+    halide = probed.to_string();
+  } else if (Target::validate_target_string(name)) {
+    halide = name;
+  } else {
+    throw UserError(SourceLoc{"--target", 0, 0},
+                    fmt::format("unknown target '{}'{}; expected one of: {} (or a Halide target string such as "
+                                "x86-64-linux-sse41)",
+                                name, did_you_mean(name, known_target_names()), fmt::join(known_target_names(), ", ")));
+  }
+  Target target(halide);
+  if (target.os != Target::Linux)
+    throw UserError(SourceLoc{"--target", 0, 0}, fmt::format("target '{}': only Linux targets are supported", name));
+  if (target.arch == Target::X86 && target.bits == 64) info.arch = "x86-64";
+  else if (target.arch == Target::ARM && target.bits == 64) info.arch = "arm-64";
+  else
+    throw UserError(SourceLoc{"--target", 0, 0},
+                    fmt::format("target '{}': only 64-bit x86 and ARM are supported", name));
+  info.gpu = target.has_gpu_feature();
+  if (info.gpu && !target.has_feature(Target::CUDA))
+    throw UserError(SourceLoc{"--target", 0, 0}, fmt::format("target '{}': the only GPU API supported is CUDA", name));
+  info.halide = target.to_string();
+  info.c_compiler = info.arch == "arm-64" ? "aarch64-linux-gnu-gcc" : "cc";
+  Target here = get_host_target();
+  info.runs_here = info.arch == "x86-64" && here.arch == Target::X86 && !info.gpu;
+  for (Target::Feature feature : {Target::AVX, Target::AVX2, Target::FMA, Target::F16C, Target::SSE41, Target::AVX512,
+                                  Target::AVX512_Skylake})
+    if (target.has_feature(feature) && !here.has_feature(feature)) info.runs_here = false;
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedule parameters per target
+
+namespace {
+
+struct ScheduleParams {
+  bool gpu = false;
+  int vector = 8;           // floats per SIMD register
+  int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
+  int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
+};
+
+ScheduleParams schedule_params(const Target& target) {
+  ScheduleParams params;
+  if (target.has_gpu_feature()) {
+    params.gpu = true;
+    return params;
+  }
+  params.vector = target.natural_vector_size<float>();
+  if (target.arch == Target::X86 && !target.has_feature(Target::AVX512)) {
+    // AVX2: 16 ymm registers. 2 vectors x 6 pixels = 12 accumulators + 2 weight vectors + 1
+    // broadcast = 15; at least 8 accumulators are needed to hide the FMA latency.
+    params.channel_vectors = 2;
+    params.pixel_tile = 6;
+  } else {
+    // AVX-512 and NEON: 32 vector registers, so 2 x 12 = 24 accumulators + 3 fit.
+    params.channel_vectors = 2;
+    params.pixel_tile = 12;
+  }
+  return params;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+// Halide extents of a per-example shape, innermost first: [H, W, C] -> {C, W, H}.
+std::vector<int> halide_extents(const Shape& shape) {
+  std::vector<int> extents;
+  for (auto it = shape.rbegin(); it != shape.rend(); ++it) extents.push_back(int(*it));
+  return extents;
+}
+
+// Tells Halide the exact dense layout of a buffer: constant extents and strides (all but the
+// batch), which lets it vectorize without runtime checks.
+template <typename BufferLike>
+void constrain_layout(BufferLike buffer, const std::vector<int>& extents, bool batched) {
+  int stride = 1;
+  for (size_t d = 0; d < extents.size(); ++d) {
+    buffer.dim(int(d)).set_bounds(0, extents[d]).set_stride(stride);
+    stride *= extents[d];
+  }
+  if (batched) buffer.dim(int(extents.size())).set_min(0).set_stride(stride);
+}
+
+std::vector<Var> make_vars(size_t count) {
+  static const char* names[] = {"c", "x", "y", "n"};
+  std::vector<Var> vars;
+  for (size_t i = 0; i < count; ++i) vars.emplace_back(count == 2 ? (i == 0 ? "i" : "n") : names[4 - count + i]);
+  return vars;
+}
+
+std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::vector<Expr>(vars.begin(), vars.end()); }
+
+Expr activate(const std::string& op, Expr value) {
+  if (op == "relu") return max(value, 0.0f);
+  if (op == "sigmoid") return 1.0f / (1.0f + exp(-value));
+  if (op == "tanh") return tanh(value);
+  CNNC_ASSERT(false, "not an element-wise activation: " + op);
+}
+
+// Keras 'same' padding: the padding before the first element along one axis.
+int same_padding_before(int input, int output, int window, int stride) {
+  return std::max((output - 1) * stride + window - input, 0) / 2;
+}
+
+// Sliding-window pooling of `source` (c, x, y, n) with extents (channels, width, height).
+// Windows that stick out ('same' padding) ignore the outside: max over the real elements,
+// average divided by the number of real elements, as Keras does.
+Func pool2d(const std::string& op, Func source, int width, int height, const Attrs& attrs, int out_width,
+            int out_height) {
+  auto [ph, pw] = attrs.get_pair("size");
+  auto [sh, sw] = attrs.get_pair("stride");
+  bool same = attrs.get_string("padding") == "same";
+  int top = same ? same_padding_before(height, out_height, int(ph), int(sh)) : 0;
+  int left = same ? same_padding_before(width, out_width, int(pw), int(sw)) : 0;
+  Var c("c"), x("x"), y("y"), n("n");
+  Func pool(op);
+  Expr x0 = x * int(sw) - left, y0 = y * int(sh) - top;
+  Expr result;
+  bool is_max = op == "maxpool2d";
+  for (int dy = 0; dy < ph; ++dy)
+    for (int dx = 0; dx < pw; ++dx) {
+      Expr xx = x0 + dx, yy = y0 + dy;
+      Expr value = source(c, clamp(xx, 0, width - 1), clamp(yy, 0, height - 1), n);
+      if (same) {
+        Expr inside = xx >= 0 && xx < width && yy >= 0 && yy < height;
+        value = select(inside, value, is_max ? Expr(-std::numeric_limits<float>::infinity()) : Expr(0.0f));
+      }
+      result = !result.defined() ? value : (is_max ? max(result, value) : result + value);
+    }
+  if (!is_max) {
+    Expr count = Expr(float(ph * pw));
+    if (same) {
+      Expr rows = min(y0 + int(ph), height) - max(y0, 0);
+      Expr cols = min(x0 + int(pw), width) - max(x0, 0);
+      count = cast<float>(rows * cols);
+    }
+    result = result / count;
+  }
+  pool(c, x, y, n) = result;
+  return pool;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel construction
+
+class KernelBuilder {
+ public:
+  KernelBuilder(const Graph& graph, const KernelInfo& kernel, const Target& target)
+      : graph_(graph), kernel_(kernel), node_(graph.nodes[kernel.node]), target_(target),
+        sched_(schedule_params(target)) {}
+
+  Module build() {
+    for (size_t i = 0; i < kernel_.inputs.size(); ++i) {
+      const Shape& shape = graph_.nodes[kernel_.inputs[i]].shape;
+      ImageParam input(Float(32), int(shape.size()) + 1, fmt::format("input{}", i));
+      constrain_layout(input, halide_extents(shape), true);
+      inputs_.push_back(input);
+    }
+    for (const ParamSpec& spec : node_.params) {
+      ImageParam param(Float(32), int(spec.shape.size()), spec.name);
+      constrain_layout(param, halide_extents(spec.shape), false);
+      params_[spec.name] = param;
+    }
+    Func output = define();
+    constrain_layout(output.output_buffer(), halide_extents(node_.shape), true);
+    std::vector<Argument> args;
+    for (ImageParam& input : inputs_) args.push_back(input);
+    for (const std::string& name : kernel_.params) args.push_back(params_.at(name));
+    Pipeline pipeline(output);
+    return pipeline.compile_to_module(args, kernel_.function, target_);
+  }
+
+ private:
+  Func define() {
+    const std::string& op = node_.op;
+    if (op == "conv2d") return conv2d();
+    if (op == "dense") return dense();
+    if (op == "maxpool2d" || op == "avgpool2d") return standalone_pool();
+    return elementwise(op);
+  }
+
+  const Shape& input_shape(size_t i = 0) const { return graph_.nodes[kernel_.inputs[i]].shape; }
+
+  // conv2d + bias, then the fused activation and pooling.
+  Func conv2d() {
+    const Shape& in = input_shape();
+    int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+    int out_height = int(node_.unfused_shape[0]), out_width = int(node_.unfused_shape[1]);
+    int out_channels = int(node_.unfused_shape[2]);
+    auto [kh, kw] = node_.attrs.get_pair("kernel");
+    auto [sh, sw] = node_.attrs.get_pair("stride");
+    Var c("c"), x("x"), y("y"), n("n");
+
+    Func source("source");
+    if (node_.attrs.get_string("padding") == "same") {
+      int top = same_padding_before(height, out_height, int(kh), int(sh));
+      int left = same_padding_before(width, out_width, int(kw), int(sw));
+      Func padded("padded");
+      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+      padded(c, x, y, n) = select(inside, inputs_[0](c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+      source(c, x, y, n) = padded(c, x - left, y - top, n);
+    } else {
+      source(c, x, y, n) = inputs_[0](c, x, y, n);
+    }
+
+    // The algorithm: acc(c, x, y, n) = bias(c) + sum over (ci, kx, ky) of w * in.
+    RDom r(0, in_channels, 0, int(kw), 0, int(kh), "r");
+    Func acc("acc");
+    acc(c, x, y, n) = node_.attrs.get_bool("use_bias") ? params_.at("bias")(c) : Expr(0.0f);
+    acc(c, x, y, n) += params_.at("kernel")(c, r.x, r.y, r.z) * source(r.x, x * int(sw) + r.y, y * int(sh) + r.z, n);
+
+    Func value("value");
+    value(c, x, y, n) = acc(c, x, y, n);
+    const Node::FusedOp* pooling = nullptr;
+    for (const Node::FusedOp& fused : node_.fused) {
+      if (fused.op == "maxpool2d" || fused.op == "avgpool2d") {
+        pooling = &fused;
+        continue;
+      }
+      Func activated(fused.op);
+      activated(c, x, y, n) = activate(fused.op, value(c, x, y, n));
+      value = activated;
+    }
+    Func output("output");
+    if (pooling) {
+      int pooled_height = int(node_.shape[0]), pooled_width = int(node_.shape[1]);
+      Func pool = pool2d(pooling->op, value, out_width, out_height, pooling->attrs, pooled_width, pooled_height);
+      output(c, x, y, n) = pool(c, x, y, n);
+    } else {
+      output(c, x, y, n) = value(c, x, y, n);
+    }
+
+    // The schedule.
+    if (sched_.gpu) {
+      // One thread per output value; its accumulator (and for pooling its whole window) lives
+      // in registers.
+      Var co("co"), xo("xo"), ci("ci"), xi("xi"), yn("yn");
+      output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(node_.shape[1])),
+                      TailStrategy::GuardWithIf)
+          .fuse(y, n, yn)
+          .gpu_blocks(yn);
+      acc.compute_at(output, ci);
+      kernel_schedule_ = "gpu: threads over 32 channels x 8 pixels, accumulator per thread";
+      return output;
+    }
+    int block = channel_block(out_channels), vec = std::min(sched_.vector, block);
+    Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+    if (!pooling) {
+      // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in
+      // registers through the whole reduction (input channels innermost, then kernel taps).
+      int tile = std::min(sched_.pixel_tile, out_width);
+      output.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
+          .unroll(ci).unroll(xi).fuse(y, n, yn).parallel(yn);
+      acc.compute_at(output, co).vectorize(c, vec).unroll(c).unroll(x);
+      acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+      kernel_schedule_ = fmt::format("cpu: register tile {} channels x {} pixels, parallel over rows x batch", block, tile);
+      return output;
+    }
+    // Fused pooling: per pooled row and channel block, compute the conv rows it needs (all
+    // columns) into a small buffer, tile by tile with the same register tile, then pool them.
+    auto [ph, pw] = pooling->attrs.get_pair("size");
+    auto [psh, psw] = pooling->attrs.get_pair("stride");
+    int needed_width = std::min(out_width, int((node_.shape[1] - 1) * psw + pw));
+    int tile = std::min(sched_.pixel_tile, needed_width);
+    (void)ph;
+    (void)psh;
+    output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci).fuse(y, n, yn).parallel(yn);
+    value.compute_at(output, co)
+        .split(x, xo, xi, tile, TailStrategy::ShiftInwards)
+        .reorder(c, xi, xo, y)
+        .vectorize(c, vec)
+        .unroll(c)
+        .unroll(xi);
+    acc.compute_at(value, xo).vectorize(c, vec).unroll(c).unroll(x);
+    acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+    kernel_schedule_ = fmt::format("cpu: fused pooling; register tile {} channels x {} pixels per pooled row", block, tile);
+    return output;
+  }
+
+  // dense + bias, then the fused activation (softmax included).
+  Func dense() {
+    int inputs = int(input_shape()[0]), units = int(node_.shape[0]);
+    Var u("u"), n("n");
+    RDom r(0, inputs, "r");
+    Func acc("acc");
+    acc(u, n) = node_.attrs.get_bool("use_bias") ? params_.at("bias")(u) : Expr(0.0f);
+    acc(u, n) += params_.at("kernel")(u, r) * inputs_[0](r, n);
+
+    Func value("value");
+    value(u, n) = acc(u, n);
+    bool softmax = false;
+    for (const Node::FusedOp& fused : node_.fused) {
+      if (fused.op == "softmax") {
+        softmax = true;
+        continue;
+      }
+      Func activated(fused.op);
+      activated(u, n) = activate(fused.op, value(u, n));
+      value = activated;
+    }
+    Func output("output");
+    Func logits = value;
+    Func maximum_("max"), exps("exp"), sum_("sum");
+    if (softmax) {
+      logits = Func("logits");
+      logits(u, n) = value(u, n);
+      RDom k(0, units, "k");
+      maximum_(n) = maximum(logits(k, n));
+      exps(u, n) = exp(logits(u, n) - maximum_(n));
+      sum_(n) = Halide::sum(exps(k, n));
+      output(u, n) = exps(u, n) / sum_(n);
+    } else {
+      output(u, n) = value(u, n);
+    }
+    Func tiled = softmax ? logits : output;  // the Func that carries the matrix product's schedule
+
+    if (sched_.gpu) {
+      Var uo("uo"), no("no"), ui("ui"), ni("ni");
+      tiled.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
+      acc.compute_at(tiled, ui);
+      if (softmax) {
+        logits.compute_root();
+        output.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
+        maximum_.compute_at(output, ui);
+        sum_.compute_at(output, ui);
+      }
+      kernel_schedule_ = "gpu: one thread per output";
+      return output;
+    }
+    // Register tile: `block` units x `rows` examples; weights for a block of units are a
+    // contiguous vector, each input value is broadcast. Small batches use one row per task.
+    int block = channel_block(units), vec = std::min(sched_.vector, block);
+    int rows = 4;
+    Var uo("uo"), ui("ui"), no("no"), ni("ni");
+    tiled.split(u, uo, ui, block).vectorize(ui, vec).unroll(ui);
+    if (!softmax) {
+      Expr batch = output.output_buffer().dim(1).extent();
+      tiled.specialize(batch >= rows).split(n, no, ni, rows).reorder(ui, ni, uo, no).unroll(ni).parallel(no);
+    }
+    tiled.reorder(ui, uo, n).parallel(n);
+    acc.compute_at(tiled, uo).vectorize(u, vec).unroll(u);
+    acc.update().reorder(u, n, r).vectorize(u, vec).unroll(u);
+    if (softmax) {
+      logits.compute_root();
+      output.parallel(n);
+      maximum_.compute_at(output, n);
+      sum_.compute_at(output, n);
+      exps.compute_at(output, n);
+    }
+    kernel_schedule_ = fmt::format("cpu: register tile {} units x {} examples", block, softmax ? 1 : rows);
+    return output;
+  }
+
+  Func standalone_pool() {
+    const Shape& in = input_shape();
+    Var c("c"), x("x"), y("y"), n("n");
+    Func source("source");
+    source(c, x, y, n) = inputs_[0](c, x, y, n);
+    Func pool = pool2d(node_.op, source, int(in[1]), int(in[0]), node_.attrs, int(node_.shape[1]), int(node_.shape[0]));
+    Func output("output");
+    output(c, x, y, n) = pool(c, x, y, n);
+    schedule_elementwise(output, {c, x, y, n});
+    return output;
+  }
+
+  // Element-wise and whole-tensor ops over any rank: activations, softmax, add, concat,
+  // batchnorm, plus their fused activation.
+  Func elementwise(const std::string& op) {
+    size_t rank = node_.shape.size();
+    std::vector<Var> vars = make_vars(rank + 1);
+    std::vector<Expr> at = as_exprs(vars);
+    Func value("value"), output("output");
+    std::vector<Func> inner;  // Funcs that need a compute_at
+    if (op == "relu" || op == "sigmoid" || op == "tanh") {
+      value(at) = activate(op, inputs_[0](at));
+    } else if (op == "add") {
+      Expr sum = inputs_[0](at);
+      for (size_t i = 1; i < inputs_.size(); ++i) sum = sum + inputs_[i](at);
+      value(at) = sum;
+    } else if (op == "concat") {
+      int64_t axis = node_.attrs.get_int("axis");
+      int index = int(axis < 0 ? int64_t(rank) + axis : axis - 1);  // in the Keras shape
+      int dim = int(rank) - 1 - index;                                // in Halide dims
+      // Input i covers [offset_i, offset_i + extent_i) along `dim`; later inputs override.
+      Expr result;
+      int offset = 0;
+      for (size_t i = 0; i < inputs_.size(); ++i) {
+        int extent = int(input_shape(i)[index]);
+        std::vector<Expr> shifted = at;
+        shifted[dim] = clamp(at[dim] - offset, 0, extent - 1);
+        Expr value_i = inputs_[i](shifted);
+        result = result.defined() ? select(at[dim] >= offset, value_i, result) : value_i;
+        offset += extent;
+      }
+      value(at) = result;
+    } else if (op == "batchnorm") {
+      // Inference form: (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
+      float epsilon = float(node_.attrs.get_float("epsilon"));
+      Expr channel = vars[0];
+      Expr scale = params_.at("gamma")(channel) / sqrt(params_.at("moving_variance")(channel) + epsilon);
+      value(at) = (inputs_[0](at) - params_.at("moving_mean")(channel)) * scale + params_.at("beta")(channel);
+    } else if (op == "softmax") {
+      // Over the last Keras axis, Halide dim 0.
+      int extent = int(node_.shape.back());
+      RDom k(0, extent, "k");
+      std::vector<Var> rest(vars.begin() + 1, vars.end());
+      std::vector<Expr> reduced = at;
+      reduced[0] = k;
+      Func maximum_("max"), exps("exp"), sum_("sum");
+      maximum_(as_exprs(rest)) = maximum(inputs_[0](reduced));
+      exps(at) = exp(inputs_[0](at) - maximum_(as_exprs(rest)));
+      sum_(as_exprs(rest)) = Halide::sum(exps(reduced));
+      value(at) = exps(at) / sum_(as_exprs(rest));
+      inner = {maximum_, sum_, exps};
+    } else {
+      CNNC_ASSERT(false, "no kernel for op " + op);
+    }
+    for (const Node::FusedOp& fused : node_.fused) {
+      Func activated(fused.op);
+      activated(at) = activate(fused.op, value(at));
+      value = activated;
+    }
+    output(at) = value(at);
+    schedule_elementwise(output, vars);
+    for (Func& func : inner) {
+      if (sched_.gpu) func.compute_at(output, gpu_thread_);
+      else func.compute_at(output, vars[1]);
+    }
+    return output;
+  }
+
+  // Memory-bound kernels: vectorize the innermost dim, parallelize the outer ones.
+  void schedule_elementwise(Func output, const std::vector<Var>& vars) {
+    int inner = int(node_.shape.back());
+    if (sched_.gpu) {
+      Var outer_block("outer_block");
+      Var block("block"), thread("thread");
+      output.gpu_tile(vars[0], block, thread, std::min(64, inner), TailStrategy::GuardWithIf);
+      gpu_thread_ = thread;
+      if (vars.size() >= 2) {
+        Var fused = vars.back();
+        if (vars.size() >= 3) {
+          Var both("outer");
+          output.fuse(vars[vars.size() - 2], vars.back(), both);
+          fused = both;
+        }
+        output.gpu_blocks(fused);
+      }
+      kernel_schedule_ = "gpu: threads over the innermost dim";
+      return;
+    }
+    if (inner >= sched_.vector) output.vectorize(vars[0], sched_.vector);
+    if (vars.size() >= 3) {
+      Var both("outer");
+      output.fuse(vars[vars.size() - 2], vars.back(), both).parallel(both);
+    } else {
+      output.parallel(vars.back());
+    }
+    kernel_schedule_ = fmt::format("cpu: vectorized by {}, parallel over the outer dims", sched_.vector);
+  }
+
+  // Output channels per register tile: 2 vectors where there are that many, else what there is.
+  int channel_block(int channels) const {
+    int two = sched_.channel_vectors * sched_.vector;
+    if (channels >= two) return two;
+    if (channels >= sched_.vector) return sched_.vector;
+    return channels;
+  }
+
+ public:
+  std::string kernel_schedule_;
+
+ private:
+  const Graph& graph_;
+  const KernelInfo& kernel_;
+  const Node& node_;
+  Target target_;
+  ScheduleParams sched_;
+  std::vector<ImageParam> inputs_;
+  std::map<std::string, ImageParam> params_;
+  Var gpu_thread_{"thread"};
+};
+
+}  // namespace
+
+void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target_info,
+                     const std::string& kernels_object, const std::string& runtime_object) {
+  Target target = Target(target_info.halide).with_feature(Target::NoRuntime);
+  std::vector<Module> modules;
+  try {
+    for (KernelInfo& kernel : kernels) {
+      KernelBuilder builder(graph, kernel, target);
+      modules.push_back(builder.build());
+      kernel.schedule = builder.kernel_schedule_;
+    }
+    link_modules("cnnc_kernels", modules).compile({{OutputFileType::object, kernels_object}});
+    compile_standalone_runtime(runtime_object, Target(target_info.halide));
+  } catch (const Halide::CompileError& error) {
+    internal_error(__FILE__, __LINE__, "Halide compile", error.what());
+  } catch (const Halide::InternalError& error) {
+    internal_error(__FILE__, __LINE__, "Halide compile", error.what());
+  }
+}
+
+}  // namespace cnnc

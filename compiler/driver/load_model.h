@@ -1,0 +1,21 @@
+// Shared by the subcommands that run a model: parse, compile (through the package cache) and
+// open the package for this machine.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "graph/graph.h"
+#include "package.h"
+
+namespace cnnc {
+
+struct LoadedModel {
+  Graph graph;
+  std::shared_ptr<rt::Package> package;
+};
+
+// Progress goes to stderr unless quiet.
+LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet);
+
+}  // namespace cnnc

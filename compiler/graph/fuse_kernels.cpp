@@ -1,0 +1,86 @@
+// fuse_kernels: conv2d + bias + activation + pooling, dense + bias + activation, and
+// add/batchnorm + activation each become one node, i.e. one kernel.
+#include <algorithm>
+
+#include "graph/passes.h"
+
+namespace cnnc {
+
+namespace {
+
+bool is_activation_op(const std::string& op) { return op == "relu" || op == "sigmoid" || op == "tanh"; }
+bool is_pooling_op(const std::string& op) { return op == "maxpool2d" || op == "avgpool2d"; }
+
+bool has_activation(const Node& node) {
+  for (const Node::FusedOp& op : node.fused)
+    if (is_activation_op(op.op) || op.op == "softmax") return true;
+  return false;
+}
+
+bool has_pooling(const Node& node) {
+  for (const Node::FusedOp& op : node.fused)
+    if (is_pooling_op(op.op)) return true;
+  return false;
+}
+
+// May `consumer` be folded into `producer`?
+bool can_absorb(const Node& producer, const Node& consumer) {
+  const std::string& p = producer.op;
+  if (is_activation_op(consumer.op))
+    return (p == "conv2d" || p == "dense" || p == "add" || p == "batchnorm") && !has_activation(producer) &&
+           !has_pooling(producer);
+  if (is_pooling_op(consumer.op)) return p == "conv2d" && !has_pooling(producer);
+  return false;
+}
+
+}  // namespace
+
+void fuse_kernels(Graph& graph) {
+  std::vector<Node>& nodes = graph.nodes;
+  for (Node& node : nodes) {
+    node.unfused_shape = node.shape;
+    node.is_view = node.op == "flatten" || node.op == "dropout";
+    if (!node.attrs.has("activation")) continue;
+    const std::string& activation = node.attrs.get_string("activation");
+    if (activation != "linear" && activation != "none") node.fused.push_back({activation, node.name, {}});
+  }
+
+  std::vector<bool> removed(nodes.size(), false);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (removed[i]) continue;
+    Node& producer = nodes[i];
+    while (true) {
+      if (int(i) == graph.output) break;
+      std::vector<size_t> consumers;
+      for (size_t j = i + 1; j < nodes.size(); ++j)
+        if (!removed[j] && std::count(nodes[j].inputs.begin(), nodes[j].inputs.end(), int(i)) > 0) consumers.push_back(j);
+      if (consumers.size() != 1) break;
+      Node& consumer = nodes[consumers[0]];
+      if (consumer.inputs.size() != 1 || !can_absorb(producer, consumer)) break;
+      producer.fused.push_back({consumer.op, consumer.name, consumer.attrs});
+      producer.shape = consumer.shape;
+      removed[consumers[0]] = true;
+      // The consumer's consumers now read the producer.
+      for (size_t j = consumers[0] + 1; j < nodes.size(); ++j)
+        for (int& input : nodes[j].inputs)
+          if (input == int(consumers[0])) input = int(i);
+      if (graph.output == int(consumers[0])) graph.output = int(i);
+    }
+  }
+
+  std::vector<int> new_id(nodes.size(), -1);
+  std::vector<Node> kept;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (removed[i]) continue;
+    new_id[i] = int(kept.size());
+    kept.push_back(std::move(nodes[i]));
+  }
+  for (Node& node : kept) {
+    node.id = new_id[node.id];
+    for (int& input : node.inputs) input = new_id[input];
+  }
+  graph.output = new_id[graph.output];
+  nodes = std::move(kept);
+}
+
+}  // namespace cnnc

@@ -1,0 +1,142 @@
+#include "package.h"
+
+#include <dlfcn.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "support/diagnostics.h"
+
+namespace cnnc::rt {
+
+int64_t TensorInfo::elements() const {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  return count;
+}
+
+std::shared_ptr<Package> Package::open(const std::string& dir, const std::string& expected_model_hash) {
+  std::string manifest_path = dir + "/manifest.json";
+  std::ifstream in(manifest_path);
+  if (!in)
+    throw UserError(SourceLoc{manifest_path, 0, 0}, "cannot open the package manifest; build the package with cnnc build");
+  nlohmann::json manifest;
+  try {
+    in >> manifest;
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is not valid JSON: {}", error.what()));
+  }
+  std::shared_ptr<Package> package(new Package());
+  package->dir_ = dir;
+  try {
+    if (manifest.at("format") != "cnnc-package-1")
+      throw UserError(SourceLoc{manifest_path, 0, 0}, "unknown package format; rebuild with this cnnc");
+    std::string hash = manifest.at("model_hash");
+    if (!expected_model_hash.empty() && hash != expected_model_hash)
+      throw UserError(SourceLoc{manifest_path, 0, 0},
+                      fmt::format("this package was built from a different model (hash {}, expected {}); "
+                                  "rebuild it with cnnc build",
+                                  hash, expected_model_hash));
+    package->model_name_ = manifest.at("model");
+    package->target_ = manifest.at("target").at("name");
+    if (manifest.at("target").at("arch") != "x86-64")
+      throw UserError(SourceLoc{manifest_path, 0, 0},
+                      fmt::format("the package is for {} and cannot run on this machine", package->target_));
+    for (const auto& param : manifest.at("params"))
+      package->params_.push_back({param.at("name"), param.at("shape").get<std::vector<int64_t>>(),
+                                  param.at("offset"), param.at("trainable")});
+    package->param_floats_ = manifest.at("param_floats");
+    for (const auto& node : manifest.at("buffers")) {
+      NodeInfo info;
+      info.name = node.at("name");
+      info.op = node.at("op");
+      info.shape = node.at("shape").get<std::vector<int64_t>>();
+      info.inputs = node.at("inputs").get<std::vector<int>>();
+      for (const auto& fused : node.at("fused")) info.fused.push_back(fused.at("op"));
+      info.view = node.at("view");
+      info.flops = node.at("flops");
+      package->nodes_.push_back(info);
+    }
+    package->output_node_ = manifest.at("output").at("node");
+  } catch (const nlohmann::json::exception& error) {
+    throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is incomplete: {}", error.what()));
+  }
+
+  std::string library = dir + "/kernels.so";
+  package->handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!package->handle_) throw UserError(SourceLoc{library, 0, 0}, fmt::format("cannot load the kernels: {}", dlerror()));
+  Package& p = *package;
+  p.create_ = reinterpret_cast<void* (*)()>(p.resolve("create"));
+  p.destroy_ = reinterpret_cast<void (*)(void*)>(p.resolve("destroy"));
+  p.param_data_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("param_data"));
+  p.params_changed_ = reinterpret_cast<void (*)(void*)>(p.resolve("params_changed"));
+  p.forward_ = reinterpret_cast<int (*)(void*, const float*, int, float*)>(p.resolve("forward"));
+  p.node_output_ = reinterpret_cast<const float* (*)(const void*, int)>(p.resolve("node_output"));
+  p.error_ = reinterpret_cast<const char* (*)(const void*)>(p.resolve("error"));
+  p.set_threads_ = reinterpret_cast<void (*)(int)>(p.resolve("set_threads"));
+  return package;
+}
+
+Package::~Package() {
+  if (handle_) dlclose(handle_);
+}
+
+void* Package::resolve(const std::string& suffix) const {
+  std::string symbol = model_name_ + "_" + suffix;
+  void* address = dlsym(handle_, symbol.c_str());
+  if (!address)
+    throw UserError(SourceLoc{dir_ + "/kernels.so", 0, 0}, fmt::format("missing symbol {}; rebuild the package", symbol));
+  return address;
+}
+
+int64_t Package::input_elements() const {
+  int64_t count = 1;
+  for (int64_t dim : nodes_[0].shape) count *= dim;
+  return count;
+}
+
+int64_t Package::output_elements() const {
+  int64_t count = 1;
+  for (int64_t dim : nodes_[output_node_].shape) count *= dim;
+  return count;
+}
+
+void Package::set_threads(int threads) const { set_threads_(threads); }
+
+Network::Network(std::shared_ptr<Package> package) : package_(std::move(package)) {
+  model_ = package_->create_();
+  if (!model_) throw std::bad_alloc();
+}
+
+Network::~Network() {
+  if (model_) package_->destroy_(model_);
+}
+
+float* Network::params() { return package_->param_data_(model_, 0); }
+const float* Network::params() const { return package_->param_data_(model_, 0); }
+
+float* Network::param(const std::string& name) {
+  for (const TensorInfo& info : package_->params())
+    if (info.name == name) return params() + info.offset;
+  return nullptr;
+}
+
+void Network::params_changed() { package_->params_changed_(model_); }
+
+void Network::forward(const float* input, int batch, float* output) {
+  if (package_->forward_(model_, input, batch, output) != 0)
+    throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("forward failed: {}", package_->error_(model_)));
+}
+
+std::vector<float> Network::forward(const std::vector<float>& input, int batch) {
+  CNNC_ASSERT(int64_t(input.size()) == batch * package_->input_elements(), "input size does not match the batch");
+  std::vector<float> output(size_t(batch * package_->output_elements()));
+  forward(input.data(), batch, output.data());
+  return output;
+}
+
+const float* Network::node_output(int node) const { return package_->node_output_(model_, node); }
+
+}  // namespace cnnc::rt

@@ -1,0 +1,103 @@
+// libcnnrt: loads a model package built by `cnnc build` and runs it. Needs neither libHalide nor
+// LLVM: the kernels and their Halide runtime are inside the package's kernels.so.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cnnc::rt {
+
+struct TensorInfo {
+  std::string name;            // "conv2d.kernel"
+  std::vector<int64_t> shape;  // Keras layout
+  int64_t offset = 0;          // in floats, into the model's parameter block
+  bool trainable = true;
+  int64_t elements() const;
+};
+
+struct NodeInfo {
+  std::string name;
+  std::string op;
+  std::vector<int64_t> shape;  // per example
+  std::vector<int> inputs;
+  std::vector<std::string> fused;
+  bool view = false;
+  int64_t flops = 0;
+};
+
+// An opened package: kernels.so loaded, manifest read and checked.
+class Package {
+ public:
+  // Opens the package in `dir`. If `expected_model_hash` is not empty, the package must have been
+  // built from that model (see model_fingerprint), else an error says to rebuild it.
+  static std::shared_ptr<Package> open(const std::string& dir, const std::string& expected_model_hash = "");
+  ~Package();
+  Package(const Package&) = delete;
+  Package& operator=(const Package&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  const std::string& model_name() const { return model_name_; }
+  const std::string& target() const { return target_; }
+  const std::vector<TensorInfo>& params() const { return params_; }
+  const std::vector<NodeInfo>& nodes() const { return nodes_; }
+  int64_t param_floats() const { return param_floats_; }
+  int64_t input_elements() const;
+  int64_t output_elements() const;
+  int output_node() const { return output_node_; }
+
+  // Threads for the kernels (0: one per core). Applies to this package's runtime.
+  void set_threads(int threads) const;
+
+ private:
+  friend class Network;
+  Package() = default;
+  void* resolve(const std::string& suffix) const;
+
+  std::string dir_, model_name_, target_;
+  void* handle_ = nullptr;
+  std::vector<TensorInfo> params_;
+  std::vector<NodeInfo> nodes_;
+  int64_t param_floats_ = 0;
+  int output_node_ = 0;
+
+  // The package's C API (see the generated <name>.h).
+  void* (*create_)() = nullptr;
+  void (*destroy_)(void*) = nullptr;
+  float* (*param_data_)(void*, int) = nullptr;
+  void (*params_changed_)(void*) = nullptr;
+  int (*forward_)(void*, const float*, int, float*) = nullptr;
+  const float* (*node_output_)(const void*, int) = nullptr;
+  const char* (*error_)(const void*) = nullptr;
+  void (*set_threads_)(int) = nullptr;
+};
+
+// One instance of a network: its parameters and activations.
+class Network {
+ public:
+  explicit Network(std::shared_ptr<Package> package);
+  ~Network();
+  Network(const Network&) = delete;
+  Network& operator=(const Network&) = delete;
+
+  const Package& package() const { return *package_; }
+  // All parameters, one contiguous block in the order of package().params().
+  float* params();
+  const float* params() const;
+  float* param(const std::string& name);
+  // Call after changing parameters.
+  void params_changed();
+
+  // input: batch x input_elements floats (NHWC); output: batch x output_elements floats.
+  void forward(const float* input, int batch, float* output);
+  std::vector<float> forward(const std::vector<float>& input, int batch);
+  // A node's output from the last forward call: batch x nodes()[node] elements.
+  const float* node_output(int node) const;
+
+ private:
+  std::shared_ptr<Package> package_;
+  void* model_ = nullptr;
+};
+
+}  // namespace cnnc::rt

@@ -1,0 +1,97 @@
+// Every compiled kernel against the plain C++ reference (tests/reference), at batch 1, 7 and 32.
+// Each kernel is fed the package's own output of the kernels before it, so an error is pinned
+// on the kernel that makes it.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "reference/reference_ops.h"
+#include "test_support.h"
+
+using namespace cnnc;
+
+namespace {
+
+constexpr double kTolerance = 1e-4;
+
+void check_every_kernel(const test::BuiltModel& built, int batch, uint32_t seed) {
+  rt::Network network(built.package);
+  test::randomize_params(network, seed);
+  std::vector<float> input = test::random_input(batch * built.package->input_elements(), seed + 1);
+  std::vector<float> output = network.forward(input, batch);
+
+  const Graph& graph = built.graph;
+  int kernels_checked = 0;
+  for (const Node& node : graph.nodes) {
+    if (node.id == 0 || node.is_view) continue;
+    std::vector<const float*> inputs;
+    for (int from : node.inputs) inputs.push_back(network.node_output(from));
+    std::map<std::string, const float*> params;
+    for (const rt::TensorInfo& info : built.package->params())
+      if (info.name.rfind(node.name + ".", 0) == 0) params[info.name.substr(node.name.size() + 1)] = network.params() + info.offset;
+    std::vector<double> expected = reference::run_node(graph, node, inputs, params, batch);
+    const float* actual = network.node_output(node.id);
+    REQUIRE(int64_t(expected.size()) == batch * shape_elements(node.shape));
+    double worst = 0;
+    size_t worst_at = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      double error = std::fabs(expected[i] - double(actual[i]));
+      if (!(error <= worst)) {  // also catches NaN
+        worst = std::isnan(error) ? INFINITY : error;
+        worst_at = i;
+      }
+    }
+    INFO("model " << graph.name << ", node '" << node.name << "' (" << node.op << "), batch " << batch
+                  << ": worst error " << worst << " at " << worst_at << " (expected " << expected[worst_at]
+                  << ", got " << actual[worst_at] << ")");
+    CHECK(worst <= kTolerance);
+    ++kernels_checked;
+  }
+  CHECK(kernels_checked > 0);
+  // The model's output is the output node's buffer.
+  const float* last = network.node_output(graph.output);
+  for (size_t i = 0; i < output.size(); ++i) REQUIRE(output[i] == last[i]);
+}
+
+void check_model(const std::string& path) {
+  test::BuiltModel built = test::build_model(path);
+  for (int batch : {1, 7, 32}) check_every_kernel(built, batch, 1234 + uint32_t(batch));
+  // Shrinking the batch again reuses the activations allocated for 32.
+  check_every_kernel(built, 3, 99);
+}
+
+}  // namespace
+
+TEST_CASE("kernels: convolutions with fused bias, activation and pooling match the reference", "[kernels]") {
+  check_model("tests/models/ops_conv.yaml");
+}
+
+TEST_CASE("kernels: dense layers, flatten and dropout match the reference", "[kernels]") {
+  check_model("tests/models/ops_dense.yaml");
+}
+
+TEST_CASE("kernels: add, concat, batchnorm, pooling and softmax layers match the reference", "[kernels]") {
+  check_model("tests/models/ops_dag.yaml");
+}
+
+TEST_CASE("kernels: the reference network matches the reference", "[kernels]") { check_model("models/mnist_cnn.yaml"); }
+
+TEST_CASE("kernels: LeNet-5 matches the reference", "[kernels]") { check_model("models/lenet5.yaml"); }
+
+TEST_CASE("kernels: the residual network matches the reference", "[kernels]") {
+  check_model("models/resnet_small.yaml");
+}
+
+TEST_CASE("fusion: the reference network runs as 4 kernels, conv+bias+relu+pool fused", "[kernels]") {
+  test::BuiltModel built = test::build_model("models/mnist_cnn.yaml");
+  const Graph& graph = built.graph;
+  std::vector<std::string> kernels;
+  for (const Node& node : graph.nodes)
+    if (node.id > 0 && !node.is_view) kernels.push_back(node.name);
+  CHECK(kernels == std::vector<std::string>{"conv2d", "conv2d_1", "dense", "dense_1"});
+  REQUIRE(graph.nodes[1].fused.size() == 2);
+  CHECK(graph.nodes[1].fused[0].op == "relu");
+  CHECK(graph.nodes[1].fused[1].op == "maxpool2d");
+  CHECK(graph.nodes[1].shape == Shape{13, 13, 32});
+  CHECK(graph.nodes[1].unfused_shape == Shape{26, 26, 32});
+}

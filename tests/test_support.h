@@ -1,0 +1,68 @@
+// Helpers shared by the code-generation tests: build a model's package, fill it with random
+// parameters and inputs.
+#pragma once
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codegen/package.h"
+#include "frontend/parse_model.h"
+#include "graph/pipeline.h"
+#include "package.h"
+
+namespace cnnc::test {
+
+inline std::string source_path(const std::string& relative) { return std::string(CNNC_SOURCE_DIR) + "/" + relative; }
+
+struct BuiltModel {
+  Graph graph;
+  PackageResult result;
+  std::shared_ptr<rt::Package> package;
+};
+
+inline BuiltModel build_model(const std::string& relative_path, const std::string& target = "host") {
+  BuiltModel built;
+  built.graph = compile_graph(parse_model_file(source_path(relative_path)));
+  BuildOptions options;
+  options.target = target;
+  built.result = build_package(built.graph, options);
+  if (target == "host") built.package = rt::Package::open(built.result.dir, model_fingerprint(built.graph));
+  return built;
+}
+
+inline bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Random parameters at the scale of a real network: kernels uniform within the Glorot limit,
+// every other parameter (biases included, so that they are tested) in [-0.5, 0.5], variances in
+// [0.5, 1.5] so that batchnorm stays finite.
+inline void randomize_params(rt::Network& network, uint32_t seed) {
+  std::mt19937 random(seed);
+  for (const rt::TensorInfo& info : network.package().params()) {
+    float* data = network.params() + info.offset;
+    float limit = 0.5f, shift = ends_with(info.name, ".moving_variance") ? 1.0f : 0.0f;
+    if (ends_with(info.name, ".kernel")) {
+      int64_t receptive = 1;
+      for (size_t d = 0; d + 2 < info.shape.size(); ++d) receptive *= info.shape[d];
+      double fans = double(receptive * (info.shape[info.shape.size() - 2] + info.shape.back()));
+      limit = float(std::sqrt(6.0 / fans));
+    }
+    std::uniform_real_distribution<float> uniform(-limit, limit);
+    for (int64_t i = 0; i < info.elements(); ++i) data[i] = uniform(random) + shift;
+  }
+  network.params_changed();
+}
+
+inline std::vector<float> random_input(int64_t count, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> values(static_cast<size_t>(count));
+  for (float& v : values) v = uniform(random);
+  return values;
+}
+
+}  // namespace cnnc::test
