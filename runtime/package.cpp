@@ -76,6 +76,9 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
   p.node_output_ = reinterpret_cast<const float* (*)(const void*, int)>(p.resolve("node_output"));
   p.error_ = reinterpret_cast<const char* (*)(const void*)>(p.resolve("error"));
   p.set_threads_ = reinterpret_cast<void (*)(int)>(p.resolve("set_threads"));
+  p.kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("kernel_count"));
+  p.kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("kernel_name"));
+  p.kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("kernel_seconds"));
   return package;
 }
 
@@ -138,5 +141,9 @@ std::vector<float> Network::forward(const std::vector<float>& input, int batch) 
 }
 
 const float* Network::node_output(int node) const { return package_->node_output_(model_, node); }
+
+int Network::kernel_count() const { return package_->kernel_count_(); }
+std::string Network::kernel_name(int kernel) const { return package_->kernel_name_(kernel); }
+double Network::kernel_seconds(int kernel) const { return package_->kernel_seconds_(model_, kernel); }
 
 }  // namespace cnnc::rt

@@ -71,6 +71,9 @@ class Package {
   const float* (*node_output_)(const void*, int) = nullptr;
   const char* (*error_)(const void*) = nullptr;
   void (*set_threads_)(int) = nullptr;
+  int (*kernel_count_)() = nullptr;
+  const char* (*kernel_name_)(int) = nullptr;
+  double (*kernel_seconds_)(const void*, int) = nullptr;
 };
 
 // One instance of a network: its parameters and activations.
@@ -94,6 +97,11 @@ class Network {
   std::vector<float> forward(const std::vector<float>& input, int batch);
   // A node's output from the last forward call: batch x nodes()[node] elements.
   const float* node_output(int node) const;
+
+  // Kernels in execution order (C symbol names) and their time in the last forward call.
+  int kernel_count() const;
+  std::string kernel_name(int kernel) const;
+  double kernel_seconds(int kernel) const;
 
  private:
   std::shared_ptr<Package> package_;

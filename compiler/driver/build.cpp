@@ -18,6 +18,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
     std::string target = "host";
     std::string output;
     std::string dump_after;
+    std::string name;
     bool no_cache = false;
     bool quiet = false;
   };
@@ -30,6 +31,8 @@ void add_build_command(CLI::App& app, CommandAction& action) {
       ->capture_default_str();
   build->add_option("-o,--output", options->output,
                     "Output directory (default: generated/<model>/<target>)");
+  build->add_option("--name", options->name,
+                    "C prefix of the package's symbols and header (default: the model's name:)");
   std::vector<std::string> passes = pass_names();
   passes.push_back("all");
   build->add_option("--dump-after", options->dump_after,
@@ -41,6 +44,13 @@ void add_build_command(CLI::App& app, CommandAction& action) {
   build->callback([options, &action] {
     action = [options] {
       ModelSpec model = parse_model_file(options->model);
+      if (!options->name.empty()) {
+        if (!is_valid_identifier(options->name))
+          throw UserError(SourceLoc{"--name", 0, 0},
+                          fmt::format("'{}' is not a valid name; use letters, digits and '_' (not first a digit)",
+                                      options->name));
+        model.name = options->name;
+      }
       PipelineOptions pipeline;
       pipeline.dump_after = options->dump_after;
       pipeline.dump = &std::cout;

@@ -354,6 +354,7 @@ OptimizerSpec read_optimizer(const Reader& reader, const YAML::Node& node, const
     reader.fail(where, fmt::format("train: unknown optimizer '{}'{}; expected one of: adam, sgd",
                                    Reader::describe(YAML::Node(optimizer.kind)).substr(1, std::min<size_t>(optimizer.kind.size(), 37)),
                                    did_you_mean(optimizer.kind, kinds)));
+  if (optimizer.kind == "sgd") optimizer.learning_rate = 0.01;  // Keras: SGD 0.01, Adam 0.001
   if (!params || params.IsNull()) return optimizer;
   std::string context = "train: optimizer " + optimizer.kind;
   std::vector<std::string> known = optimizer.kind == "adam"
