@@ -1,6 +1,7 @@
 #include "support/diagnostics.h"
 
 #include <algorithm>
+#include <cctype>
 #include <vector>
 
 #include <fmt/format.h>
@@ -24,7 +25,9 @@ void internal_error(const char* file, int line, const char* condition, const std
 
 namespace {
 
+// Case-insensitive: 'SAME' is one edit from nothing, so that TensorFlow spellings get a suggestion.
 size_t edit_distance(const std::string& a, const std::string& b) {
+  auto lower = [](char c) { return char(std::tolower(static_cast<unsigned char>(c))); };
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
@@ -32,7 +35,7 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     row[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t above = row[j];
-      size_t substitution = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      size_t substitution = diagonal + (lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1);
       row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitution});
       diagonal = above;
     }
