@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
     const int big = 256;
     std::vector<float> input(size_t(big * package->input_elements()), 0.5f);
     for (size_t i = 0; i < input.size(); ++i) input[i] = float((i * 2654435761u) % 1000) / 1000.0f;
-    std::vector<float> output(size_t(big * package->output_elements()));
+    std::vector<float> output(static_cast<size_t>(big * package->output_elements()));
     for (int i = 0; i < 3; ++i) network.forward(input.data(), big, output.data());  // warm-up
     std::vector<double> kernel_best(size_t(network.kernel_count()), 1e30);
     double batch_best = 1e30;

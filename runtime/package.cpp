@@ -60,6 +60,7 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
       package->nodes_.push_back(info);
     }
     package->output_node_ = manifest.at("output").at("node");
+    if (manifest.contains("untrainable_reason")) package->untrainable_reason_ = manifest.at("untrainable_reason");
   } catch (const nlohmann::json::exception& error) {
     throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is incomplete: {}", error.what()));
   }
@@ -77,6 +78,19 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
   p.error_ = reinterpret_cast<const char* (*)(const void*)>(p.resolve("error"));
   p.set_threads_ = reinterpret_cast<void (*)(int)>(p.resolve("set_threads"));
   p.kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("kernel_count"));
+  p.trainable_ = reinterpret_cast<int (*)()>(p.resolve("trainable"));
+  p.set_optimizer_ = reinterpret_cast<int (*)(void*, const char*, float, float, float, float, float)>(p.resolve("set_optimizer"));
+  p.train_step_ = reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("train_step"));
+  p.compute_gradients_ =
+      reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("compute_gradients"));
+  p.param_grads_ = reinterpret_cast<const float* (*)(const void*)>(p.resolve("param_grads"));
+  p.optimizer_state_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("optimizer_state"));
+  p.step_ = reinterpret_cast<int64_t (*)(const void*)>(p.resolve("step"));
+  p.set_step_ = reinterpret_cast<void (*)(void*, int64_t)>(p.resolve("set_step"));
+  p.set_seed_ = reinterpret_cast<void (*)(void*, uint32_t)>(p.resolve("set_seed"));
+  p.train_kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("train_kernel_count"));
+  p.train_kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("train_kernel_name"));
+  p.train_kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("train_kernel_seconds"));
   p.kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("kernel_name"));
   p.kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("kernel_seconds"));
   return package;
@@ -108,6 +122,8 @@ int64_t Package::output_elements() const {
 
 void Package::set_threads(int threads) const { set_threads_(threads); }
 
+bool Package::trainable() const { return trainable_() != 0; }
+
 Network::Network(std::shared_ptr<Package> package) : package_(std::move(package)) {
   model_ = package_->create_();
   if (!model_) throw std::bad_alloc();
@@ -135,7 +151,7 @@ void Network::forward(const float* input, int batch, float* output) {
 
 std::vector<float> Network::forward(const std::vector<float>& input, int batch) {
   CNNC_ASSERT(int64_t(input.size()) == batch * package_->input_elements(), "input size does not match the batch");
-  std::vector<float> output(size_t(batch * package_->output_elements()));
+  std::vector<float> output(static_cast<size_t>(batch * package_->output_elements()));
   forward(input.data(), batch, output.data());
   return output;
 }
@@ -145,5 +161,38 @@ const float* Network::node_output(int node) const { return package_->node_output
 int Network::kernel_count() const { return package_->kernel_count_(); }
 std::string Network::kernel_name(int kernel) const { return package_->kernel_name_(kernel); }
 double Network::kernel_seconds(int kernel) const { return package_->kernel_seconds_(model_, kernel); }
+
+}  // namespace cnnc::rt
+
+namespace cnnc::rt {
+
+void Network::set_optimizer(const std::string& kind, float learning_rate, float beta_1, float beta_2, float epsilon,
+                            float momentum) {
+  if (package_->set_optimizer_(model_, kind.c_str(), learning_rate, beta_1, beta_2, epsilon, momentum) != 0)
+    throw UserError(SourceLoc{package_->dir(), 0, 0}, package_->error_(model_));
+}
+
+Network::StepResult Network::train_step(const float* input, const int32_t* labels, int batch) {
+  StepResult result;
+  if (package_->train_step_(model_, input, labels, batch, &result.loss_sum, &result.correct) != 0)
+    throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("training step failed: {}", package_->error_(model_)));
+  return result;
+}
+
+Network::StepResult Network::compute_gradients(const float* input, const int32_t* labels, int batch) {
+  StepResult result;
+  if (package_->compute_gradients_(model_, input, labels, batch, &result.loss_sum, &result.correct) != 0)
+    throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("gradients failed: {}", package_->error_(model_)));
+  return result;
+}
+
+const float* Network::param_grads() const { return package_->param_grads_(model_); }
+float* Network::optimizer_state(int slot) { return package_->optimizer_state_(model_, slot); }
+int64_t Network::step() const { return package_->step_(model_); }
+void Network::set_step(int64_t step) { package_->set_step_(model_, step); }
+void Network::set_seed(uint32_t seed) { package_->set_seed_(model_, seed); }
+int Network::train_kernel_count() const { return package_->train_kernel_count_(); }
+std::string Network::train_kernel_name(int kernel) const { return package_->train_kernel_name_(kernel); }
+double Network::train_kernel_seconds(int kernel) const { return package_->train_kernel_seconds_(model_, kernel); }
 
 }  // namespace cnnc::rt

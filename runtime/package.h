@@ -49,6 +49,9 @@ class Package {
 
   // Threads for the kernels (0: one per core). Applies to this package's runtime.
   void set_threads(int threads) const;
+  // Whether the package has training kernels, and why not.
+  bool trainable() const;
+  const std::string& untrainable_reason() const { return untrainable_reason_; }
 
  private:
   friend class Network;
@@ -61,6 +64,7 @@ class Package {
   std::vector<NodeInfo> nodes_;
   int64_t param_floats_ = 0;
   int output_node_ = 0;
+  std::string untrainable_reason_;
 
   // The package's C API (see the generated <name>.h).
   void* (*create_)() = nullptr;
@@ -71,6 +75,18 @@ class Package {
   const float* (*node_output_)(const void*, int) = nullptr;
   const char* (*error_)(const void*) = nullptr;
   void (*set_threads_)(int) = nullptr;
+  int (*trainable_)() = nullptr;
+  int (*set_optimizer_)(void*, const char*, float, float, float, float, float) = nullptr;
+  int (*train_step_)(void*, const float*, const int32_t*, int, float*, int*) = nullptr;
+  int (*compute_gradients_)(void*, const float*, const int32_t*, int, float*, int*) = nullptr;
+  const float* (*param_grads_)(const void*) = nullptr;
+  float* (*optimizer_state_)(void*, int) = nullptr;
+  int64_t (*step_)(const void*) = nullptr;
+  void (*set_step_)(void*, int64_t) = nullptr;
+  void (*set_seed_)(void*, uint32_t) = nullptr;
+  int (*train_kernel_count_)() = nullptr;
+  const char* (*train_kernel_name_)(int) = nullptr;
+  double (*train_kernel_seconds_)(const void*, int) = nullptr;
   int (*kernel_count_)() = nullptr;
   const char* (*kernel_name_)(int) = nullptr;
   double (*kernel_seconds_)(const void*, int) = nullptr;
@@ -97,6 +113,27 @@ class Network {
   std::vector<float> forward(const std::vector<float>& input, int batch);
   // A node's output from the last forward call: batch x nodes()[node] elements.
   const float* node_output(int node) const;
+
+  // Training. A step: forward, softmax cross-entropy, backward, optimizer update.
+  struct StepResult {
+    float loss_sum = 0;  // summed over the batch
+    int correct = 0;
+  };
+  // kind "adam" or "sgd"; Keras semantics (see docs/c-api.md).
+  void set_optimizer(const std::string& kind, float learning_rate, float beta_1, float beta_2, float epsilon,
+                     float momentum);
+  StepResult train_step(const float* input, const int32_t* labels, int batch);
+  // Forward and backward only: param_grads() receives the gradient of the mean loss.
+  StepResult compute_gradients(const float* input, const int32_t* labels, int batch);
+  const float* param_grads() const;
+  // Slot 0: Adam's m or SGD's velocity; slot 1: Adam's v. param_floats() each.
+  float* optimizer_state(int slot);
+  int64_t step() const;
+  void set_step(int64_t step);
+  void set_seed(uint32_t seed);
+  int train_kernel_count() const;
+  std::string train_kernel_name(int kernel) const;
+  double train_kernel_seconds(int kernel) const;
 
   // Kernels in execution order (C symbol names) and their time in the last forward call.
   int kernel_count() const;

@@ -11,19 +11,54 @@
 
 namespace cnnc {
 
-// One compiled kernel: a Halide function `function(inputs..., params..., output)` over float32
-// buffers in NHWC layout (Halide dims c, x, y, n; vectors: i, n), batch extent dynamic.
+enum class KernelKind {
+  Forward,       // inference: (inputs..., params...) -> output
+  ForwardTrain,  // training forward of a node that must keep something for backward, or dropout:
+                 // (inputs..., params..., [seed, step: dropout]) -> output, [saved]
+  Backward,      // (gradient, [saved], output, inputs..., params..., previous gradients to add to...,
+                 //  [seed, step: dropout]) -> input gradients..., parameter gradients...
+  Loss,          // softmax + categorical cross-entropy: (logits, labels int32) -> logit gradient, loss per example
+  Adam,          // (params, grads, m, v, lr_t, beta_1, beta_2, epsilon) -> params, m, v   (flat blocks)
+  Sgd,           // (params, grads, velocity, learning_rate, momentum) -> params, velocity
+};
+
+// One compiled kernel: a Halide function over float32 buffers in NHWC layout (Halide dims
+// c, x, y, n; vectors: i, n), batch extent dynamic. Arguments as listed for its kind.
 struct KernelInfo {
+  KernelKind kind = KernelKind::Forward;
   std::string function;             // C symbol
-  int node = 0;                     // graph node it computes
+  int node = 0;                     // graph node it computes (the output node for Loss)
   std::vector<int> inputs;          // graph nodes whose outputs it reads (views included)
   std::vector<std::string> params;  // parameter tensors of the node, in argument order
+  // Backward: for each input, whether its gradient is computed, and whether it is added to a
+  // gradient that another consumer of the same tensor already wrote.
+  std::vector<bool> input_grad, accumulate;
+  // Backward of the loss node: the gradient given is with respect to the pre-softmax logits.
+  bool from_logits = false;
+  // ForwardTrain / Backward: the node keeps a tensor for backward (see saved_shape).
+  bool has_saved = false;
+  int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
+  bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
   std::string schedule_origin = "default";
 };
 
-// The kernels of a fused graph (one per non-view node except the input), in execution order.
+// Whether a node keeps a tensor from its training forward pass for backward: with a
+// fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.
+bool node_keeps_saved(const Node& node, bool is_loss_node);
+// The shape of that tensor (per example): the node's shape before its fused pooling.
+const Shape& saved_shape(const Node& node);
+
+// The inference kernels of a fused graph (one per non-view node except the input), in execution order.
 std::vector<KernelInfo> plan_kernels(const Graph& graph);
+
+// Why this graph cannot be trained ("" if it can): the loss needs a softmax output over a vector,
+// and batchnorm has no training kernels yet.
+std::string training_unsupported_reason(const Graph& graph);
+
+// The training kernels: training forward variants, the loss, backward kernels in reverse order,
+// and the optimizer kernels. Requires training_unsupported_reason(graph) == "".
+std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_floats);
 
 // Compiles every kernel into one object file without a Halide runtime, and the target's
 // standalone Halide runtime into another. Records each kernel's schedule in `kernels`.

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "codegen/codegen.h"
+#include "codegen/halide_common.h"
 
 namespace cnnc {
 
@@ -82,118 +83,7 @@ TargetInfo resolve_target(const std::string& name) {
   return info;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Schedule parameters per target
-
 namespace {
-
-struct ScheduleParams {
-  bool gpu = false;
-  int vector = 8;           // floats per SIMD register
-  int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
-  int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
-};
-
-ScheduleParams schedule_params(const Target& target) {
-  ScheduleParams params;
-  if (target.has_gpu_feature()) {
-    params.gpu = true;
-    return params;
-  }
-  params.vector = target.natural_vector_size<float>();
-  if (target.arch == Target::X86 && !target.has_feature(Target::AVX512)) {
-    // AVX2: 16 ymm registers. 2 vectors x 6 pixels = 12 accumulators + 2 weight vectors + 1
-    // broadcast = 15; at least 8 accumulators are needed to hide the FMA latency.
-    params.channel_vectors = 2;
-    params.pixel_tile = 6;
-  } else {
-    // AVX-512 and NEON: 32 vector registers, so 2 x 12 = 24 accumulators + 3 fit.
-    params.channel_vectors = 2;
-    params.pixel_tile = 12;
-  }
-  return params;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Building blocks
-
-// Halide extents of a per-example shape, innermost first: [H, W, C] -> {C, W, H}.
-std::vector<int> halide_extents(const Shape& shape) {
-  std::vector<int> extents;
-  for (auto it = shape.rbegin(); it != shape.rend(); ++it) extents.push_back(int(*it));
-  return extents;
-}
-
-// Tells Halide the exact dense layout of a buffer: constant extents and strides (all but the
-// batch), which lets it vectorize without runtime checks.
-template <typename BufferLike>
-void constrain_layout(BufferLike buffer, const std::vector<int>& extents, bool batched) {
-  int stride = 1;
-  for (size_t d = 0; d < extents.size(); ++d) {
-    buffer.dim(int(d)).set_bounds(0, extents[d]).set_stride(stride);
-    stride *= extents[d];
-  }
-  if (batched) buffer.dim(int(extents.size())).set_min(0).set_stride(stride);
-}
-
-std::vector<Var> make_vars(size_t count) {
-  static const char* names[] = {"c", "x", "y", "n"};
-  std::vector<Var> vars;
-  for (size_t i = 0; i < count; ++i) vars.emplace_back(count == 2 ? (i == 0 ? "i" : "n") : names[4 - count + i]);
-  return vars;
-}
-
-std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::vector<Expr>(vars.begin(), vars.end()); }
-
-Expr activate(const std::string& op, Expr value) {
-  if (op == "relu") return max(value, 0.0f);
-  if (op == "sigmoid") return 1.0f / (1.0f + exp(-value));
-  if (op == "tanh") return tanh(value);
-  CNNC_ASSERT(false, "not an element-wise activation: " + op);
-}
-
-// Keras 'same' padding: the padding before the first element along one axis.
-int same_padding_before(int input, int output, int window, int stride) {
-  return std::max((output - 1) * stride + window - input, 0) / 2;
-}
-
-// Sliding-window pooling of `source` (c, x, y, n) with extents (channels, width, height).
-// Windows that stick out ('same' padding) ignore the outside: max over the real elements,
-// average divided by the number of real elements, as Keras does.
-Func pool2d(const std::string& op, Func source, int width, int height, const Attrs& attrs, int out_width,
-            int out_height) {
-  auto [ph, pw] = attrs.get_pair("size");
-  auto [sh, sw] = attrs.get_pair("stride");
-  bool same = attrs.get_string("padding") == "same";
-  int top = same ? same_padding_before(height, out_height, int(ph), int(sh)) : 0;
-  int left = same ? same_padding_before(width, out_width, int(pw), int(sw)) : 0;
-  Var c("c"), x("x"), y("y"), n("n");
-  Func pool(op);
-  Expr x0 = x * int(sw) - left, y0 = y * int(sh) - top;
-  Expr result;
-  bool is_max = op == "maxpool2d";
-  for (int dy = 0; dy < ph; ++dy)
-    for (int dx = 0; dx < pw; ++dx) {
-      Expr xx = x0 + dx, yy = y0 + dy;
-      Expr value = source(c, clamp(xx, 0, width - 1), clamp(yy, 0, height - 1), n);
-      if (same) {
-        Expr inside = xx >= 0 && xx < width && yy >= 0 && yy < height;
-        value = select(inside, value, is_max ? Expr(-std::numeric_limits<float>::infinity()) : Expr(0.0f));
-      }
-      result = !result.defined() ? value : (is_max ? max(result, value) : result + value);
-    }
-  if (!is_max) {
-    Expr count = Expr(float(ph * pw));
-    if (same) {
-      Expr rows = min(y0 + int(ph), height) - max(y0, 0);
-      Expr cols = min(x0 + int(pw), width) - max(x0, 0);
-      count = cast<float>(rows * cols);
-    }
-    result = result / count;
-  }
-  pool(c, x, y, n) = result;
-  return pool;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Kernel construction
@@ -202,7 +92,7 @@ class KernelBuilder {
  public:
   KernelBuilder(const Graph& graph, const KernelInfo& kernel, const Target& target)
       : graph_(graph), kernel_(kernel), node_(graph.nodes[kernel.node]), target_(target),
-        sched_(schedule_params(target)) {}
+        sched_(schedule_params(target)), train_(kernel.kind == KernelKind::ForwardTrain) {}
 
   Module build() {
     for (size_t i = 0; i < kernel_.inputs.size(); ++i) {
@@ -221,7 +111,17 @@ class KernelBuilder {
     std::vector<Argument> args;
     for (ImageParam& input : inputs_) args.push_back(input);
     for (const std::string& name : kernel_.params) args.push_back(params_.at(name));
-    Pipeline pipeline(output);
+    if (node_.op == "dropout") {
+      args.push_back(seed_);
+      args.push_back(step_);
+    }
+    std::vector<Func> outputs = {output};
+    if (kernel_.has_saved) {
+      CNNC_ASSERT(saved_.defined(), "node " + node_.name + " should keep a tensor for backward");
+      constrain_layout(saved_.output_buffer(), halide_extents(saved_shape(node_)), true);
+      outputs.push_back(saved_);
+    }
+    Pipeline pipeline(outputs);
     return pipeline.compile_to_module(args, kernel_.function, target_);
   }
 
@@ -300,6 +200,25 @@ class KernelBuilder {
     }
     int block = channel_block(out_channels), vec = std::min(sched_.vector, block);
     Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+    if (pooling && train_) {
+      // Training keeps the activation before pooling for backward: compute it whole (register
+      // tiles as without pooling), then pool it.
+      saved_ = Func("saved");
+      saved_(c, x, y, n) = value(c, x, y, n);
+      Func pool = pool2d(pooling->op, saved_, out_width, out_height, pooling->attrs, int(node_.shape[1]),
+                         int(node_.shape[0]));
+      output = Func("output");
+      output(c, x, y, n) = pool(c, x, y, n);
+      int tile = std::min(sched_.pixel_tile, out_width);
+      saved_.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
+          .unroll(ci).unroll(xi).fuse(y, n, yn).parallel(yn);
+      acc.compute_at(saved_, co).vectorize(c, vec).unroll(c).unroll(x);
+      acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+      Var pyn("pyn");
+      output.vectorize(c, vec).fuse(y, n, pyn).parallel(pyn);
+      kernel_schedule_ = fmt::format("cpu training: register tile {} channels x {} pixels, then pooling", block, tile);
+      return output;
+    }
     if (!pooling) {
       // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in
       // registers through the whole reduction (input channels innermost, then kernel taps).
@@ -374,7 +293,8 @@ class KernelBuilder {
       tiled.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
       acc.compute_at(tiled, ui);
       if (softmax) {
-        logits.compute_root();
+        if (train_) saved_ = logits;
+        else logits.compute_root();
         output.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
         maximum_.compute_at(output, ui);
         sum_.compute_at(output, ui);
@@ -396,7 +316,8 @@ class KernelBuilder {
     acc.compute_at(tiled, uo).vectorize(u, vec).unroll(u);
     acc.update().reorder(u, n, r).vectorize(u, vec).unroll(u);
     if (softmax) {
-      logits.compute_root();
+      if (train_) saved_ = logits;  // the loss starts from the logits
+      else logits.compute_root();
       output.parallel(n);
       maximum_.compute_at(output, n);
       sum_.compute_at(output, n);
@@ -454,6 +375,11 @@ class KernelBuilder {
       Expr channel = vars[0];
       Expr scale = params_.at("gamma")(channel) / sqrt(params_.at("moving_variance")(channel) + epsilon);
       value(at) = (inputs_[0](at) - params_.at("moving_mean")(channel)) * scale + params_.at("beta")(channel);
+    } else if (op == "dropout") {
+      // Training only (at inference dropout is a view): zero a fraction `rate`, scale the rest.
+      double rate = node_.attrs.get_float("rate");
+      Expr keep = dropout_keep(at, node_.shape, seed_, step_, rate);
+      value(at) = select(keep, inputs_[0](at) * float(1.0 / (1.0 - rate)), 0.0f);
     } else if (op == "softmax") {
       // Over the last Keras axis, Halide dim 0.
       int extent = int(node_.shape.back());
@@ -531,6 +457,9 @@ class KernelBuilder {
   const Node& node_;
   Target target_;
   ScheduleParams sched_;
+  bool train_ = false;
+  Func saved_;
+  Param<int32_t> seed_{"seed"}, step_{"step"};
   std::vector<ImageParam> inputs_;
   std::map<std::string, ImageParam> params_;
   Var gpu_thread_{"thread"};
@@ -544,6 +473,11 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
   std::vector<Module> modules;
   try {
     for (KernelInfo& kernel : kernels) {
+      if (kernel.reuses_inference_kernel) continue;
+      if (kernel.kind != KernelKind::Forward && kernel.kind != KernelKind::ForwardTrain) {
+        modules.push_back(build_training_kernel(graph, kernel, target));
+        continue;
+      }
       KernelBuilder builder(graph, kernel, target);
       modules.push_back(builder.build());
       kernel.schedule = builder.kernel_schedule_;

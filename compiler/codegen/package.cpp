@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -103,19 +104,36 @@ struct Plan {
   std::vector<std::pair<int, int>> params;
   std::vector<int64_t> param_offsets;
   int64_t param_floats = 0;
+
+  // Training ("" reason: trainable). In training only flatten is a view (dropout computes).
+  std::string untrainable;
+  std::vector<KernelInfo> training;
+  std::vector<int> train_storage_of;  // memory owner of each node's output while training
+  std::vector<bool> has_saved;        // nodes keeping a tensor for backward
+  int logits_source = -1;             // node whose output (or saved tensor) holds the logits
+  bool logits_saved = false;
 };
 
 Plan make_plan(const Graph& graph, const std::vector<KernelInfo>& kernels, bool gpu) {
-  Plan plan{graph, kernels, graph.name, gpu, {}, {}, {}, 0};
+  Plan plan{graph, kernels, graph.name, gpu, {}, {}, {}, 0, "", {}, {}, {}, -1, false};
   for (const Node& node : graph.nodes) {
     int owner = node.id;
     if (node.is_view) owner = plan.storage_of[node.inputs[0]];
     plan.storage_of.push_back(owner);
+    plan.train_storage_of.push_back(node.op == "flatten" ? plan.train_storage_of[node.inputs[0]] : node.id);
+    plan.has_saved.push_back(node_keeps_saved(node, node.id == graph.output));
     for (size_t p = 0; p < node.params.size(); ++p) {
       plan.params.emplace_back(node.id, int(p));
       plan.param_offsets.push_back(plan.param_floats);
       plan.param_floats += shape_elements(node.params[p].shape);
     }
+  }
+  plan.untrainable = training_unsupported_reason(graph);
+  if (plan.untrainable.empty()) {
+    plan.training = plan_training_kernels(graph, plan.param_floats);
+    const Node& out = graph.nodes[graph.output];
+    plan.logits_saved = plan.has_saved[out.id];
+    plan.logits_source = plan.logits_saved ? out.id : out.inputs[0];
   }
   return plan;
 }
@@ -181,10 +199,36 @@ const char *{p}_node_name(int node);
 int64_t {p}_node_elements(int node);
 const float *{p}_node_output(const {p}_model *model, int node);
 
+/* Training (see docs/c-api.md). {p}_trainable() is 0 where the model cannot be trained
+ * (then the functions below fail with the reason in {p}_error). Labels are class indices. */
+int {p}_trainable(void);
+/* kind: "adam" (learning_rate, beta_1, beta_2, epsilon) or "sgd" (learning_rate, momentum). */
+int {p}_set_optimizer({p}_model *model, const char *kind, float learning_rate, float beta_1, float beta_2,
+                      float epsilon, float momentum);
+/* One step: forward, softmax cross-entropy loss, backward, optimizer update. loss_sum receives
+ * the summed loss of the batch, correct the number of correct predictions (either may be NULL). */
+int {p}_train_step({p}_model *model, const float *input, const int32_t *labels, int batch, float *loss_sum,
+                   int *correct);
+/* Forward and backward without the update: gradients of the mean loss land in {p}_param_grads. */
+int {p}_compute_gradients({p}_model *model, const float *input, const int32_t *labels, int batch,
+                          float *loss_sum, int *correct);
+const float *{p}_param_grads(const {p}_model *model);
+/* Optimizer state, {upper}_PARAM_FLOATS floats per slot: slot 0 is Adam's m or SGD's velocity,
+ * slot 1 Adam's v. With the step count, enough to resume training exactly. */
+float *{p}_optimizer_state({p}_model *model, int slot);
+int64_t {p}_step(const {p}_model *model);
+void {p}_set_step({p}_model *model, int64_t step);
+/* Seed of dropout masks (a mask is a function of seed, step and position). */
+void {p}_set_seed({p}_model *model, uint32_t seed);
+
 /* Kernels in execution order, and the seconds each took in the last forward call. */
 int {p}_kernel_count(void);
 const char *{p}_kernel_name(int kernel);
 double {p}_kernel_seconds(const {p}_model *model, int kernel);
+/* The same for the training kernels, timed in the last training step. */
+int {p}_train_kernel_count(void);
+const char *{p}_train_kernel_name(int kernel);
+double {p}_train_kernel_seconds(const {p}_model *model, int kernel);
 
 /* The last error message of this model, or "". */
 const char *{p}_error(const {p}_model *model);
@@ -212,21 +256,302 @@ std::string c_string(const std::string& text) {
   return out + "\"";
 }
 
+// The global index of parameter `name` of node `node`.
+int param_index(const Plan& plan, int node, const std::string& name) {
+  for (size_t i = 0; i < plan.params.size(); ++i)
+    if (plan.params[i].first == node && plan.graph.nodes[node].params[plan.params[i].second].name == name) return int(i);
+  CNNC_ASSERT(false, "no parameter " + name);
+}
+
+struct KernelCall {
+  std::vector<std::string> types, args;
+  std::vector<std::string> inputs, outputs;  // buffers read / written (for GPU synchronization)
+  void buffer(const std::string& expr, bool written) {
+    types.push_back("struct halide_buffer_t *");
+    args.push_back(expr);
+    (written ? outputs : inputs).push_back(expr);
+  }
+  void scalar(const std::string& type, const std::string& expr) {
+    types.push_back(type);
+    args.push_back(expr);
+  }
+};
+
+// The arguments of a kernel call in the generated C, following the conventions of KernelKind.
+KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
+  KernelCall call;
+  const Graph& graph = plan.graph;
+  const Node& node = graph.nodes[kernel.node];
+  bool dropout = node.op == "dropout";
+  switch (kernel.kind) {
+    case KernelKind::Forward:
+    case KernelKind::ForwardTrain:
+      for (int input : kernel.inputs) call.buffer(fmt::format("&b[{}]", input), false);
+      for (const std::string& name : kernel.params) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, name)), false);
+      if (dropout && kernel.kind == KernelKind::ForwardTrain) {
+        call.scalar("int32_t", "(int32_t)model->seed");
+        call.scalar("int32_t", "(int32_t)model->step");
+      }
+      call.buffer(fmt::format("&b[{}]", node.id), true);
+      if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
+      break;
+    case KernelKind::Backward:
+      call.buffer(kernel.from_logits ? std::string("&model->logit_grad_buffer") : fmt::format("&g[{}]", node.id), false);
+      if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), false);
+      call.buffer(fmt::format("&b[{}]", node.id), false);
+      for (int input : kernel.inputs) call.buffer(fmt::format("&b[{}]", input), false);
+      for (const std::string& name : kernel.params) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, name)), false);
+      for (size_t k = 0; k < kernel.inputs.size(); ++k)
+        if (kernel.accumulate[k]) call.buffer(fmt::format("&g[{}]", kernel.inputs[k]), false);
+      if (dropout) {
+        call.scalar("int32_t", "(int32_t)model->seed");
+        call.scalar("int32_t", "(int32_t)model->step");
+      }
+      for (size_t k = 0; k < kernel.inputs.size(); ++k)
+        if (kernel.input_grad[k]) call.buffer(fmt::format("&g[{}]", kernel.inputs[k]), true);
+      for (const std::string& name : kernel.params)
+        call.buffer(fmt::format("&pg[{}]", param_index(plan, node.id, name)), true);
+      break;
+    case KernelKind::Loss:
+      call.buffer(plan.logits_saved ? fmt::format("&s[{}]", plan.logits_source) : fmt::format("&b[{}]", plan.logits_source),
+                  false);
+      call.buffer("&model->labels_buffer", false);
+      call.buffer("&model->logit_grad_buffer", true);
+      call.buffer("&model->loss_buffer", true);
+      break;
+    case KernelKind::Adam:
+      for (int i = 0; i < 4; ++i) call.buffer(fmt::format("&model->flat[{}]", i), false);
+      for (const char* scalar : {"lr_t", "model->beta_1", "model->beta_2", "model->epsilon"}) call.scalar("float", scalar);
+      for (int i : {0, 2, 3}) call.buffer(fmt::format("&model->flat[{}]", i), true);
+      break;
+    case KernelKind::Sgd:
+      for (int i : {0, 1, 2}) call.buffer(fmt::format("&model->flat[{}]", i), false);
+      call.scalar("float", "model->learning_rate");
+      call.scalar("float", "model->momentum");
+      for (int i : {0, 2}) call.buffer(fmt::format("&model->flat[{}]", i), true);
+      break;
+  }
+  return call;
+}
+
+// One kernel call in the generated C: GPU synchronization around it, errors, timing.
+std::string emit_call(const Plan& plan, const KernelInfo& kernel, const std::string& times, size_t index) {
+  KernelCall call = kernel_call(plan, kernel);
+  std::string out;
+  if (plan.gpu)
+    for (const std::string& buffer : call.inputs)
+      if (buffer.rfind("&w[", 0) != 0) out += fmt::format("  ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
+  out += fmt::format("  if ({}({})) return fail(model, \"kernel {} failed\");\n", kernel.function, fmt::join(call.args, ", "),
+                     kernel.function);
+  if (plan.gpu)
+    for (const std::string& buffer : call.outputs)
+      out += fmt::format("  if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
+  out += fmt::format("  end = now();\n  {}[{}] = end - start;\n  start = end;\n", times, index);
+  return out;
+}
+
+// The training half of plan.c: buffers for saved tensors and gradients, one step of training.
+std::string generate_training_c(const Plan& plan) {
+  const std::string& p = plan.prefix;
+  std::string out = fmt::format(R"C(
+int {p}_trainable(void) {{ return TRAINABLE; }}
+int {p}_train_kernel_count(void) {{ return TRAIN_KERNELS; }}
+const char *{p}_train_kernel_name(int kernel) {{
+  return kernel >= 0 && kernel < TRAIN_KERNELS ? train_kernel_names[kernel] : NULL;
+}}
+double {p}_train_kernel_seconds(const {p}_model *model, int kernel) {{
+  return kernel >= 0 && kernel < TRAIN_KERNELS ? model->train_kernel_seconds[kernel] : 0.0;
+}}
+const float *{p}_param_grads(const {p}_model *model) {{ return model->grads; }}
+int64_t {p}_step(const {p}_model *model) {{ return model->step; }}
+void {p}_set_step({p}_model *model, int64_t step) {{ model->step = step; }}
+void {p}_set_seed({p}_model *model, uint32_t seed) {{ model->seed = seed; }}
+
+/* Gradient and optimizer blocks, allocated on first use. */
+static int ensure_training_blocks({p}_model *model) {{
+  if (model->grads) return 0;
+  size_t floats = PARAM_FLOATS > 0 ? PARAM_FLOATS : 1;
+  model->grads = new_floats(floats);
+  model->state[0] = new_floats(floats);
+  model->state[1] = new_floats(floats);
+  if (!model->grads || !model->state[0] || !model->state[1]) return fail(model, "out of memory for gradients");
+  for (int i = 0; i < PARAMS; ++i) {{
+    int64_t reversed[4];
+    for (int d = 0; d < param_rank[i]; ++d) reversed[d] = param_shape[i][param_rank[i] - 1 - d];
+    set_layout(&model->grad_param_buffer[i], model->grad_param_dim[i], param_rank[i], reversed, 0, 0);
+    model->grad_param_buffer[i].host = (uint8_t *)(model->grads + param_offset[i]);
+  }}
+  float *blocks[4] = {{model->params, model->grads, model->state[0], model->state[1]}};
+  int64_t size[1] = {{PARAM_FLOATS}};
+  for (int i = 0; i < 4; ++i) {{
+    set_layout(&model->flat[i], model->flat_dim[i], 1, size, 0, 0);
+    model->flat[i].host = (uint8_t *)blocks[i];
+  }}
+  return 0;
+}}
+
+float *{p}_optimizer_state({p}_model *model, int slot) {{
+  if (slot < 0 || slot > 1 || ensure_training_blocks(model)) return NULL;
+  return model->state[slot];
+}}
+
+int {p}_set_optimizer({p}_model *model, const char *kind, float learning_rate, float beta_1, float beta_2,
+                      float epsilon, float momentum) {{
+  if (!kind || (strcmp(kind, "adam") != 0 && strcmp(kind, "sgd") != 0))
+    return fail(model, "unknown optimizer; expected adam or sgd");
+  model->optimizer = strcmp(kind, "sgd") == 0;
+  model->learning_rate = learning_rate;
+  model->beta_1 = beta_1;
+  model->beta_2 = beta_2;
+  model->epsilon = epsilon;
+  model->momentum = momentum;
+  return 0;
+}}
+
+/* Describes the training buffers for this batch, allocating when the batch grows. */
+static int prepare_training({p}_model *model, const int32_t *labels, int batch) {{
+  if (ensure_training_blocks(model)) return 1;
+  if (batch > model->train_capacity) {{
+    for (int i = 0; i < NODES; ++i) {{
+      free_device(&model->saved_buffer[i]);
+      free_device(&model->grad_buffer[i]);
+      free(model->saved_storage[i]);
+      free(model->grad_storage[i]);
+      model->saved_storage[i] = model->grad_storage[i] = NULL;
+    }}
+    free(model->logit_grad);
+    free(model->loss);
+    for (int i = 1; i < NODES; ++i) {{
+      if (node_saved[i]) {{
+        model->saved_storage[i] = new_floats((size_t)saved_elements[i] * (size_t)batch);
+        if (!model->saved_storage[i]) return fail(model, "out of memory for training");
+      }}
+      if (node_storage_train[i] == i) {{
+        model->grad_storage[i] = new_floats((size_t)node_elements[i] * (size_t)batch);
+        if (!model->grad_storage[i]) return fail(model, "out of memory for training");
+      }}
+    }}
+    model->logit_grad = new_floats((size_t)CLASSES * (size_t)batch);
+    model->loss = new_floats((size_t)batch);
+    if (!model->logit_grad || !model->loss) return fail(model, "out of memory for training");
+    model->train_capacity = batch;
+  }}
+  for (int i = 1; i < NODES; ++i) {{
+    int64_t kept[3] = {{saved_extent[i][0], saved_extent[i][1], saved_extent[i][2]}};
+    int64_t shape[3] = {{node_extent[i][0], node_extent[i][1], node_extent[i][2]}};
+    free_device(&model->saved_buffer[i]);
+    free_device(&model->grad_buffer[i]);
+    set_layout(&model->saved_buffer[i], model->saved_dim[i], saved_rank[i], kept, 1, batch);
+    model->saved_buffer[i].host = (uint8_t *)model->saved_storage[i];
+    set_layout(&model->grad_buffer[i], model->grad_dim[i], node_rank[i], shape, 1, batch);
+    model->grad_buffer[i].host = (uint8_t *)model->grad_storage[node_storage_train[i]];
+  }}
+  int64_t classes[1] = {{CLASSES}};
+  free_device(&model->logit_grad_buffer);
+  free_device(&model->labels_buffer);
+  free_device(&model->loss_buffer);
+  set_layout(&model->logit_grad_buffer, model->logit_grad_dim, 1, classes, 1, batch);
+  model->logit_grad_buffer.host = (uint8_t *)model->logit_grad;
+  set_layout(&model->loss_buffer, model->loss_dim, 0, NULL, 1, batch);
+  model->loss_buffer.host = (uint8_t *)model->loss;
+  set_layout(&model->labels_buffer, model->labels_dim, 0, NULL, 1, batch);
+  model->labels_buffer.type.code = halide_type_int;
+  model->labels_buffer.host = (uint8_t *)labels;
+  return 0;
+}}
+
+int {p}_compute_gradients({p}_model *model, const float *input, const int32_t *labels, int batch,
+                          float *loss_sum, int *correct) {{
+  model->error[0] = 0;
+  if (!TRAINABLE) return fail(model, untrainable_reason);
+  if (!input || !labels) return fail(model, "input and labels must not be NULL");
+  if (batch < 1) return fail(model, "batch must be at least 1");
+  if ((int64_t)batch * node_elements[0] > 2147483647 || (int64_t)batch * saved_elements[OUTPUT_NODE] > 2147483647)
+    return fail(model, "batch too large: a tensor would exceed 2^31 elements");
+  for (int i = 0; i < batch; ++i)
+    if (labels[i] < 0 || labels[i] >= CLASSES) {{
+      snprintf(model->error, sizeof model->error, "label %d of example %d is outside [0, %d)", (int)labels[i], i, CLASSES);
+      return 1;
+    }}
+  if (prepare(model, input, batch, 1) || prepare_training(model, labels, batch)) return 1;
+  halide_message[0] = 0;
+  struct halide_buffer_t *b = model->node_buffer, *w = model->param_buffer, *s = model->saved_buffer;
+  struct halide_buffer_t *g = model->grad_buffer, *pg = model->grad_param_buffer;
+  (void)s; (void)g; (void)pg; (void)w;
+  double start = now(), end;
+)C",
+                                fmt::arg("p", p));
+  if (!plan.untrainable.empty()) {
+    out += "  (void)start; (void)end; (void)loss_sum; (void)correct;\n  return 1;\n}\n";
+  } else {
+    size_t index = 0;
+    for (const KernelInfo& kernel : plan.training) {
+      if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd) continue;
+      out += emit_call(plan, kernel, "model->train_kernel_seconds", index++);
+    }
+    out += R"(  if (loss_sum) {
+    double total = 0;
+    for (int i = 0; i < batch; ++i) total += model->loss[i];
+    *loss_sum = (float)total;
+  }
+  if (correct) {
+    const float *probabilities = (const float *)b[OUTPUT_NODE].host;
+    int right = 0;
+    for (int i = 0; i < batch; ++i) {
+      int best = 0;
+      for (int k = 1; k < CLASSES; ++k)
+        if (probabilities[i * CLASSES + k] > probabilities[i * CLASSES + best]) best = k;
+      right += best == labels[i];
+    }
+    *correct = right;
+  }
+  return 0;
+}
+)";
+  }
+  out += fmt::format(R"(
+int {p}_train_step({p}_model *model, const float *input, const int32_t *labels, int batch, float *loss_sum,
+                   int *correct) {{
+  if ({p}_compute_gradients(model, input, labels, batch, loss_sum, correct)) return 1;
+  model->step += 1;
+)",
+                     fmt::arg("p", p));
+  for (const KernelInfo& kernel : plan.training) {
+    if (kernel.kind != KernelKind::Adam && kernel.kind != KernelKind::Sgd) continue;
+    KernelCall call = kernel_call(plan, kernel);
+    std::string condition = kernel.kind == KernelKind::Adam ? "model->optimizer == 0" : "model->optimizer == 1";
+    out += fmt::format("  if ({}) {{\n", condition);
+    if (kernel.kind == KernelKind::Adam)
+      out += "    double t = (double)model->step;\n"
+             "    float lr_t = (float)(model->learning_rate * sqrt(1.0 - pow(model->beta_2, t)) / (1.0 - pow(model->beta_1, t)));\n";
+    if (plan.gpu)
+      for (const std::string& buffer : call.inputs) out += fmt::format("    ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
+    out += fmt::format("    if ({}({})) return fail(model, \"optimizer {} failed\");\n", kernel.function,
+                       fmt::join(call.args, ", "), kernel.function);
+    if (plan.gpu)
+      for (const std::string& buffer : call.outputs)
+        out += fmt::format("    if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
+    out += "  }\n";
+  }
+  out += fmt::format("  {}_params_changed(model);\n  return 0;\n}}\n", p);
+  return out;
+}
+
 std::string generate_plan_c(const Plan& plan) {
   const Graph& graph = plan.graph;
   const std::string& p = plan.prefix;
   size_t node_count = graph.nodes.size();
   std::string out;
   out += fmt::format("/* Execution plan of '{}', generated by cnnc {}. Do not edit. */\n", p, CNNC_VERSION);
-  out += "#define _POSIX_C_SOURCE 199309L\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n";
+  out += "#define _POSIX_C_SOURCE 200112L\n#include <stdint.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include <math.h>\n";
   out += "#include \"HalideRuntime.h\"\n";
   out += fmt::format("#include \"{}.h\"\n\n", p);
 
-  for (const KernelInfo& kernel : plan.kernels) {
-    size_t args = kernel.inputs.size() + kernel.params.size() + 1;
-    std::vector<std::string> types(args, "struct halide_buffer_t *");
-    out += fmt::format("int {}({});\n", kernel.function, fmt::join(types, ", "));
-  }
+  for (const KernelInfo& kernel : plan.kernels)
+    out += fmt::format("int {}({});\n", kernel.function, fmt::join(kernel_call(plan, kernel).types, ", "));
+  for (const KernelInfo& kernel : plan.training)
+    if (!kernel.reuses_inference_kernel)
+      out += fmt::format("int {}({});\n", kernel.function, fmt::join(kernel_call(plan, kernel).types, ", "));
 
   // Static tables.
   std::vector<std::string> names, ranks, extents, storage, elements;
@@ -248,6 +573,36 @@ std::string generate_plan_c(const Plan& plan) {
   out += fmt::format("static const int node_storage[NODES] = {{{}}}; /* the node owning the memory */\n",
                      fmt::join(storage, ", "));
   out += fmt::format("static const int64_t node_elements[NODES] = {{{}}};\n", fmt::join(elements, ", "));
+  std::vector<std::string> train_storage, saved_flags, saved_extents, saved_ranks, saved_elements;
+  for (const Node& node : graph.nodes) {
+    train_storage.push_back(std::to_string(plan.train_storage_of[node.id]));
+    saved_flags.push_back(plan.has_saved[node.id] ? "1" : "0");
+    const Shape& kept = node.unfused_shape.empty() ? node.shape : node.unfused_shape;
+    std::vector<std::string> dims;
+    for (auto it = kept.rbegin(); it != kept.rend(); ++it) dims.push_back(std::to_string(*it));
+    while (dims.size() < 3) dims.push_back("1");
+    saved_extents.push_back(fmt::format("{{{}}}", fmt::join(dims, ", ")));
+    saved_ranks.push_back(std::to_string(kept.size()));
+    saved_elements.push_back(std::to_string(shape_elements(kept)));
+  }
+  out += fmt::format("static const int node_storage_train[NODES] = {{{}}}; /* while training */\n",
+                     fmt::join(train_storage, ", "));
+  out += fmt::format("static const int node_saved[NODES] = {{{}}}; /* keeps a tensor for backward */\n",
+                     fmt::join(saved_flags, ", "));
+  out += fmt::format("static const int saved_rank[NODES] = {{{}}};\n", fmt::join(saved_ranks, ", "));
+  out += fmt::format("static const int saved_extent[NODES][3] = {{{}}};\n", fmt::join(saved_extents, ", "));
+  out += fmt::format("static const int64_t saved_elements[NODES] = {{{}}};\n", fmt::join(saved_elements, ", "));
+  int64_t classes = shape_elements(graph.nodes[graph.output].shape);
+  out += fmt::format("#define CLASSES {}\n", classes);
+  out += fmt::format("#define TRAINABLE {}\nstatic const char *const untrainable_reason = {};\n",
+                     plan.untrainable.empty() ? 1 : 0, c_string(plan.untrainable));
+  std::vector<std::string> train_names;
+  for (const KernelInfo& kernel : plan.training)
+    if (kernel.kind != KernelKind::Adam && kernel.kind != KernelKind::Sgd) train_names.push_back(c_string(kernel.function));
+  size_t train_kernels = train_names.size();
+  if (train_names.empty()) train_names.push_back("0");
+  out += fmt::format("#define TRAIN_KERNELS {}\nstatic const char *const train_kernel_names[{}] = {{{}}};\n",
+                     train_kernels, train_names.size(), fmt::join(train_names, ", "));
 
   std::vector<std::string> pnames, pranks, pshapes, poffsets, pelements;
   for (size_t i = 0; i < plan.params.size(); ++i) {
@@ -292,7 +647,35 @@ std::string generate_plan_c(const Plan& plan) {
   const float *input;
   double kernel_seconds[KERNELS > 0 ? KERNELS : 1];
   char error[1024];
+
+  /* Training: allocated on first use. */
+  int train_capacity;
+  float *saved_storage[NODES], *grad_storage[NODES];
+  struct halide_buffer_t saved_buffer[NODES], grad_buffer[NODES];
+  struct halide_dimension_t saved_dim[NODES][4], grad_dim[NODES][4];
+  float *logit_grad, *loss;
+  struct halide_buffer_t logit_grad_buffer, labels_buffer, loss_buffer;
+  struct halide_dimension_t logit_grad_dim[2], labels_dim[1], loss_dim[1];
+  float *grads, *state[2];                  /* PARAM_FLOATS each: gradients, optimizer state */
+  struct halide_buffer_t grad_param_buffer[PARAMS > 0 ? PARAMS : 1];
+  struct halide_dimension_t grad_param_dim[PARAMS > 0 ? PARAMS : 1][4];
+  struct halide_buffer_t flat[4];           /* params, grads, state 0, state 1 as flat vectors */
+  struct halide_dimension_t flat_dim[4][1];
+  int optimizer;                            /* 0: adam, 1: sgd */
+  float learning_rate, beta_1, beta_2, epsilon, momentum;
+  int64_t step;
+  uint32_t seed;
+  double train_kernel_seconds[TRAIN_KERNELS > 0 ? TRAIN_KERNELS : 1];
 }};
+
+/* Zeroed float storage aligned to 128 bytes, as Halide aligns its own allocations (wide vector
+ * loads may assume it). Freed with free(). */
+static float *new_floats(size_t count) {{
+  void *memory = NULL;
+  if (posix_memalign(&memory, 128, (count > 0 ? count : 1) * sizeof(float)) != 0) return NULL;
+  memset(memory, 0, (count > 0 ? count : 1) * sizeof(float));
+  return (float *)memory;
+}}
 
 static double now(void) {{
   struct timespec time;
@@ -341,7 +724,7 @@ static void set_layout(struct halide_buffer_t *buffer, struct halide_dimension_t
   {p}_model *model = ({p}_model *)calloc(1, sizeof({p}_model));
   if (!model) return NULL;
   halide_set_error_handler(on_halide_error);
-  model->params = (float *)calloc(PARAM_FLOATS > 0 ? PARAM_FLOATS : 1, sizeof(float));
+  model->params = new_floats(PARAM_FLOATS > 0 ? PARAM_FLOATS : 1);
   if (!model->params) {{
     free(model);
     return NULL;
@@ -353,6 +736,13 @@ static void set_layout(struct halide_buffer_t *buffer, struct halide_dimension_t
     model->param_buffer[i].host = (uint8_t *)(model->params + param_offset[i]);
     model->param_buffer[i].flags = halide_buffer_flag_host_dirty;
   }}
+  /* Keras defaults. */
+  model->optimizer = 0;
+  model->learning_rate = 0.001f;
+  model->beta_1 = 0.9f;
+  model->beta_2 = 0.999f;
+  model->epsilon = 1e-7f;
+  model->momentum = 0.0f;
   return model;
 }}
 
@@ -367,6 +757,22 @@ void {p}_destroy({p}_model *model) {{
     free(model->storage[i]);
   }}
   for (int i = 0; i < PARAMS; ++i) free_device(&model->param_buffer[i]);
+  for (int i = 0; i < NODES; ++i) {{
+    free_device(&model->saved_buffer[i]);
+    free_device(&model->grad_buffer[i]);
+    free(model->saved_storage[i]);
+    free(model->grad_storage[i]);
+  }}
+  for (int i = 0; i < PARAMS; ++i) free_device(&model->grad_param_buffer[i]);
+  for (int i = 0; i < 4; ++i) free_device(&model->flat[i]);
+  free_device(&model->logit_grad_buffer);
+  free_device(&model->labels_buffer);
+  free_device(&model->loss_buffer);
+  free(model->logit_grad);
+  free(model->loss);
+  free(model->grads);
+  free(model->state[0]);
+  free(model->state[1]);
   free(model->params);
   free(model);
 }}
@@ -401,7 +807,7 @@ double {p}_kernel_seconds(const {p}_model *model, int kernel) {{
 void {p}_set_threads(int threads) {{ halide_set_num_threads(threads); }}
 
 /* (Re)describes every node's buffer for this batch, allocating when the batch grows. */
-static int prepare({p}_model *model, const float *input, int batch) {{
+static int prepare({p}_model *model, const float *input, int batch, int training) {{
   if (batch > model->capacity) {{
     for (int i = 0; i < NODES; ++i) {{
       free_device(&model->node_buffer[i]);
@@ -409,8 +815,8 @@ static int prepare({p}_model *model, const float *input, int batch) {{
       model->storage[i] = NULL;
     }}
     for (int i = 1; i < NODES; ++i) {{
-      if (node_storage[i] != i) continue;
-      model->storage[i] = (float *)malloc((size_t)node_elements[i] * (size_t)batch * sizeof(float));
+      if (node_storage_train[i] != i) continue; /* a superset of the inference owners */
+      model->storage[i] = new_floats((size_t)node_elements[i] * (size_t)batch);
       if (!model->storage[i]) return fail(model, "out of memory for activations");
     }}
     model->capacity = batch;
@@ -419,7 +825,7 @@ static int prepare({p}_model *model, const float *input, int batch) {{
     int64_t reversed[3] = {{node_extent[i][0], node_extent[i][1], node_extent[i][2]}};
     free_device(&model->node_buffer[i]);
     set_layout(&model->node_buffer[i], model->node_dim[i], node_rank[i], reversed, 1, batch);
-    int owner = node_storage[i];
+    int owner = training ? node_storage_train[i] : node_storage[i];
     model->node_buffer[i].host = owner == 0 ? (uint8_t *)input : (uint8_t *)model->storage[owner];
   }}
   return 0;
@@ -434,35 +840,15 @@ static int prepare({p}_model *model, const float *input, int batch) {{
   out += "  if (batch < 1) return fail(model, \"batch must be at least 1\");\n";
   out += "  if ((int64_t)batch * node_elements[0] > 2147483647 || (int64_t)batch * node_elements[OUTPUT_NODE] > "
          "2147483647)\n    return fail(model, \"batch too large: a tensor would exceed 2^31 elements\");\n";
-  out += "  if (prepare(model, input, batch)) return 1;\n";
+  out += "  if (prepare(model, input, batch, 0)) return 1;\n";
   out += "  halide_message[0] = 0;\n";
   out += "  struct halide_buffer_t *b = model->node_buffer;\n";
   out += "  struct halide_buffer_t *w = model->param_buffer;\n";
   out += "  double start = now(), end;\n";
-  for (size_t k = 0; k < plan.kernels.size(); ++k) {
-    const KernelInfo& kernel = plan.kernels[k];
-    std::vector<std::string> args;
-    for (int input : kernel.inputs) args.push_back(fmt::format("&b[{}]", input));
-    // Parameters of this node, by name, in the order of the kernel's arguments.
-    for (const std::string& name : kernel.params) {
-      for (size_t i = 0; i < plan.params.size(); ++i) {
-        const Node& node = graph.nodes[plan.params[i].first];
-        if (node.id == kernel.node && node.params[plan.params[i].second].name == name)
-          args.push_back(fmt::format("&w[{}]", i));
-      }
-    }
-    args.push_back(fmt::format("&b[{}]", kernel.node));
-    if (plan.gpu)
-      for (int input : kernel.inputs) out += fmt::format("  b[{}].flags |= halide_buffer_flag_host_dirty;\n", input);
-    out += fmt::format("  if ({}({})) return fail(model, \"kernel {} ({}) failed\");\n", kernel.function,
-                       fmt::join(args, ", "), kernel.function, graph.nodes[kernel.node].name);
-    if (plan.gpu)
-      out += fmt::format("  if (halide_copy_to_host(NULL, &b[{}])) return fail(model, \"copy to host failed\");\n",
-                         kernel.node);
-    out += fmt::format("  end = now();\n  model->kernel_seconds[{}] = end - start;\n  start = end;\n", k);
-  }
+  for (size_t k = 0; k < plan.kernels.size(); ++k) out += emit_call(plan, plan.kernels[k], "model->kernel_seconds", k);
   out += "  memcpy(output, b[OUTPUT_NODE].host, (size_t)batch * (size_t)node_elements[OUTPUT_NODE] * sizeof(float));\n";
   out += "  return 0;\n}\n";
+  out += generate_training_c(plan);
   return out;
 }
 
@@ -528,6 +914,16 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
                        {"schedule", {{"origin", kernel.schedule_origin}, {"description", kernel.schedule}}}});
   }
   manifest["kernels"] = kernels;
+  manifest["trainable"] = plan.untrainable.empty();
+  if (!plan.untrainable.empty()) manifest["untrainable_reason"] = plan.untrainable;
+  static const char* kind_names[] = {"forward", "forward_train", "backward", "loss", "adam", "sgd"};
+  nlohmann::json training = nlohmann::json::array();
+  for (const KernelInfo& kernel : plan.training)
+    training.push_back({{"function", kernel.function},
+                        {"kind", kind_names[int(kernel.kind)]},
+                        {"node", kernel.node},
+                        {"schedule", {{"origin", kernel.schedule_origin}, {"description", kernel.schedule}}}});
+  manifest["training_kernels"] = training;
   std::vector<std::string> order;
   for (const KernelInfo& kernel : plan.kernels) order.push_back(kernel.function);
   manifest["plan"] = order;
@@ -568,6 +964,105 @@ std::vector<KernelInfo> plan_kernels(const Graph& graph) {
   return kernels;
 }
 
+bool node_keeps_saved(const Node& node, bool is_loss_node) {
+  for (const Node::FusedOp& op : node.fused) {
+    if (op.op == "maxpool2d" || op.op == "avgpool2d") return true;
+    if (op.op == "softmax" && is_loss_node) return true;
+  }
+  return false;
+}
+
+const Shape& saved_shape(const Node& node) { return node.unfused_shape; }
+
+std::string training_unsupported_reason(const Graph& graph) {
+  for (const Node& node : graph.nodes)
+    if (node.op == "batchnorm")
+      return fmt::format("{}: {}: batchnorm has no training kernels yet; cnnc can run such a model but not train it",
+                         node.loc.str(), node.describe());
+  const Node& out = graph.nodes[graph.output];
+  bool softmax = out.op == "softmax" || (!out.fused.empty() && out.fused.back().op == "softmax");
+  if (!softmax || out.shape.size() != 1)
+    return fmt::format("{}: {}: categorical_crossentropy needs the last layer to end in a softmax over a vector of "
+                       "classes (e.g. dense: {{units: 10, activation: softmax}}); it gives {}{}",
+                       out.loc.str(), out.describe(), shape_str(out.shape), softmax ? "" : " without softmax");
+  return "";
+}
+
+std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_floats) {
+  CNNC_ASSERT(training_unsupported_reason(graph).empty(), "planning training for an untrainable graph");
+  std::vector<KernelInfo> kernels;
+  int loss_node = graph.output;
+  std::vector<KernelInfo> inference = plan_kernels(graph);
+  // Training forward: the inference kernel where nothing needs keeping, else a training variant.
+  for (const Node& node : graph.nodes) {
+    if (node.id == 0 || node.op == "flatten") continue;
+    KernelInfo kernel;
+    kernel.node = node.id;
+    kernel.inputs = node.inputs;
+    for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
+    kernel.has_saved = node_keeps_saved(node, node.id == loss_node);
+    if (kernel.has_saved || node.op == "dropout") {
+      kernel.kind = KernelKind::ForwardTrain;
+      kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
+    } else {
+      kernel.kind = KernelKind::Forward;
+      kernel.reuses_inference_kernel = true;
+      for (const KernelInfo& k : inference)
+        if (k.node == node.id) kernel.function = k.function;
+    }
+    kernels.push_back(kernel);
+  }
+  KernelInfo loss;
+  loss.kind = KernelKind::Loss;
+  loss.function = graph.name + "_loss";
+  loss.node = loss_node;
+  loss.from_logits = true;
+  kernels.push_back(loss);
+
+  // Gradients are stored per memory owner (a flatten shares its input's gradient).
+  std::vector<int> owner(graph.nodes.size());
+  for (const Node& node : graph.nodes) owner[node.id] = node.op == "flatten" ? owner[node.inputs[0]] : node.id;
+  std::vector<bool> written(graph.nodes.size(), false);
+  written[owner[loss_node]] = true;  // the loss writes the gradient the output node starts from
+  for (int id = int(graph.nodes.size()) - 1; id >= 1; --id) {
+    const Node& node = graph.nodes[id];
+    if (node.op == "flatten") continue;
+    if (!written[owner[id]]) continue;  // a dead branch: nothing flows back into it
+    KernelInfo kernel;
+    kernel.kind = KernelKind::Backward;
+    kernel.function = fmt::format("{}_b{}_{}", graph.name, node.id, node.name);
+    kernel.node = node.id;
+    kernel.inputs = node.inputs;
+    for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
+    kernel.has_saved = node_keeps_saved(node, id == loss_node);
+    kernel.from_logits = id == loss_node;
+    bool any = !node.params.empty();
+    for (size_t k = 0; k < node.inputs.size(); ++k) {
+      int input = node.inputs[k];
+      // An input used twice (add(a, b, a)) gets one output: the sum over its uses.
+      bool repeated = std::find(node.inputs.begin(), node.inputs.begin() + long(k), input) != node.inputs.begin() + long(k);
+      bool needed = owner[input] != 0 && !repeated;
+      kernel.input_grad.push_back(needed);
+      kernel.accumulate.push_back(needed && written[owner[input]]);
+      if (needed) written[owner[input]] = true;
+      any = any || needed;
+    }
+    if (any) kernels.push_back(kernel);  // else nothing flows back from here (it reads only the input)
+  }
+  KernelInfo adam;
+  adam.kind = KernelKind::Adam;
+  adam.function = graph.name + "_adam";
+  adam.param_floats = param_floats;
+  KernelInfo sgd = adam;
+  sgd.kind = KernelKind::Sgd;
+  sgd.function = graph.name + "_sgd";
+  if (param_floats > 0) {
+    kernels.push_back(adam);
+    kernels.push_back(sgd);
+  }
+  return kernels;
+}
+
 std::string model_fingerprint(const Graph& graph) {
   std::string text = format_graph(graph);
   text = text.substr(text.find('\n') + 1);  // drop the header, which names the file
@@ -588,8 +1083,11 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   TargetInfo target = resolve_target(options.target);
   std::string fingerprint = model_fingerprint(graph);
   PackageResult result;
-  result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
-                                          halide_version(), kCodegenRevision, codegen_build_stamp()));
+  // The build stamps of both code generators (kernels and plan) change whenever they are
+  // recompiled, so that packages from an older cnnc are never reused.
+  result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
+                                          halide_version(), kCodegenRevision, codegen_build_stamp(),
+                                          __DATE__ " " __TIME__));
   std::string entry = cache_directory() + "/packages/" + graph.name + "-" + result.cache_key;
   auto finish = [&](const std::string& dir) {
     result.dir = dir;
@@ -624,12 +1122,16 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
 
   std::vector<KernelInfo> kernels = plan_kernels(graph);
   Plan plan = make_plan(graph, kernels, target.gpu);
+  std::vector<KernelInfo> all = kernels;
+  all.insert(all.end(), plan.training.begin(), plan.training.end());
   auto log = [&](const std::string& line) {
     if (options.log) *options.log << "cnnc: " << line << "\n" << std::flush;
   };
-  log(fmt::format("{} for {}: compiling {} kernels with Halide {}", graph.name, target.name, kernels.size(),
-                  halide_version()));
-  compile_kernels(graph, kernels, target, work + "/kernels.o", work + "/runtime.o");
+  log(fmt::format("{} for {}: compiling {} kernels ({} for inference) with Halide {}", graph.name, target.name,
+                  all.size(), kernels.size(), halide_version()));
+  compile_kernels(graph, all, target, work + "/kernels.o", work + "/runtime.o");
+  for (size_t i = 0; i < kernels.size(); ++i) kernels[i].schedule = all[i].schedule;
+  for (size_t i = 0; i < plan.training.size(); ++i) plan.training[i].schedule = all[kernels.size() + i].schedule;
   write_file(work + "/" + graph.name + ".h", generate_header(plan, target));
   write_file(work + "/plan.c", generate_plan_c(plan));
   log("compiling the plan and linking kernels.a, kernels.so");

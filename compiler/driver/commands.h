@@ -15,5 +15,7 @@ using CommandAction = std::function<int()>;
 void add_check_command(CLI::App& app, CommandAction& action);
 void add_build_command(CLI::App& app, CommandAction& action);
 void add_predict_command(CLI::App& app, CommandAction& action);
+void add_train_command(CLI::App& app, CommandAction& action);
+void add_eval_command(CLI::App& app, CommandAction& action);
 
 }  // namespace cnnc

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   cnnc::CommandAction action;
   cnnc::add_check_command(app, action);
   cnnc::add_build_command(app, action);
+  cnnc::add_train_command(app, action);
+  cnnc::add_eval_command(app, action);
   cnnc::add_predict_command(app, action);
   try {
     app.parse(argc, argv);

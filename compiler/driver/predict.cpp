@@ -82,7 +82,7 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
                                       images.height, images.width, images.channels, height, width, channels));
         for (int64_t first = 0; first < images.count; first += options->batch_size) {
           int batch = int(std::min<int64_t>(options->batch_size, images.count - first));
-          std::vector<float> input(size_t(batch * images.image_bytes()));
+          std::vector<float> input(static_cast<size_t>(batch * images.image_bytes()));
           rt::to_floats(images, first, batch, input.data());
           std::vector<float> output = network.forward(input, batch);
           for (int b = 0; b < batch; ++b) {

@@ -29,7 +29,10 @@ bool can_absorb(const Node& producer, const Node& consumer) {
   if (is_activation_op(consumer.op))
     return (p == "conv2d" || p == "dense" || p == "add" || p == "batchnorm") && !has_activation(producer) &&
            !has_pooling(producer);
-  if (is_pooling_op(consumer.op)) return p == "conv2d" && !has_pooling(producer);
+  // Pooling after a softmax stays separate: backward would need both the logits and the activation.
+  bool softmax = false;
+  for (const Node::FusedOp& op : producer.fused) softmax = softmax || op.op == "softmax";
+  if (is_pooling_op(consumer.op)) return p == "conv2d" && !has_pooling(producer) && !softmax;
   return false;
 }
 

@@ -1,0 +1,152 @@
+// Building blocks shared by the Halide translation units (halide_kernels.cpp: forward kernels,
+// halide_training.cpp: training kernels). Includes Halide.h: never include it elsewhere.
+#pragma once
+
+#include <Halide.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "graph/graph.h"
+
+namespace cnnc {
+
+using namespace Halide;
+
+// ---------------------------------------------------------------------------------------------
+// Schedule parameters per target
+
+struct ScheduleParams {
+  bool gpu = false;
+  int vector = 8;           // floats per SIMD register
+  int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
+  int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
+};
+
+inline ScheduleParams schedule_params(const Target& target) {
+  ScheduleParams params;
+  if (target.has_gpu_feature()) {
+    params.gpu = true;
+    return params;
+  }
+  params.vector = target.natural_vector_size<float>();
+  if (target.arch == Target::X86 && !target.has_feature(Target::AVX512)) {
+    // AVX2: 16 ymm registers. 2 vectors x 6 pixels = 12 accumulators + 2 weight vectors + 1
+    // broadcast = 15; at least 8 accumulators are needed to hide the FMA latency.
+    params.channel_vectors = 2;
+    params.pixel_tile = 6;
+  } else {
+    // AVX-512 and NEON: 32 vector registers, so 2 x 12 = 24 accumulators + 3 fit.
+    params.channel_vectors = 2;
+    params.pixel_tile = 12;
+  }
+  return params;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+// Halide extents of a per-example shape, innermost first: [H, W, C] -> {C, W, H}.
+inline std::vector<int> halide_extents(const Shape& shape) {
+  std::vector<int> extents;
+  for (auto it = shape.rbegin(); it != shape.rend(); ++it) extents.push_back(int(*it));
+  return extents;
+}
+
+// Tells Halide the exact dense layout of a buffer: constant extents and strides (all but the
+// batch), which lets it vectorize without runtime checks.
+template <typename BufferLike>
+void constrain_layout(BufferLike buffer, const std::vector<int>& extents, bool batched) {
+  int stride = 1;
+  for (size_t d = 0; d < extents.size(); ++d) {
+    buffer.dim(int(d)).set_bounds(0, extents[d]).set_stride(stride);
+    stride *= extents[d];
+  }
+  if (batched) buffer.dim(int(extents.size())).set_min(0).set_stride(stride);
+}
+
+inline std::vector<Var> make_vars(size_t count) {
+  static const char* names[] = {"c", "x", "y", "n"};
+  std::vector<Var> vars;
+  for (size_t i = 0; i < count; ++i) vars.emplace_back(count == 2 ? (i == 0 ? "i" : "n") : names[4 - count + i]);
+  return vars;
+}
+
+inline std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::vector<Expr>(vars.begin(), vars.end()); }
+
+inline Expr activate(const std::string& op, Expr value) {
+  if (op == "relu") return max(value, 0.0f);
+  if (op == "sigmoid") return 1.0f / (1.0f + exp(-value));
+  if (op == "tanh") return tanh(value);
+  CNNC_ASSERT(false, "not an element-wise activation: " + op);
+}
+
+// Keras 'same' padding: the padding before the first element along one axis.
+inline int same_padding_before(int input, int output, int window, int stride) {
+  return std::max((output - 1) * stride + window - input, 0) / 2;
+}
+
+// Sliding-window pooling of `source` (c, x, y, n) with extents (channels, width, height).
+// Windows that stick out ('same' padding) ignore the outside: max over the real elements,
+// average divided by the number of real elements, as Keras does.
+inline Func pool2d(const std::string& op, Func source, int width, int height, const Attrs& attrs, int out_width,
+            int out_height) {
+  auto [ph, pw] = attrs.get_pair("size");
+  auto [sh, sw] = attrs.get_pair("stride");
+  bool same = attrs.get_string("padding") == "same";
+  int top = same ? same_padding_before(height, out_height, int(ph), int(sh)) : 0;
+  int left = same ? same_padding_before(width, out_width, int(pw), int(sw)) : 0;
+  Var c("c"), x("x"), y("y"), n("n");
+  Func pool(op);
+  Expr x0 = x * int(sw) - left, y0 = y * int(sh) - top;
+  Expr result;
+  bool is_max = op == "maxpool2d";
+  for (int dy = 0; dy < ph; ++dy)
+    for (int dx = 0; dx < pw; ++dx) {
+      Expr xx = x0 + dx, yy = y0 + dy;
+      Expr value = source(c, clamp(xx, 0, width - 1), clamp(yy, 0, height - 1), n);
+      if (same) {
+        Expr inside = xx >= 0 && xx < width && yy >= 0 && yy < height;
+        value = select(inside, value, is_max ? Expr(-std::numeric_limits<float>::infinity()) : Expr(0.0f));
+      }
+      result = !result.defined() ? value : (is_max ? max(result, value) : result + value);
+    }
+  if (!is_max) {
+    Expr count = Expr(float(ph * pw));
+    if (same) {
+      Expr rows = min(y0 + int(ph), height) - max(y0, 0);
+      Expr cols = min(x0 + int(pw), width) - max(x0, 0);
+      count = cast<float>(rows * cols);
+    }
+    result = result / count;
+  }
+  pool(c, x, y, n) = result;
+  return pool;
+}
+
+// Dropout's keep mask, a pure function of (seed, step, flat index), so that backward recomputes
+// exactly the mask forward used. Keeps an element with probability 1 - rate.
+inline Expr dropout_keep(const std::vector<Expr>& at, const Shape& shape, Expr seed, Expr step, double rate) {
+  std::vector<int> extents = halide_extents(shape);
+  Expr index = at.back();
+  for (int d = int(extents.size()) - 1; d >= 0; --d) index = index * extents[size_t(d)] + at[size_t(d)];
+  Expr h = cast<uint32_t>(index) * Internal::UIntImm::make(UInt(32), 0x9E3779B1u);
+  h = h ^ (cast<uint32_t>(step) * Internal::UIntImm::make(UInt(32), 0x85EBCA77u));
+  h = h ^ (cast<uint32_t>(seed) * Internal::UIntImm::make(UInt(32), 0xC2B2AE3Du));
+  h = h ^ (h >> 16);
+  h = h * Internal::UIntImm::make(UInt(32), 0x7FEB352Du);
+  h = h ^ (h >> 15);
+  h = h * Internal::UIntImm::make(UInt(32), 0x846CA68Bu);
+  h = h ^ (h >> 16);
+  return cast<float>(h >> 8) * (1.0f / 16777216.0f) >= float(rate);
+}
+
+struct KernelInfo;
+// Builds one training kernel (ForwardTrain of dropout excepted, Backward, Loss, Adam, Sgd);
+// halide_training.cpp. Records its schedule in kernel.schedule.
+Module build_training_kernel(const Graph& graph, KernelInfo& kernel, const Target& target);
+
+}  // namespace cnnc

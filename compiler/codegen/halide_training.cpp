@@ -1,0 +1,576 @@
+// Training kernels: backward of every op (hand-written, so each has its own schedule and no
+// autodiff pitfalls), softmax + categorical cross-entropy, and the Adam and SGD updates.
+//
+// Conventions (see KernelKind in codegen.h): a backward kernel receives the gradient of its
+// node's output, what the node kept from the training forward pass, the node's output and inputs
+// and its parameters, and writes the gradients of its inputs and parameters. Reductions over the
+// batch and the pixels run in a fixed order inside each output element, never split across
+// threads, so results are bit-identical for any thread count.
+#include "codegen/codegen.h"
+#include "codegen/halide_common.h"
+
+namespace cnnc {
+
+namespace {
+
+Expr activation_derivative(const std::string& op, Expr activated) {
+  if (op == "relu") return select(activated > 0.0f, 1.0f, 0.0f);
+  if (op == "sigmoid") return activated * (1.0f - activated);
+  if (op == "tanh") return 1.0f - activated * activated;
+  CNNC_ASSERT(false, "no derivative for " + op);
+}
+
+class BackwardBuilder {
+ public:
+  BackwardBuilder(const Graph& graph, KernelInfo& kernel, const Target& target)
+      : graph_(graph), kernel_(kernel), node_(graph.nodes[kernel.node]), target_(target),
+        sched_(schedule_params(target)) {}
+
+  Module build() {
+    std::vector<Argument> args;
+    std::vector<Func> outputs;
+    switch (kernel_.kind) {
+      case KernelKind::Backward: backward(args, outputs); break;
+      case KernelKind::Loss: loss(args, outputs); break;
+      case KernelKind::Adam: adam(args, outputs); break;
+      case KernelKind::Sgd: sgd(args, outputs); break;
+      default: CNNC_ASSERT(false, "not a training kernel");
+    }
+    kernel_.schedule = schedule_;
+    return Pipeline(outputs).compile_to_module(args, kernel_.function, target_);
+  }
+
+ private:
+  ImageParam batched(const Shape& shape, const std::string& name) {
+    ImageParam param(Float(32), int(shape.size()) + 1, name);
+    constrain_layout(param, halide_extents(shape), true);
+    return param;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Backward
+
+  void backward(std::vector<Argument>& args, std::vector<Func>& outputs) {
+    const Shape& given_shape = kernel_.from_logits ? saved_shape(node_) : node_.shape;
+    ImageParam gradient = batched(given_shape, "gradient");
+    args.push_back(gradient);
+    ImageParam saved;
+    if (kernel_.has_saved) {
+      saved = batched(saved_shape(node_), "saved");
+      args.push_back(saved);
+    }
+    ImageParam output = batched(node_.shape, "output");
+    args.push_back(output);
+    std::vector<ImageParam> inputs;
+    for (size_t i = 0; i < node_.inputs.size(); ++i) {
+      inputs.push_back(batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("input{}", i)));
+      args.push_back(inputs.back());
+    }
+    std::map<std::string, ImageParam> params;
+    for (const ParamSpec& spec : node_.params) {
+      ImageParam param(Float(32), int(spec.shape.size()), spec.name);
+      constrain_layout(param, halide_extents(spec.shape), false);
+      params[spec.name] = param;
+      args.push_back(param);
+    }
+    std::vector<ImageParam> previous(node_.inputs.size());
+    for (size_t i = 0; i < node_.inputs.size(); ++i) {
+      if (!kernel_.accumulate[i]) continue;
+      previous[i] = batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("previous{}", i));
+      args.push_back(previous[i]);
+    }
+    Param<int32_t> seed("seed"), step("step");
+    if (node_.op == "dropout") {
+      args.push_back(seed);
+      args.push_back(step);
+    }
+    batch_ = gradient.dim(int(given_shape.size())).extent();
+
+    // The gradient with respect to the node's own op, before its fused epilogue.
+    Func pre = epilogue_backward(gradient, saved, output);
+
+    // The op itself: gradients of the inputs (as Funcs over the input's dims) and parameters.
+    std::vector<Func> input_grads(node_.inputs.size());
+    std::vector<std::pair<std::string, Func>> param_grads;
+    const std::string& op = node_.op;
+    if (op == "conv2d") {
+      conv_backward(pre, inputs[0], params, input_grads[0], param_grads);
+    } else if (op == "dense") {
+      dense_backward(pre, inputs[0], params, input_grads[0], param_grads);
+    } else {
+      elementwise_backward(pre, output, inputs, seed, step, input_grads);
+    }
+
+    for (size_t i = 0; i < node_.inputs.size(); ++i) {
+      if (!kernel_.input_grad[i]) continue;
+      const Shape& shape = graph_.nodes[node_.inputs[i]].shape;
+      std::vector<Var> vars = make_vars(shape.size() + 1);
+      std::vector<Expr> at = as_exprs(vars);
+      Func result(fmt::format("input{}_gradient", i));
+      Expr sum = kernel_.accumulate[i] ? previous[i](at) + input_grads[i](at) : input_grads[i](at);
+      for (size_t j = i + 1; j < node_.inputs.size(); ++j)
+        if (node_.inputs[j] == node_.inputs[i]) sum = sum + input_grads[j](at);  // the same tensor used again
+      result(at) = sum;
+      constrain_layout(result.output_buffer(), halide_extents(shape), true);
+      schedule_elementwise(result, vars, shape);
+      outputs.push_back(result);
+    }
+    for (const ParamSpec& spec : node_.params) {
+      for (auto& [name, func] : param_grads) {
+        if (name != spec.name) continue;
+        constrain_layout(func.output_buffer(), halide_extents(spec.shape), false);
+        outputs.push_back(func);
+      }
+    }
+    CNNC_ASSERT(!outputs.empty(), "backward kernel of " + node_.name + " computes nothing");
+  }
+
+  // Undoes the fused epilogue (pooling, then the activation) of a conv2d / dense / add / batchnorm.
+  Func epilogue_backward(ImageParam gradient, ImageParam saved, ImageParam output) {
+    size_t rank = saved_shape(node_).size();
+    std::vector<Var> vars = make_vars(rank + 1);
+    std::vector<Expr> at = as_exprs(vars);
+    Func g("g");
+    g(at) = gradient(at);
+    if (kernel_.from_logits) return compute_root(g, vars, saved_shape(node_));  // the loss gave d(logits)
+    bool pooled = false;
+    for (auto it = node_.fused.rbegin(); it != node_.fused.rend(); ++it) {
+      const Node::FusedOp& fused = *it;
+      if (fused.op == "maxpool2d" || fused.op == "avgpool2d") {
+        Func activation("activation");
+        activation(at) = saved(at);
+        g = pool_backward(fused.op, g, activation, saved_shape(node_), node_.shape, fused.attrs);
+        pooled = true;
+      } else if (fused.op == "softmax") {
+        g = softmax_backward(g, output, vars);
+      } else {
+        // The activation's own output: kept before pooling, else the node's output.
+        Expr activated = pooled ? saved(at) : output(at);
+        Func d(fused.op + "_gradient");
+        d(at) = g(at) * activation_derivative(fused.op, activated);
+        g = d;
+      }
+    }
+    if (node_.fused.empty()) return g;
+    return compute_root(g, vars, saved_shape(node_));
+  }
+
+  Func compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
+    if (sched_.gpu) {
+      f.compute_root();
+      Var block("block"), thread("thread");
+      f.gpu_tile(vars[0], block, thread, std::min<int>(64, int(shape.back())), TailStrategy::GuardWithIf);
+      f.gpu_blocks(vars.back());
+      return f;
+    }
+    f.compute_root();
+    if (shape.back() >= sched_.vector) f.vectorize(vars[0], sched_.vector);
+    f.parallel(vars.back());
+    return f;
+  }
+
+  Func softmax_backward(Func g, ImageParam y, const std::vector<Var>& vars) {
+    std::vector<Expr> at = as_exprs(vars);
+    int extent = int(node_.shape.back());
+    RDom k(0, extent, "k");
+    std::vector<Expr> reduced = at;
+    reduced[0] = k;
+    std::vector<Var> rest(vars.begin() + 1, vars.end());
+    Func dot("dot"), d("softmax_gradient");
+    dot(as_exprs(rest)) = Halide::sum(g(reduced) * y(reduced));
+    d(at) = y(at) * (g(at) - dot(as_exprs(rest)));
+    if (sched_.gpu) dot.compute_root().gpu_blocks(rest.back());
+    else dot.compute_root().parallel(rest.back());
+    return d;
+  }
+
+  // Pooling backward: each activation gets the gradient of every window it is the (first)
+  // maximum of, or its share of every window's average.
+  Func pool_backward(const std::string& op, Func g, Func activation, const Shape& in_shape, const Shape& out_shape,
+                     const Attrs& attrs) {
+    auto [ph, pw] = attrs.get_pair("size");
+    auto [sh, sw] = attrs.get_pair("stride");
+    bool same = attrs.get_string("padding") == "same";
+    int height = int(in_shape[0]), width = int(in_shape[1]);
+    int out_height = int(out_shape[0]), out_width = int(out_shape[1]);
+    int top = same ? same_padding_before(height, out_height, int(ph), int(sh)) : 0;
+    int left = same ? same_padding_before(width, out_width, int(pw), int(sw)) : 0;
+    Var c("c"), x("x"), y("y"), n("n"), px("px"), py("py");
+
+    Func argmax("argmax");
+    if (op == "maxpool2d") {
+      Expr best_value, best_index;
+      for (int dy = 0; dy < ph; ++dy)
+        for (int dx = 0; dx < pw; ++dx) {
+          Expr xx = px * int(sw) - left + dx, yy = py * int(sh) - top + dy;
+          Expr value = activation(c, clamp(xx, 0, width - 1), clamp(yy, 0, height - 1), n);
+          if (same) value = select(xx >= 0 && xx < width && yy >= 0 && yy < height, value, -std::numeric_limits<float>::infinity());
+          Expr index = int(dy * pw + dx);
+          if (!best_value.defined()) {
+            best_value = value;
+            best_index = index;
+            continue;
+          }
+          best_index = select(value > best_value, index, best_index);  // strict: the first maximum wins
+          best_value = max(best_value, value);
+        }
+      argmax(c, px, py, n) = best_index;
+      if (sched_.gpu) argmax.compute_root().gpu_tile(c, px, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min<int>(32, int(in_shape[2])), 1, TailStrategy::GuardWithIf);
+      else argmax.compute_root().vectorize(c, std::min<int>(sched_.vector, int(in_shape[2]))).parallel(n);
+    }
+
+    int windows_y = int((ph + sh - 1) / sh), windows_x = int((pw + sw - 1) / sw);
+    Expr sum = 0.0f;
+    for (int jy = 0; jy < windows_y; ++jy)
+      for (int jx = 0; jx < windows_x; ++jx) {
+        Expr wy = (y + top) / int(sh) - jy, wx = (x + left) / int(sw) - jx;
+        Expr oy = y + top - wy * int(sh), ox = x + left - wx * int(sw);
+        Expr valid = wy >= 0 && wy < out_height && wx >= 0 && wx < out_width && oy < int(ph) && ox < int(pw);
+        Expr cy = clamp(wy, 0, out_height - 1), cx = clamp(wx, 0, out_width - 1);
+        Expr contribution;
+        if (op == "maxpool2d") {
+          contribution = select(valid && argmax(c, cx, cy, n) == oy * int(pw) + ox, g(c, cx, cy, n), 0.0f);
+        } else {
+          Expr count = Expr(float(ph * pw));
+          if (same) {
+            Expr y0 = cy * int(sh) - top, x0 = cx * int(sw) - left;
+            count = cast<float>((min(y0 + int(ph), height) - max(y0, 0)) * (min(x0 + int(pw), width) - max(x0, 0)));
+          }
+          contribution = select(valid, g(c, cx, cy, n) / count, 0.0f);
+        }
+        sum = sum + contribution;
+      }
+    Func d(op + "_gradient");
+    d(c, x, y, n) = sum;
+    return d;
+  }
+
+  // conv2d: d(bias) = sum of pre over pixels and batch; d(kernel) = correlation of the input with
+  // pre; d(input) = pre convolved with the flipped kernel (strides and padding respected).
+  void conv_backward(Func pre, ImageParam input, std::map<std::string, ImageParam>& params, Func& input_grad,
+                     std::vector<std::pair<std::string, Func>>& param_grads) {
+    const Shape& in = graph_.nodes[node_.inputs[0]].shape;
+    const Shape& out = node_.unfused_shape;
+    int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+    int out_height = int(out[0]), out_width = int(out[1]), out_channels = int(out[2]);
+    auto [kh, kw] = node_.attrs.get_pair("kernel");
+    auto [sh, sw] = node_.attrs.get_pair("stride");
+    bool same = node_.attrs.get_string("padding") == "same";
+    int top = same ? same_padding_before(height, out_height, int(kh), int(sh)) : 0;
+    int left = same ? same_padding_before(width, out_width, int(kw), int(sw)) : 0;
+    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky");
+
+    Func dpre("dpre");  // materialized: three reductions read it
+    dpre(c, x, y, n) = pre(c, x, y, n);
+    compute_root(dpre, {c, x, y, n}, out);
+
+    Func source("source");
+    if (same) {
+      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+    } else {
+      source(c, x, y, n) = input(c, x, y, n);
+    }
+
+    RDom pixels(0, out_width, 0, out_height, 0, batch_, "pixels");
+    Var co("co");
+    int block = std::min(out_channels, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
+    if (node_.attrs.get_bool("use_bias")) {
+      Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+      bias_sum(c) = 0.0f;
+      bias_sum(c) += dpre(c, pixels.x, pixels.y, pixels.z);
+      bias_grad(c) = bias_sum(c);
+      if (!sched_.gpu) {
+        bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, vec);
+        bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z).vectorize(c, vec);
+      } else {
+        bias_grad.gpu_tile(c, Var("b"), Var("t"), std::min(32, out_channels), TailStrategy::GuardWithIf);
+        bias_sum.compute_at(bias_grad, Var("t"));
+      }
+      param_grads.emplace_back("bias", bias_grad);
+    }
+
+    // d(kernel)(co, ci, kx, ky): a register tile of output channels x input channels, the whole
+    // reduction over the batch and the pixels inside it.
+    Func kernel_sum("kernel_sum"), kernel_grad("kernel_gradient");
+    kernel_sum(co, ci, kx, ky) = 0.0f;
+    kernel_sum(co, ci, kx, ky) +=
+        dpre(co, pixels.x, pixels.y, pixels.z) * source(ci, pixels.x * int(sw) + kx - left, pixels.y * int(sh) + ky - top, pixels.z);
+    kernel_grad(co, ci, kx, ky) = kernel_sum(co, ci, kx, ky);
+    int in_tile = std::min(in_channels, 6);
+    if (sched_.gpu) {
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), k("k");
+      kernel_grad.fuse(kx, ky, k).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
+                                            TailStrategy::GuardWithIf).gpu_blocks(k);
+      kernel_sum.compute_at(kernel_grad, t0);
+    } else {
+      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t("t"), t2("t2"), t3("t3");
+      kernel_grad.split(co, coo, coi, block).split(ci, cio, cii, in_tile).reorder(coi, cii, coo, cio, kx, ky)
+          .vectorize(coi, vec).unroll(coi).unroll(cii).fuse(coo, cio, t).fuse(t, kx, t2).fuse(t2, ky, t3).parallel(t3);
+      kernel_sum.compute_at(kernel_grad, t3).vectorize(co, vec).unroll(co).unroll(ci);
+      kernel_sum.update().reorder(co, ci, pixels.x, pixels.y, pixels.z, kx, ky).vectorize(co, vec).unroll(co).unroll(ci);
+    }
+    param_grads.emplace_back("kernel", kernel_grad);
+
+    if (!kernel_.input_grad[0]) return;
+    // d(input)(ci, x, y, n) = sum over (co, kx, ky) of w(co, ci, kx, ky) * dpre(co, ox, oy, n) where
+    // ox * stride + kx - left == x. Weights transposed so that input channels are contiguous.
+    Func transposed("transposed");
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    RDom r(0, out_channels, 0, int(kw), 0, int(kh), "r");
+    Expr sx = x + left - r.y, sy = y + top - r.z;
+    Expr ox = sx / int(sw), oy = sy / int(sh);
+    Expr valid = sx >= 0 && sy >= 0 && ox < out_width && oy < out_height;
+    if (sw > 1) valid = valid && sx % int(sw) == 0;
+    if (sh > 1) valid = valid && sy % int(sh) == 0;
+    Expr value = dpre(r.x, clamp(ox, 0, out_width - 1), clamp(oy, 0, out_height - 1), n);
+    Func input_sum("input_sum");
+    input_sum(ci, x, y, n) = 0.0f;
+    input_sum(ci, x, y, n) += transposed(ci, r.x, r.y, r.z) * select(valid, value, 0.0f);
+    input_grad = Func("input_gradient");
+    input_grad(ci, x, y, n) = input_sum(ci, x, y, n);
+    if (sched_.gpu) {
+      transposed.compute_root();
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
+      input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
+                                         TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+      input_sum.compute_at(input_grad, t0);
+      return;
+    }
+    transposed.compute_root();
+    int in_block = std::min(in_channels, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
+    int tile = std::min(sched_.pixel_tile, width);
+    Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
+    input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
+        .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
+    input_sum.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
+    input_sum.update().reorder(ci, x, r.x, r.y, r.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+  }
+
+  // dense: d(bias)(u) = sum over the batch; d(kernel)(u, i) = sum over the batch of pre * input;
+  // d(input)(i, n) = sum over u of w(u, i) * pre(u, n).
+  void dense_backward(Func pre, ImageParam input, std::map<std::string, ImageParam>& params, Func& input_grad,
+                      std::vector<std::pair<std::string, Func>>& param_grads) {
+    int features = int(graph_.nodes[node_.inputs[0]].shape[0]), units = int(node_.shape[0]);
+    Var u("u"), i("i"), n("n");
+    Func dpre("dpre");
+    dpre(u, n) = pre(u, n);
+    compute_root(dpre, {u, n}, node_.shape);
+    RDom examples(0, batch_, "examples");
+    int block = std::min(units, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
+    if (node_.attrs.get_bool("use_bias")) {
+      Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+      bias_sum(u) = 0.0f;
+      bias_sum(u) += dpre(u, examples);
+      bias_grad(u) = bias_sum(u);
+      if (sched_.gpu) {
+        bias_grad.gpu_tile(u, Var("b"), Var("t"), std::min(64, units), TailStrategy::GuardWithIf);
+        bias_sum.compute_at(bias_grad, Var("t"));
+      } else {
+        bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(u, vec);
+        bias_sum.update().vectorize(u, vec);
+      }
+      param_grads.emplace_back("bias", bias_grad);
+    }
+    Func kernel_sum("kernel_sum"), kernel_grad("kernel_gradient");
+    kernel_sum(u, i) = 0.0f;
+    kernel_sum(u, i) += dpre(u, examples) * input(i, examples);
+    kernel_grad(u, i) = kernel_sum(u, i);
+    int in_tile = std::min(features, 6);
+    if (sched_.gpu) {
+      kernel_grad.gpu_tile(u, i, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, units), 4, TailStrategy::GuardWithIf);
+      kernel_sum.compute_at(kernel_grad, Var("t0"));
+    } else {
+      Var uo("uo"), ui("ui"), io("io"), ii("ii");
+      kernel_grad.split(u, uo, ui, block).split(i, io, ii, in_tile).reorder(ui, ii, uo, io).vectorize(ui, vec)
+          .unroll(ui).unroll(ii).parallel(io);
+      kernel_sum.compute_at(kernel_grad, uo).vectorize(u, vec).unroll(u).unroll(i);
+      kernel_sum.update().reorder(u, i, examples).vectorize(u, vec).unroll(u).unroll(i);
+    }
+    param_grads.emplace_back("kernel", kernel_grad);
+
+    if (!kernel_.input_grad[0]) return;
+    Func transposed("transposed");
+    transposed(i, u) = params.at("kernel")(u, i);
+    RDom r(0, units, "r");
+    Func input_sum("input_sum");
+    input_sum(i, n) = 0.0f;
+    input_sum(i, n) += transposed(i, r) * dpre(r, n);
+    input_grad = Func("input_gradient");
+    input_grad(i, n) = input_sum(i, n);
+    transposed.compute_root();
+    int in_block = std::min(features, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
+    if (sched_.gpu) {
+      input_grad.compute_root().gpu_tile(i, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(64, features), 1,
+                                         TailStrategy::GuardWithIf);
+      input_sum.compute_at(input_grad, Var("t0"));
+      return;
+    }
+    Var io("io"), ii("ii");
+    input_grad.compute_root().split(i, io, ii, in_block).reorder(ii, io, n).vectorize(ii, in_vec).unroll(ii).parallel(n);
+    input_sum.compute_at(input_grad, io).vectorize(i, in_vec).unroll(i);
+    input_sum.update().reorder(i, r, n).vectorize(i, in_vec).unroll(i);
+  }
+
+  // add, concat, activation and softmax layers, standalone pooling, dropout.
+  void elementwise_backward(Func pre, ImageParam output, std::vector<ImageParam>& inputs, Param<int32_t>& seed,
+                            Param<int32_t>& step, std::vector<Func>& input_grads) {
+    const std::string& op = node_.op;
+    size_t rank = node_.shape.size();
+    std::vector<Var> vars = make_vars(rank + 1);
+    std::vector<Expr> at = as_exprs(vars);
+    Func d(op + "_input_gradient");
+    if (op == "relu" || op == "sigmoid" || op == "tanh") {
+      d(at) = pre(at) * activation_derivative(op, output(at));
+      input_grads[0] = d;
+    } else if (op == "softmax") {
+      input_grads[0] = kernel_.from_logits ? pre : softmax_backward(pre, output, vars);
+    } else if (op == "add") {
+      for (Func& g : input_grads) g = pre;
+    } else if (op == "concat") {
+      int64_t axis = node_.attrs.get_int("axis");
+      int index = int(axis < 0 ? int64_t(rank) + axis : axis - 1);
+      int dim = int(rank) - 1 - index;
+      int offset = 0;
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        std::vector<Expr> shifted = at;
+        shifted[size_t(dim)] = at[size_t(dim)] + offset;
+        Func slice(fmt::format("slice{}", k));
+        slice(at) = pre(shifted);
+        input_grads[k] = slice;
+        offset += int(graph_.nodes[node_.inputs[k]].shape[size_t(index)]);
+      }
+    } else if (op == "maxpool2d" || op == "avgpool2d") {
+      Func activation("activation");
+      activation(at) = inputs[0](at);
+      input_grads[0] = pool_backward(op, pre, activation, graph_.nodes[node_.inputs[0]].shape, node_.shape, node_.attrs);
+    } else if (op == "dropout") {
+      double rate = node_.attrs.get_float("rate");
+      d(at) = select(dropout_keep(at, node_.shape, seed, step, rate), pre(at) * float(1.0 / (1.0 - rate)), 0.0f);
+      input_grads[0] = d;
+    } else {
+      CNNC_ASSERT(false, "no backward kernel for op " + op);
+    }
+  }
+
+  void schedule_elementwise(Func f, const std::vector<Var>& vars, const Shape& shape) {
+    if (sched_.gpu) {
+      Var block("block"), thread("thread");
+      f.gpu_tile(vars[0], block, thread, std::min<int>(64, int(shape.back())), TailStrategy::GuardWithIf);
+      f.gpu_blocks(vars.back());
+      return;
+    }
+    if (shape.back() >= sched_.vector) f.vectorize(vars[0], sched_.vector);
+    if (vars.size() >= 3) {
+      Var both("outer");
+      f.fuse(vars[vars.size() - 2], vars.back(), both).parallel(both);
+    } else {
+      f.parallel(vars.back());
+    }
+    if (schedule_.empty()) schedule_ = "element-wise: vectorized, parallel over the outer dims";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Loss: softmax + categorical cross-entropy from the logits, stable (log-sum-exp).
+
+  void loss(std::vector<Argument>& args, std::vector<Func>& outputs) {
+    const Node& out = node_;
+    const Shape& logits_shape = kernel_.from_logits && out.op == "softmax" ? graph_.nodes[out.inputs[0]].shape
+                                                                          : saved_shape(out);
+    CNNC_ASSERT(logits_shape.size() == 1, "the loss takes a vector of logits");
+    int classes = int(logits_shape[0]);
+    ImageParam logits = batched(logits_shape, "logits");
+    ImageParam labels(Int(32), 1, "labels");
+    labels.dim(0).set_min(0);
+    args.push_back(logits);
+    args.push_back(labels);
+    Expr batch = logits.dim(1).extent();
+    Var u("u"), n("n");
+    RDom k(0, classes, "k");
+    Func top("top"), total("total"), log_sum("log_sum"), gradient("logit_gradient"), loss("loss");
+    top(n) = maximum(logits(k, n));
+    total(n) = Halide::sum(exp(logits(k, n) - top(n)));
+    log_sum(n) = top(n) + log(total(n));
+    Expr label = clamp(labels(n), 0, classes - 1);
+    loss(n) = log_sum(n) - logits(label, n);
+    gradient(u, n) = (exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f, 0.0f)) / cast<float>(batch);
+    constrain_layout(gradient.output_buffer(), {classes}, true);
+    loss.output_buffer().dim(0).set_min(0);
+    log_sum.compute_root();
+    top.compute_root();
+    outputs = {gradient, loss};
+    if (sched_.gpu) {
+      for (Func f : {top, log_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
+      loss.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
+      gradient.gpu_tile(u, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, classes), 4, TailStrategy::GuardWithIf);
+    }
+    schedule_ = "loss: one pass per example";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Optimizers over the flat parameter block (every parameter is trainable here).
+
+  void adam(std::vector<Argument>& args, std::vector<Func>& outputs) {
+    int size = int(kernel_.param_floats);
+    ImageParam p(Float(32), 1, "params"), g(Float(32), 1, "grads"), m(Float(32), 1, "m"), v(Float(32), 1, "v");
+    for (ImageParam* b : {&p, &g, &m, &v}) b->dim(0).set_bounds(0, size);
+    Param<float> lr_t("lr_t"), beta_1("beta_1"), beta_2("beta_2"), epsilon("epsilon");
+    args = {p, g, m, v, lr_t, beta_1, beta_2, epsilon};
+    // Keras: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps), with
+    // lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller.
+    Var i("i");
+    Func m_out("m_out"), v_out("v_out"), p_out("p_out");
+    m_out(i) = beta_1 * m(i) + (1.0f - beta_1) * g(i);
+    v_out(i) = beta_2 * v(i) + (1.0f - beta_2) * g(i) * g(i);
+    p_out(i) = p(i) - lr_t * m_out(i) / (sqrt(v_out(i)) + epsilon);
+    outputs = {p_out, m_out, v_out};
+    schedule_optimizer(outputs, i, size);
+  }
+
+  void sgd(std::vector<Argument>& args, std::vector<Func>& outputs) {
+    int size = int(kernel_.param_floats);
+    ImageParam p(Float(32), 1, "params"), g(Float(32), 1, "grads"), velocity(Float(32), 1, "velocity");
+    for (ImageParam* b : {&p, &g, &velocity}) b->dim(0).set_bounds(0, size);
+    Param<float> learning_rate("learning_rate"), momentum("momentum");
+    args = {p, g, velocity, learning_rate, momentum};
+    // Keras: velocity = momentum velocity - lr g; p += velocity.
+    Var i("i");
+    Func velocity_out("velocity_out"), p_out("p_out");
+    velocity_out(i) = momentum * velocity(i) - learning_rate * g(i);
+    p_out(i) = p(i) + velocity_out(i);
+    outputs = {p_out, velocity_out};
+    schedule_optimizer(outputs, i, size);
+  }
+
+  void schedule_optimizer(std::vector<Func>& outputs, Var i, int size) {
+    for (Func& f : outputs) f.output_buffer().dim(0).set_bounds(0, size);
+    Var io("io"), ii("ii");
+    if (sched_.gpu) {
+      for (Func& f : outputs) f.gpu_tile(i, io, ii, 256, TailStrategy::GuardWithIf);
+      schedule_ = "optimizer: gpu, 256 threads per block";
+      return;
+    }
+    // Chunks of 4096 in parallel, vectorized.
+    int chunk = std::min(size, 4096);
+    for (Func& f : outputs)
+      f.split(i, io, ii, chunk, TailStrategy::GuardWithIf).vectorize(ii, sched_.vector, TailStrategy::GuardWithIf).parallel(io);
+    schedule_ = "optimizer: vectorized, parallel chunks of 4096";
+  }
+
+  const Graph& graph_;
+  KernelInfo& kernel_;
+  const Node& node_;
+  Target target_;
+  ScheduleParams sched_;
+  Expr batch_;
+  std::string schedule_;
+};
+
+}  // namespace
+
+Module build_training_kernel(const Graph& graph, KernelInfo& kernel, const Target& target) {
+  BackwardBuilder builder(graph, kernel, target);
+  return builder.build();
+}
+
+}  // namespace cnnc

@@ -1,0 +1,165 @@
+// cnnc train MODEL.yaml: train a model on IDX data (default: Fashion-MNIST) and save its weights.
+// cnnc eval MODEL.yaml --weights W: loss, accuracy and confusion matrix on the test set.
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "codegen/package.h"
+#include "driver/commands.h"
+#include "driver/load_model.h"
+#include "graph/print.h"
+#include "trainer.h"
+#include "weights.h"
+
+namespace cnnc {
+
+namespace {
+
+const char* kDefaultData = "/usr/share/datasets/fashion-mnist";
+
+void on_interrupt(int) {
+  rt::request_stop();
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+  std::signal(SIGTERM, SIG_DFL);
+}
+
+std::string checkpoint_for(const std::string& weights) {
+  std::filesystem::path path(weights);
+  std::string stem = path.extension() == ".safetensors" ? path.stem().string() : path.filename().string();
+  return (path.parent_path() / (stem + ".checkpoint.safetensors")).string();
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, CommandAction& action) {
+  struct Options {
+    std::string model, data = kDefaultData, target = "host", output, resume, metrics, checkpoint;
+    int64_t epochs = 0, batch_size = 0, train_limit = -1, test_limit = -1;
+    uint64_t seed = 0;
+    int threads = 0;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* train = app.add_subcommand("train", "Train a model on IDX image data and save its weights (safetensors)");
+  train->add_option("model", options->model, "Model file (YAML) with a train: section (defaults apply without one)")
+      ->required();
+  train->add_option("--data", options->data,
+                    "Directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] and the t10k-* test files")
+      ->capture_default_str();
+  train->add_option("--epochs", options->epochs, "Epochs (default: the model's train: epochs)")->check(CLI::Range(int64_t(1), int64_t(100000)));
+  train->add_option("--batch-size", options->batch_size, "Batch size (default: the model's train: batch_size)")
+      ->check(CLI::Range(int64_t(1), int64_t(65536)));
+  train->add_option("--seed", options->seed, "Seed of initialization, shuffling and dropout (default: train: seed)");
+  train->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));
+  train->add_option("--target", options->target, "Target to compile for (must run on this machine)")->capture_default_str();
+  train->add_option("-o,--output", options->output, "Weights file to write (default: <model name>.safetensors)");
+  train->add_option("--checkpoint", options->checkpoint,
+                    "Checkpoint written after every epoch and on Ctrl-C (default: <output stem>.checkpoint.safetensors)");
+  train->add_option("--resume", options->resume, "Continue from this checkpoint exactly where it stopped");
+  train->add_option("--metrics", options->metrics,
+                    "Write one JSON object per epoch (epoch, loss, accuracy, val_loss, val_accuracy, seconds, "
+                    "images_per_second) to this file");
+  train->add_option("--train-limit", options->train_limit, "Use only the first N training images (quick runs)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  train->add_option("--test-limit", options->test_limit, "Use only the first N test images")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  train->callback([options, train, &action] {
+    bool seed_given = train->count("--seed") > 0;
+    action = [options, seed_given] {
+      LoadedModel loaded = load_model(options->model, options->target, false);
+      const Graph& graph = loaded.graph;
+      rt::Package& package = *loaded.package;
+      if (!package.trainable()) throw UserError(SourceLoc{options->model, 0, 0}, package.untrainable_reason());
+      const TrainSpec& spec = graph.train;
+      rt::TrainConfig config;
+      config.epochs = options->epochs > 0 ? options->epochs : spec.epochs;
+      config.batch_size = options->batch_size > 0 ? options->batch_size : spec.batch_size;
+      config.seed = seed_given ? options->seed : uint64_t(spec.seed);
+      config.optimizer = spec.optimizer.kind;
+      config.learning_rate = float(spec.optimizer.learning_rate);
+      config.beta_1 = float(spec.optimizer.beta_1);
+      config.beta_2 = float(spec.optimizer.beta_2);
+      config.epsilon = float(spec.optimizer.epsilon);
+      config.momentum = float(spec.optimizer.momentum);
+      config.model_hash = model_fingerprint(graph);
+      std::string output = options->output.empty() ? graph.name + ".safetensors" : options->output;
+      config.checkpoint = options->checkpoint.empty() ? checkpoint_for(output) : options->checkpoint;
+      config.resume = options->resume;
+      config.metrics = options->metrics;
+
+      const Shape& input_shape = graph.nodes[0].shape;
+      int64_t classes = package.output_elements();
+      rt::Dataset train_data = rt::load_dataset(options->data, "train", options->train_limit, input_shape, classes);
+      rt::Dataset test_data = rt::load_dataset(options->data, "t10k", options->test_limit, input_shape, classes);
+
+      package.set_threads(options->threads);
+      rt::Network network(loaded.package);
+      rt::init_params(network, config.seed);
+      std::string optimizer = config.optimizer == "adam"
+                                  ? fmt::format("adam (learning_rate {})", config.learning_rate)
+                                  : fmt::format("sgd (learning_rate {}, momentum {})", config.learning_rate, config.momentum);
+      std::cout << fmt::format("Training {} ({} parameters) on {} images from {}, validating on {}: {} epochs, batch {}, "
+                               "{}, seed {}\n",
+                               graph.name, with_commas(graph.total_params()), train_data.images.count, options->data,
+                               test_data.images.count, config.epochs, config.batch_size, optimizer, config.seed)
+                << std::flush;
+
+      std::signal(SIGINT, on_interrupt);
+      std::signal(SIGTERM, on_interrupt);
+      rt::TrainResult result = rt::train(network, train_data, test_data, config, std::cout, isatty(STDOUT_FILENO) != 0);
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+      if (result.interrupted) return 130;
+      rt::save_weights(network, output);
+      rt::EvalResult test = rt::evaluate(network, test_data);
+      std::cout << fmt::format("Test accuracy: {:.4f} (loss {:.4f}) on {} images\n", test.accuracy, test.loss,
+                               test_data.images.count);
+      std::cout << fmt::format("Saved weights to {} and the checkpoint to {}\n", output, config.checkpoint);
+      return 0;
+    };
+  });
+}
+
+void add_eval_command(CLI::App& app, CommandAction& action) {
+  struct Options {
+    std::string model, weights, data = kDefaultData;
+    int64_t limit = -1;
+    int threads = 0;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* eval = app.add_subcommand("eval", "Evaluate trained weights: loss, accuracy and the confusion matrix");
+  eval->add_option("model", options->model, "Model file (YAML)")->required();
+  eval->add_option("-w,--weights", options->weights, "Weights (safetensors, from cnnc train)")->required();
+  eval->add_option("--data", options->data, "Directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+      ->capture_default_str();
+  eval->add_option("--limit", options->limit, "Use only the first N test images")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  eval->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));
+  eval->callback([options, &action] {
+    action = [options] {
+      LoadedModel loaded = load_model(options->model, "host", true);
+      rt::Network network(loaded.package);
+      loaded.package->set_threads(options->threads);
+      rt::load_weights(network, options->weights);
+      int64_t classes = loaded.package->output_elements();
+      rt::Dataset data = rt::load_dataset(options->data, "t10k", options->limit, loaded.graph.nodes[0].shape, classes);
+      rt::EvalResult result = rt::evaluate(network, data);
+      std::cout << fmt::format("{} on {} test images from {}\nloss: {:.4f} - accuracy: {:.4f}\n\n", loaded.graph.name,
+                               data.images.count, options->data, result.loss, result.accuracy);
+      std::cout << "Confusion matrix (rows: true class, columns: predicted class)\n      ";
+      for (int64_t k = 0; k < classes; ++k) std::cout << fmt::format("{:>6}", k);
+      std::cout << "\n";
+      for (int64_t t = 0; t < classes; ++t) {
+        std::cout << fmt::format("{:>6}", t);
+        for (int64_t k = 0; k < classes; ++k) std::cout << fmt::format("{:>6}", result.confusion[size_t(t)][size_t(k)]);
+        std::cout << "\n";
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace cnnc

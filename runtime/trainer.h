@@ -1,0 +1,79 @@
+// Training and evaluation on IDX data sets: epochs of shuffled mini-batches through a package's
+// training kernels, validation, Keras-like progress, metrics, checkpoints and exact resume.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "data.h"
+#include "package.h"
+
+namespace cnnc::rt {
+
+struct Dataset {
+  ImageSet images;
+  std::vector<uint8_t> labels;
+};
+
+// Reads <dir>/<prefix>-images-idx3-ubyte[.gz] and <prefix>-labels-idx1-ubyte[.gz] ("train" or
+// "t10k"); `limit` >= 0 keeps the first `limit` examples. Checks that the counts agree, that the
+// images have the model's input shape and that every label is one of its `classes`.
+Dataset load_dataset(const std::string& dir, const std::string& prefix, int64_t limit,
+                     const std::vector<int64_t>& input_shape, int64_t classes);
+
+struct TrainConfig {
+  int64_t epochs = 1;
+  int64_t batch_size = 32;
+  uint64_t seed = 0;
+  std::string optimizer = "adam";
+  float learning_rate = 0.001f, beta_1 = 0.9f, beta_2 = 0.999f, epsilon = 1e-7f, momentum = 0.0f;
+  std::string model_hash;  // stored in checkpoints, checked on resume
+  std::string checkpoint;  // written at the end of every epoch and when interrupted ("" : none)
+  std::string resume;      // checkpoint to continue from ("" : start afresh)
+  std::string metrics;     // JSON Lines, one object per epoch ("" : none)
+};
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
+};
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+  std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class]
+};
+
+// Runs inference on every example; loss is categorical cross-entropy with Keras' clipping (1e-7).
+EvalResult evaluate(Network& network, const Dataset& data, int batch_size = 256);
+
+// Set from a signal handler: training stops after the current step, saves a checkpoint and
+// returns with interrupted = true.
+void request_stop();
+
+struct TrainResult {
+  std::vector<EpochMetrics> history;  // epochs run by this call
+  bool interrupted = false;
+};
+
+// Trains `network` (parameters already initialized, or restored from config.resume).
+// Progress goes to `out`: a bar redrawn in place on a terminal, plain lines otherwise.
+TrainResult train(Network& network, const Dataset& train_data, const Dataset& test_data, const TrainConfig& config,
+                  std::ostream& out, bool terminal);
+
+// Checkpoints: safetensors holding the parameters (names as in weight files), the optimizer
+// state ("optimizer.0.<name>", "optimizer.1.<name>") and the position in training as metadata.
+struct CheckpointPosition {
+  int64_t epoch = 0;         // epochs completed
+  int64_t batch = 0;         // batches of the next epoch already done (after an interruption)
+  int64_t step = 0;          // optimizer steps
+  double loss_sum = 0;       // running sums of the interrupted epoch
+  int64_t correct = 0, seen = 0;
+};
+void save_checkpoint(Network& network, const TrainConfig& config, const CheckpointPosition& position,
+                     const std::string& path);
+CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, const std::string& path);
+
+}  // namespace cnnc::rt

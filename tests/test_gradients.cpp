@@ -1,0 +1,96 @@
+// Every gradient against finite differences: for each parameter tensor, central differences of
+// the package's own loss at sampled entries against the backward kernels' gradient.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+
+#include "test_support.h"
+
+using namespace cnnc;
+
+namespace {
+
+struct Problem {
+  std::vector<float> input;
+  std::vector<int32_t> labels;
+  int batch = 3;
+};
+
+double mean_loss(rt::Network& network, const Problem& problem) {
+  network.params_changed();
+  return double(network.compute_gradients(problem.input.data(), problem.labels.data(), problem.batch).loss_sum) /
+         problem.batch;
+}
+
+void check_gradients(const std::string& model, uint32_t seed) {
+  test::BuiltModel built = test::build_model(model);
+  rt::Network network(built.package);
+  test::randomize_params(network, seed);
+  network.set_seed(seed);
+  Problem problem;
+  problem.input = test::random_input(problem.batch * built.package->input_elements(), seed + 1);
+  std::mt19937 random(seed + 2);
+  for (int i = 0; i < problem.batch; ++i)
+    problem.labels.push_back(int32_t(random() % uint32_t(built.package->output_elements())));
+
+  // The loss itself: -log p[label] of the forward pass, averaged (inference has no dropout).
+  bool dropout = false;
+  for (const rt::NodeInfo& node : built.package->nodes()) dropout = dropout || node.op == "dropout";
+  std::vector<float> probabilities = network.forward(problem.input, problem.batch);
+  double expected_loss = 0;
+  for (int i = 0; i < problem.batch; ++i)
+    expected_loss -= std::log(double(probabilities[size_t(i * built.package->output_elements() + problem.labels[i])]));
+  expected_loss /= problem.batch;
+  double loss = mean_loss(network, problem);
+  if (!dropout) CHECK(loss == Approx(expected_loss).epsilon(1e-5));
+
+  std::vector<float> analytic(network.param_grads(), network.param_grads() + built.package->param_floats());
+  const double step = 2e-3;
+  int checked = 0;
+  for (const rt::TensorInfo& tensor : built.package->params()) {
+    std::vector<int64_t> entries;
+    if (tensor.elements() <= 16) {
+      for (int64_t i = 0; i < tensor.elements(); ++i) entries.push_back(i);
+    } else {
+      for (int k = 0; k < 16; ++k) entries.push_back(int64_t(random() % uint64_t(tensor.elements())));
+    }
+    for (int64_t entry : entries) {
+      float* value = network.params() + tensor.offset + entry;
+      float original = *value;
+      *value = original + float(step);
+      double plus = mean_loss(network, problem);
+      *value = original - float(step);
+      double minus = mean_loss(network, problem);
+      *value = original;
+      double numeric = (plus - minus) / (2 * step);
+      double exact = analytic[size_t(tensor.offset + entry)];
+      INFO(model << ": d loss / d " << tensor.name << "[" << entry << "]: backward " << exact << ", finite difference "
+                 << numeric);
+      CHECK(std::fabs(numeric - exact) <= 2e-3 + 3e-2 * std::max(std::fabs(numeric), std::fabs(exact)));
+      ++checked;
+    }
+  }
+  CHECK(checked > 0);
+  // The gradient does not depend on evaluating it again (no state leaks between calls).
+  mean_loss(network, problem);
+  CHECK(std::equal(analytic.begin(), analytic.end(), network.param_grads()));
+}
+
+}  // namespace
+
+TEST_CASE("gradients: convolutions with strides, same padding and fused pooling match finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_conv.yaml", 11);
+}
+
+TEST_CASE("gradients: add, concat, standalone pooling, dropout and softmax match finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_dag.yaml", 12);
+}
+
+TEST_CASE("gradients: ReLU and max pooling (the reference structure) match finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_relu.yaml", 13);
+}
+
+TEST_CASE("gradients: dense layers with every activation match finite differences", "[gradients]") {
+  check_gradients("tests/models/ops_dense.yaml", 14);
+}
