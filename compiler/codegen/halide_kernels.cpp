@@ -185,11 +185,34 @@ class KernelBuilder {
       output(c, x, y, n) = value(c, x, y, n);
     }
 
+    if (pooling && train_) {
+      // Training keeps the activation before pooling for backward: compute it whole, then pool it.
+      saved_ = Func("saved");
+      saved_(c, x, y, n) = value(c, x, y, n);
+      Func pool = pool2d(pooling->op, saved_, out_width, out_height, pooling->attrs, int(node_.shape[1]),
+                         int(node_.shape[0]));
+      output = Func("output");
+      output(c, x, y, n) = pool(c, x, y, n);
+    }
+
     // The schedule.
     if (sched_.gpu) {
       // One thread per output value; its accumulator (and for pooling its whole window) lives
       // in registers.
       Var co("co"), xo("xo"), ci("ci"), xi("xi"), yn("yn");
+      if (pooling && train_) {
+        saved_.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, out_width), TailStrategy::GuardWithIf)
+            .fuse(y, n, yn)
+            .gpu_blocks(yn);
+        acc.compute_at(saved_, ci);
+        Var pyn("pyn");
+        output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(node_.shape[1])),
+                        TailStrategy::GuardWithIf)
+            .fuse(y, n, pyn)
+            .gpu_blocks(pyn);
+        kernel_schedule_ = "gpu training: one thread per activation, then one per pooled value";
+        return output;
+      }
       output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(node_.shape[1])),
                       TailStrategy::GuardWithIf)
           .fuse(y, n, yn)
@@ -201,14 +224,7 @@ class KernelBuilder {
     int block = channel_block(out_channels), vec = std::min(sched_.vector, block);
     Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
     if (pooling && train_) {
-      // Training keeps the activation before pooling for backward: compute it whole (register
-      // tiles as without pooling), then pool it.
-      saved_ = Func("saved");
-      saved_(c, x, y, n) = value(c, x, y, n);
-      Func pool = pool2d(pooling->op, saved_, out_width, out_height, pooling->attrs, int(node_.shape[1]),
-                         int(node_.shape[0]));
-      output = Func("output");
-      output(c, x, y, n) = pool(c, x, y, n);
+      // Register tiles as without pooling for the kept activation, then the pooling.
       int tile = std::min(sched_.pixel_tile, out_width);
       saved_.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
           .unroll(ci).unroll(xi).fuse(y, n, yn).parallel(yn);
