@@ -296,6 +296,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       seen += batch;
       seen_here += batch;
       progress.update(b + 1, seconds_since(start), b + 1 - first_batch, loss_sum / double(seen), double(correct) / double(seen));
+      if (config.stop_after && config.stop_after(network.step())) stop_requested = true;
       if (stop_requested && b + 1 < batches) {
         progress.finish();
         if (!config.checkpoint.empty()) {

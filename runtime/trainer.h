@@ -34,6 +34,9 @@ struct TrainConfig {
   std::string checkpoint;  // written at the end of every epoch and when interrupted ("" : none)
   std::string resume;      // checkpoint to continue from ("" : start afresh)
   std::string metrics;     // JSON Lines, one object per epoch ("" : none)
+  // Called after every step with the number of steps taken; returning true stops training as
+  // an interruption does (tests use it to interrupt at an exact step).
+  std::function<bool(int64_t step)> stop_after;
 };
 
 struct EpochMetrics {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/codegen.h"
 #include "codegen/package.h"
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"

@@ -1,0 +1,217 @@
+// Training end to end on synthetic IDX data: the loss falls, checkpoints round-trip, resuming
+// equals training without interruption, the same seed gives the same weights, bad data and bad
+// checkpoints give clear errors.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "test_support.h"
+#include "trainer.h"
+#include "weights.h"
+
+using namespace cnnc;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string scratch_dir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("cnnc-train-test-" + std::to_string(getpid())) / name;
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+void write_idx(const std::string& path, uint32_t magic, const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
+  std::ofstream out(path, std::ios::binary);
+  for (uint32_t value : std::vector<uint32_t>{magic}) out.put(char(value >> 24)).put(char(value >> 16)).put(char(value >> 8)).put(char(value));
+  for (uint32_t value : dims) out.put(char(value >> 24)).put(char(value >> 16)).put(char(value >> 8)).put(char(value));
+  out.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+}
+
+// 12x12 images of 4 classes: a bright bar (horizontal top/bottom, vertical left/right) plus noise.
+void write_synthetic(const std::string& dir, const std::string& prefix, int count, uint32_t seed) {
+  std::mt19937 random(seed);
+  std::vector<uint8_t> images, labels;
+  for (int i = 0; i < count; ++i) {
+    int label = int(random() % 4);
+    labels.push_back(uint8_t(label));
+    for (int y = 0; y < 12; ++y)
+      for (int x = 0; x < 12; ++x) {
+        bool bar = (label == 0 && y < 3) || (label == 1 && y > 8) || (label == 2 && x < 3) || (label == 3 && x > 8);
+        images.push_back(uint8_t(std::min<uint32_t>(255, (bar ? 180 : 0) + random() % 60)));
+      }
+  }
+  write_idx(dir + "/" + prefix + "-images-idx3-ubyte", 0x803, {uint32_t(count), 12, 12}, images);
+  write_idx(dir + "/" + prefix + "-labels-idx1-ubyte", 0x801, {uint32_t(count)}, labels);
+}
+
+struct Fixture {
+  test::BuiltModel built = test::build_model("tests/models/train_small.yaml");
+  std::string data = scratch_dir("data");
+  rt::Dataset train_data, test_data;
+  Fixture() {
+    write_synthetic(data, "train", 200, 1);
+    write_synthetic(data, "t10k", 64, 2);
+    std::vector<int64_t> shape = built.graph.nodes[0].shape;
+    train_data = rt::load_dataset(data, "train", -1, shape, 4);
+    test_data = rt::load_dataset(data, "t10k", -1, shape, 4);
+  }
+  rt::TrainConfig config(const std::string& name) const {
+    rt::TrainConfig config;
+    config.epochs = 3;
+    config.batch_size = 8;
+    config.seed = 3;
+    config.learning_rate = 0.01f;
+    config.model_hash = model_fingerprint(built.graph);
+    config.checkpoint = scratch_dir(name) + "/checkpoint.safetensors";
+    return config;
+  }
+  std::vector<float> run(rt::TrainConfig config, int threads = 2) {
+    built.package->set_threads(threads);
+    rt::Network network(built.package);
+    rt::init_params(network, config.seed);
+    std::ostringstream log;
+    rt::train(network, train_data, test_data, config, log, false);
+    return std::vector<float>(network.params(), network.params() + built.package->param_floats());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("training: the loss falls and the accuracy rises on a small data set", "[training]") {
+  Fixture fixture;
+  rt::Network network(fixture.built.package);
+  rt::init_params(network, 3);
+  double before = rt::evaluate(network, fixture.test_data).loss;
+  std::ostringstream log;
+  rt::TrainConfig config = fixture.config("falls");
+  config.metrics = scratch_dir("falls") + "/metrics.jsonl";
+  rt::TrainResult result = rt::train(network, fixture.train_data, fixture.test_data, config, log, false);
+  REQUIRE(result.history.size() == 3);
+  INFO(log.str());
+  CHECK(result.history.back().loss < result.history.front().loss);
+  CHECK(result.history.back().val_loss < before);
+  CHECK(result.history.back().val_accuracy >= 0.9);  // the bars are easy: chance is 0.25
+  CHECK_FALSE(result.interrupted);
+  // Metrics: one JSON object per epoch, with exactly the documented keys.
+  std::ifstream metrics(config.metrics);
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    ++lines;
+    CHECK(line.rfind("{\"epoch\": " + std::to_string(lines) + ", \"loss\": ", 0) == 0);
+    for (const char* key : {"\"accuracy\"", "\"val_loss\"", "\"val_accuracy\"", "\"seconds\"", "\"images_per_second\""})
+      CHECK(line.find(key) != std::string::npos);
+  }
+  CHECK(lines == 3);
+  CHECK(log.str().find("val_accuracy") != std::string::npos);
+}
+
+TEST_CASE("training: the same seed and threads give bit-identical weights, another seed other weights", "[training]") {
+  Fixture fixture;
+  std::vector<float> first = fixture.run(fixture.config("same1"));
+  std::vector<float> second = fixture.run(fixture.config("same2"));
+  CHECK(first == second);
+  rt::TrainConfig other = fixture.config("other");
+  other.seed = 4;
+  CHECK(fixture.run(other) != first);
+}
+
+TEST_CASE("training: resuming from a checkpoint equals training without interruption", "[training]") {
+  Fixture fixture;
+  std::vector<float> uninterrupted = fixture.run(fixture.config("whole"));
+
+  SECTION("interrupted at an epoch boundary") {
+    rt::TrainConfig first = fixture.config("boundary");
+    first.epochs = 1;
+    fixture.run(first);
+    rt::TrainConfig second = fixture.config("boundary");
+    second.resume = first.checkpoint;
+    CHECK(fixture.run(second) == uninterrupted);
+  }
+  SECTION("interrupted in the middle of an epoch (as by Ctrl-C)") {
+    rt::TrainConfig first = fixture.config("middle");
+    first.stop_after = [](int64_t step) { return step == 37; };  // epoch 2, batch 12 of 25
+    std::vector<float> partial = fixture.run(first);
+    CHECK(partial != uninterrupted);
+    rt::TrainConfig second = fixture.config("middle");
+    second.resume = first.checkpoint;
+    CHECK(fixture.run(second) == uninterrupted);
+  }
+}
+
+TEST_CASE("training: checkpoints round-trip and bad ones give clear errors", "[training]") {
+  Fixture fixture;
+  rt::TrainConfig config = fixture.config("roundtrip");
+  config.epochs = 1;
+  fixture.built.package->set_threads(2);
+  rt::Network network(fixture.built.package);
+  rt::init_params(network, 3);
+  std::ostringstream log;
+  rt::train(network, fixture.train_data, fixture.test_data, config, log, false);
+
+  rt::Network restored(fixture.built.package);
+  rt::CheckpointPosition position = rt::load_checkpoint(restored, config, config.checkpoint);
+  CHECK(position.epoch == 1);
+  CHECK(position.batch == 0);
+  CHECK(position.step == 25);
+  int64_t floats = fixture.built.package->param_floats();
+  CHECK(std::equal(network.params(), network.params() + floats, restored.params()));
+  for (int slot : {0, 1})
+    CHECK(std::equal(network.optimizer_state(slot), network.optimizer_state(slot) + floats, restored.optimizer_state(slot)));
+
+  std::string bytes;
+  {
+    std::ifstream in(config.checkpoint, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string bad = scratch_dir("roundtrip") + "/bad.safetensors";
+  std::ofstream(bad, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  CHECK_THROWS_WITH(rt::load_checkpoint(restored, config, bad), Catch::Contains("truncated"));
+
+  rt::TrainConfig other_batch = config;
+  other_batch.batch_size = 16;
+  CHECK_THROWS_WITH(rt::load_checkpoint(restored, other_batch, config.checkpoint),
+                    Catch::Contains("batch_size 8") && Catch::Contains("16"));
+  rt::TrainConfig other_model = config;
+  other_model.model_hash = "0123";
+  CHECK_THROWS_WITH(rt::load_checkpoint(restored, other_model, config.checkpoint), Catch::Contains("another model"));
+  std::string weights = scratch_dir("roundtrip") + "/weights.safetensors";
+  rt::save_weights(network, weights);
+  CHECK_THROWS_WITH(rt::load_checkpoint(restored, config, weights), Catch::Contains("not a cnnc checkpoint"));
+}
+
+TEST_CASE("training data: truncated files, wrong magic numbers and bad labels give clear errors", "[training]") {
+  Fixture fixture;
+  std::vector<int64_t> shape = {12, 12, 1};
+  std::string dir = scratch_dir("baddata");
+  write_synthetic(dir, "train", 10, 5);
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "train", -1, shape, 3), Catch::Contains("train-labels-idx1-ubyte") &&
+                                                                      Catch::Contains("not one of the model's 3 classes"));
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "train", -1, {28, 28, 1}, 4), Catch::Contains("the images are 12x12x1"));
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "t10k", -1, shape, 4),
+                    Catch::Contains("no t10k-images-idx3-ubyte[.gz]") && Catch::Contains("dataset-fashion-mnist"));
+  write_idx(dir + "/train-labels-idx1-ubyte", 0x801, {9}, std::vector<uint8_t>(9, 1));
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "train", -1, shape, 4), Catch::Contains("9 labels, but"));
+  write_idx(dir + "/train-labels-idx1-ubyte", 0x803, {10}, std::vector<uint8_t>(10, 1));
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "train", -1, shape, 4), Catch::Contains("not an IDX label file"));
+  write_idx(dir + "/train-images-idx3-ubyte", 0x803, {10, 12, 12}, std::vector<uint8_t>(500, 1));
+  CHECK_THROWS_WITH(rt::load_dataset(dir, "train", -1, shape, 4), Catch::Contains("truncated"));
+}
+
+TEST_CASE("training: a model that cannot be trained says why", "[training]") {
+  test::BuiltModel resnet = test::build_model("models/resnet_small.yaml");
+  CHECK_FALSE(resnet.package->trainable());
+  CHECK_THAT(resnet.package->untrainable_reason(), Catch::Contains("batchnorm has no training kernels yet"));
+  rt::Network network(resnet.package);
+  std::vector<float> input(784, 0.5f);
+  std::vector<int32_t> labels = {1};
+  CHECK_THROWS_WITH(network.train_step(input.data(), labels.data(), 1), Catch::Contains("batchnorm"));
+  Graph no_softmax = compile_graph(parse_model_text(
+      "input: {shape: [4]}\nlayers:\n  - dense: {units: 3, activation: relu}\n", "m.yaml"));
+  CHECK_THAT(training_unsupported_reason(no_softmax), Catch::Contains("m.yaml:3:5") && Catch::Contains("softmax"));
+}
