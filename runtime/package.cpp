@@ -61,6 +61,10 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
     }
     package->output_node_ = manifest.at("output").at("node");
     if (manifest.contains("untrainable_reason")) package->untrainable_reason_ = manifest.at("untrainable_reason");
+    for (const auto& kernel : manifest.at("kernels"))
+      package->kernel_flops_.emplace_back(kernel.at("function"), kernel.at("flops_per_example"));
+    for (const auto& kernel : manifest.at("training_kernels"))
+      package->kernel_flops_.emplace_back(kernel.at("function"), kernel.at("flops_per_example"));
   } catch (const nlohmann::json::exception& error) {
     throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is incomplete: {}", error.what()));
   }
@@ -123,6 +127,12 @@ int64_t Package::output_elements() const {
 void Package::set_threads(int threads) const { set_threads_(threads); }
 
 bool Package::trainable() const { return trainable_() != 0; }
+
+int64_t Package::kernel_flops(const std::string& function) const {
+  for (const auto& [name, flops] : kernel_flops_)
+    if (name == function) return flops;
+  return 0;
+}
 
 Network::Network(std::shared_ptr<Package> package) : package_(std::move(package)) {
   model_ = package_->create_();

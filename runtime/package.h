@@ -43,6 +43,8 @@ class Package {
   const std::vector<TensorInfo>& params() const { return params_; }
   const std::vector<NodeInfo>& nodes() const { return nodes_; }
   int64_t param_floats() const { return param_floats_; }
+  // FLOPs per example of each kernel (by C symbol), inference and training, from the manifest.
+  int64_t kernel_flops(const std::string& function) const;
   int64_t input_elements() const;
   int64_t output_elements() const;
   int output_node() const { return output_node_; }
@@ -65,6 +67,7 @@ class Package {
   int64_t param_floats_ = 0;
   int output_node_ = 0;
   std::string untrainable_reason_;
+  std::vector<std::pair<std::string, int64_t>> kernel_flops_;
 
   // The package's C API (see the generated <name>.h).
   void* (*create_)() = nullptr;

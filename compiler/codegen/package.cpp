@@ -854,6 +854,28 @@ static int prepare({p}_model *model, const float *input, int batch, int training
 
 nlohmann::json shape_json(const Shape& shape) { return nlohmann::json(shape); }
 
+// FLOPs per example of a training kernel, counted like the forward ones: a backward conv2d or
+// dense does its forward FLOPs once for the weight gradient and once more for the input gradient.
+int64_t training_kernel_flops(const Graph& graph, const KernelInfo& kernel) {
+  const Node& node = graph.nodes[kernel.node];
+  switch (kernel.kind) {
+    case KernelKind::Forward:
+    case KernelKind::ForwardTrain:
+      return node.flops;
+    case KernelKind::Backward: {
+      bool input_grad = std::find(kernel.input_grad.begin(), kernel.input_grad.end(), true) != kernel.input_grad.end();
+      if (node.op == "conv2d" || node.op == "dense") return node.flops * (input_grad ? 2 : 1);
+      return node.flops;
+    }
+    case KernelKind::Loss:
+      return 4 * shape_elements(node.shape);
+    case KernelKind::Adam:
+    case KernelKind::Sgd:
+      return 0;  // per step, not per example
+  }
+  return 0;
+}
+
 nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, const std::string& fingerprint) {
   const Graph& graph = plan.graph;
   nlohmann::json manifest;
@@ -922,6 +944,7 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
     training.push_back({{"function", kernel.function},
                         {"kind", kind_names[int(kernel.kind)]},
                         {"node", kernel.node},
+                        {"flops_per_example", training_kernel_flops(graph, kernel)},
                         {"schedule", {{"origin", kernel.schedule_origin}, {"description", kernel.schedule}}}});
   manifest["training_kernels"] = training;
   std::vector<std::string> order;

@@ -1,0 +1,187 @@
+// cnnc bench MODEL.yaml: per-kernel time, GFLOP/s and % of this machine's measured FMA peak;
+// training images/s at the batch size; inference latency at batch 1 and images/s at batch 256.
+// Best of N repetitions after warm-up (the machines are shared and noisy).
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "driver/commands.h"
+#include "driver/load_model.h"
+#include "peak_fma.h"
+#include "weights.h"
+
+namespace cnnc {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct KernelTime {
+  std::string name;
+  double seconds = 1e30;  // best seen
+  int64_t flops = 0;      // per call
+};
+
+void print_kernels(const std::string& title, const std::vector<KernelTime>& kernels, double peak, nlohmann::json& out) {
+  std::cout << fmt::format("\n{:<40} {:>9} {:>9} {:>8}\n", title, "ms", "GFLOP/s", "% peak");
+  for (const KernelTime& kernel : kernels) {
+    double gflops = kernel.flops > 0 ? double(kernel.flops) / kernel.seconds / 1e9 : 0;
+    std::cout << fmt::format("{:<40} {:>9.3f} {:>9.1f} {:>7.1f}%\n", kernel.name, kernel.seconds * 1e3, gflops,
+                             peak > 0 ? 100 * gflops / peak : 0.0);
+    out.push_back({{"name", kernel.name}, {"ms", kernel.seconds * 1e3}, {"gflops", gflops},
+                   {"percent_of_peak", peak > 0 ? 100 * gflops / peak : 0.0}});
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, CommandAction& action) {
+  struct Options {
+    std::string model, target = "host", json;
+    int64_t batch_size = 0;
+    int threads = 2, repetitions = 5, steps = 100, latency_runs = 1000, batches = 20;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* bench = app.add_subcommand("bench", "Measure kernels, training and inference speed on this machine");
+  bench->add_option("model", options->model, "Model file (YAML)")->required();
+  bench->add_option("--batch-size", options->batch_size, "Training batch size (default: the model's train: batch_size)")
+      ->check(CLI::Range(int64_t(1), int64_t(65536)));
+  bench->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));
+  bench->add_option("--target", options->target, "Target (must run on this machine)")->capture_default_str();
+  bench->add_option("--repetitions", options->repetitions, "Repetitions of each measurement; the best is reported")
+      ->capture_default_str()->check(CLI::Range(1, 1000));
+  bench->add_option("--steps", options->steps, "Training steps per repetition")->capture_default_str()->check(CLI::Range(1, 1000000));
+  bench->add_option("--latency-runs", options->latency_runs, "Batch-1 runs per repetition (their median is taken)")
+      ->capture_default_str()->check(CLI::Range(1, 1000000));
+  bench->add_option("--batches", options->batches, "Batch-256 forward calls per repetition")->capture_default_str()->check(CLI::Range(1, 100000));
+  bench->add_option("--json", options->json,
+                    "Write the results as JSON (train_images_per_second, infer_latency_ms_batch1, "
+                    "infer_images_per_second_batch256, fma_peak_gflops, kernels, ...)");
+  bench->callback([options, &action] {
+    action = [options] {
+      LoadedModel loaded = load_model(options->model, options->target, false);
+      rt::Package& package = *loaded.package;
+      package.set_threads(options->threads);
+      int threads = options->threads > 0 ? options->threads : int(std::thread::hardware_concurrency());
+      rt::Network network(loaded.package);
+      rt::init_params(network, 1);
+      int64_t batch_size = options->batch_size > 0 ? options->batch_size : loaded.graph.train.batch_size;
+      const int repetitions = options->repetitions;
+
+      // The peak is measured before and after the kernels; the best is kept.
+      double peak = measure_fma_peak_gflops(threads);
+      std::mt19937 random(1);
+      std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+      const int big = 256;
+      std::vector<float> input(static_cast<size_t>(std::max<int64_t>(big, batch_size) * package.input_elements()));
+      for (float& value : input) value = pixel(random);
+      std::vector<float> output(static_cast<size_t>(big * package.output_elements()));
+
+      // Inference at batch 256, per kernel and end to end.
+      for (int i = 0; i < 3; ++i) network.forward(input.data(), big, output.data());
+      std::vector<KernelTime> inference(static_cast<size_t>(network.kernel_count()));
+      double batch_best = 1e30;
+      for (int r = 0; r < repetitions; ++r) {
+        auto start = std::chrono::steady_clock::now();
+        for (int b = 0; b < options->batches; ++b) {
+          network.forward(input.data(), big, output.data());
+          for (int k = 0; k < network.kernel_count(); ++k)
+            inference[size_t(k)].seconds = std::min(inference[size_t(k)].seconds, network.kernel_seconds(k));
+        }
+        batch_best = std::min(batch_best, seconds_since(start) / options->batches);
+      }
+      for (int k = 0; k < network.kernel_count(); ++k) {
+        inference[size_t(k)].name = network.kernel_name(k);
+        inference[size_t(k)].flops = package.kernel_flops(inference[size_t(k)].name) * big;
+      }
+
+      // Inference at batch 1: median latency per repetition, best repetition.
+      for (int i = 0; i < 100; ++i) network.forward(input.data(), 1, output.data());
+      double latency_best = 1e30;
+      for (int r = 0; r < repetitions; ++r) {
+        std::vector<double> times;
+        for (int i = 0; i < options->latency_runs; ++i) {
+          auto start = std::chrono::steady_clock::now();
+          network.forward(input.data() + (i % big) * package.input_elements(), 1, output.data());
+          times.push_back(seconds_since(start));
+        }
+        std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
+        latency_best = std::min(latency_best, times[times.size() / 2]);
+      }
+
+      // Training at the batch size: steps on random data (the speed does not depend on it).
+      double train_best = 0;
+      std::vector<KernelTime> training;
+      if (package.trainable()) {
+        std::vector<int32_t> labels(static_cast<size_t>(batch_size));
+        for (int32_t& label : labels) label = int32_t(random() % uint32_t(package.output_elements()));
+        for (int i = 0; i < 10; ++i) network.train_step(input.data(), labels.data(), int(batch_size));
+        training.resize(static_cast<size_t>(network.train_kernel_count()));
+        double step_best = 1e30;
+        for (int r = 0; r < repetitions; ++r) {
+          auto start = std::chrono::steady_clock::now();
+          for (int s = 0; s < options->steps; ++s) {
+            network.train_step(input.data(), labels.data(), int(batch_size));
+            for (int k = 0; k < network.train_kernel_count(); ++k)
+              training[size_t(k)].seconds = std::min(training[size_t(k)].seconds, network.train_kernel_seconds(k));
+          }
+          step_best = std::min(step_best, seconds_since(start) / options->steps);
+        }
+        for (int k = 0; k < network.train_kernel_count(); ++k) {
+          training[size_t(k)].name = network.train_kernel_name(k);
+          training[size_t(k)].flops = package.kernel_flops(training[size_t(k)].name) * batch_size;
+        }
+        double in_kernels = 0;
+        for (const KernelTime& kernel : training) in_kernels += kernel.seconds;
+        training.push_back({"(optimizer update and the rest)", std::max(0.0, step_best - in_kernels), 0});
+        train_best = double(batch_size) / step_best;
+      }
+      peak = std::max(peak, measure_fma_peak_gflops(threads));
+
+      nlohmann::json result;
+      result["model"] = loaded.graph.name;
+      result["target"] = package.target();
+      result["threads"] = threads;
+      result["fma_peak_gflops"] = peak;
+      result["train_batch_size"] = batch_size;
+      std::cout << fmt::format("{} on {} with {} threads; FMA peak measured {:.1f} GFLOP/s\n", loaded.graph.name,
+                               package.target(), threads, peak);
+      print_kernels("inference kernel (batch 256)", inference, peak, result["inference_kernels"]);
+      if (package.trainable())
+        print_kernels(fmt::format("training kernel (batch {})", batch_size), training, peak, result["training_kernels"]);
+      std::cout << "\n";
+      if (package.trainable()) {
+        std::cout << fmt::format("training, batch {}: {:.0f} images/s ({:.3f} ms per step)\n", batch_size, train_best,
+                                 1e3 * double(batch_size) / train_best);
+        result["train_images_per_second"] = train_best;
+      } else {
+        std::cout << fmt::format("training: not measured ({})\n", package.untrainable_reason());
+        result["train_images_per_second"] = nullptr;
+      }
+      std::cout << fmt::format("inference, batch 256: {:.0f} images/s ({:.3f} ms per batch)\n", big / batch_best,
+                               batch_best * 1e3);
+      std::cout << fmt::format("inference, batch 1: median latency {:.4f} ms\n", latency_best * 1e3);
+      std::cout << fmt::format("(best of {} repetitions: {} training steps, {} batches of 256, {} single images each)\n",
+                               repetitions, options->steps, options->batches, options->latency_runs);
+      result["infer_images_per_second_batch256"] = big / batch_best;
+      result["infer_latency_ms_batch1"] = latency_best * 1e3;
+      if (!options->json.empty()) {
+        std::ofstream out(options->json);
+        out << result.dump(2) << "\n";
+        if (!out) throw UserError(SourceLoc{options->json, 0, 0}, "cannot write the JSON file");
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace cnnc
