@@ -11,6 +11,21 @@
 
 namespace cnnc {
 
+// The tunable schedule choices of a kernel (its search space is schedule_space below). Zero
+// means the target's default; `autoscheduler` replaces the hand schedule altogether.
+struct ScheduleKnobs {
+  int channel_vectors = 0;  // vectors of output channels (or units) in the register tile
+  int pixel_tile = 0;       // output pixels (or input channels / batch rows) in the register tile
+  int batch_chunks = 0;     // weight gradients: fixed batch split reduced in parallel, then summed in order
+  std::string autoscheduler;  // "Mullapudi2016", "Adams2019", "Li2018", or "" for the hand schedule
+
+  // "default", "channel_vectors=2 pixel_tile=6", "autoscheduler=Li2018".
+  std::string str() const;
+  // Parses str(); throws UserError on malformed text.
+  static ScheduleKnobs parse(const std::string& text);
+  bool operator==(const ScheduleKnobs& other) const { return str() == other.str(); }
+};
+
 enum class KernelKind {
   Forward,       // inference: (inputs..., params...) -> output
   ForwardTrain,  // training forward of a node that must keep something for backward, or dropout:
@@ -40,8 +55,29 @@ struct KernelInfo {
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
   bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
-  std::string schedule_origin = "default";
+  std::string schedule_origin = "default";  // "default", "tuned" or "autoscheduler"
+  ScheduleKnobs knobs;
 };
+
+// Identifies a kernel's computation independently of names: its kind, op, attributes, fused ops,
+// shapes and gradient flags. The tuning database is keyed by it (with the target and Halide version).
+std::string kernel_signature(const Graph& graph, const KernelInfo& kernel);
+
+// The explicit search space of a kernel on a target: the knob settings `cnnc tune` measures,
+// the default first. Autoscheduler candidates are added by the tuner.
+std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target);
+
+// Result of timing one kernel with the Halide JIT on random data.
+struct KernelTiming {
+  bool ok = false;
+  std::string error;                       // why it failed to compile or run
+  double seconds = 0;                      // best of the repetitions
+  std::vector<std::vector<float>> outputs; // every output's values (for checking candidates)
+};
+// Compiles `kernel` with its knobs for `target` (which must run here) with the JIT and times it
+// at `batch` examples, best of `repetitions` after a warm-up. Inputs are seeded random data.
+KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
+                         int repetitions);
 
 // Whether a node keeps a tensor from its training forward pass for backward: with a
 // fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.

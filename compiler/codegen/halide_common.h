@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "codegen/codegen.h"
 #include "graph/graph.h"
 
 namespace cnnc {
@@ -24,6 +25,7 @@ struct ScheduleParams {
   int vector = 8;           // floats per SIMD register
   int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
   int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
+  int batch_chunks = 4;     // weight gradients: the batch is split in this many chunks summed in order
 };
 
 inline ScheduleParams schedule_params(const Target& target) {
@@ -43,6 +45,15 @@ inline ScheduleParams schedule_params(const Target& target) {
     params.channel_vectors = 2;
     params.pixel_tile = 12;
   }
+  return params;
+}
+
+// The target's defaults with a kernel's tuned knobs applied.
+inline ScheduleParams schedule_params(const Target& target, const ScheduleKnobs& knobs) {
+  ScheduleParams params = schedule_params(target);
+  if (knobs.channel_vectors > 0) params.channel_vectors = knobs.channel_vectors;
+  if (knobs.pixel_tile > 0) params.pixel_tile = knobs.pixel_tile;
+  if (knobs.batch_chunks > 0) params.batch_chunks = knobs.batch_chunks;
   return params;
 }
 
@@ -144,9 +155,78 @@ inline Expr dropout_keep(const std::vector<Expr>& at, const Shape& shape, Expr s
   return cast<float>(h >> 8) * (1.0f / 16777216.0f) >= float(rate);
 }
 
-struct KernelInfo;
-// Builds one training kernel (ForwardTrain of dropout excepted, Backward, Loss, Adam, Sgd);
-// halide_training.cpp. Records its schedule in kernel.schedule.
-Module build_training_kernel(const Graph& graph, KernelInfo& kernel, const Target& target);
+// A kernel's pipeline before compilation: its arguments in order (with what the JIT timer needs
+// to make data for them) and its outputs with their extents.
+struct PipelineBuild {
+  struct Arg {
+    ImageParam image;             // a buffer argument, or
+    Param<float> real{"unused_real"};
+    Param<int32_t> integer{"unused_integer"};
+    int kind = 0;                 // 0: buffer, 1: float scalar, 2: int scalar
+    std::vector<int> extents;     // buffer extents, innermost first, without the batch
+    bool batched = false;
+    int int_limit = 0;            // int32 buffers (labels): values in [0, int_limit)
+    float value = 0;              // scalars: the value to time with
+  };
+  std::vector<Arg> args;
+  std::vector<Func> outputs;
+  std::vector<std::vector<int>> output_extents;
+  std::vector<bool> output_batched;
+  std::vector<Type> output_types;
+  std::string schedule;           // human-readable summary of the hand schedule
+  bool hand = true;               // false: an autoscheduler will schedule it; add no schedule
+
+  ImageParam buffer(Type type, const std::vector<int>& extents, bool batched, const std::string& name, int int_limit = 0) {
+    ImageParam image(type, int(extents.size()) + (batched ? 1 : 0), name);
+    if (type.is_float()) constrain_layout(image, extents, batched);
+    Arg arg;
+    arg.image = image;
+    arg.extents = extents;
+    arg.batched = batched;
+    arg.int_limit = int_limit;
+    args.push_back(arg);
+    return image;
+  }
+  void scalar(Param<float> param, float value) {
+    Arg arg;
+    arg.kind = 1;
+    arg.real = param;
+    arg.value = value;
+    args.push_back(arg);
+  }
+  void scalar(Param<int32_t> param, int value) {
+    Arg arg;
+    arg.kind = 2;
+    arg.integer = param;
+    arg.value = float(value);
+    args.push_back(arg);
+  }
+  // An output (a Tuple-valued Func gives one buffer per element).
+  void output(Func func, const std::vector<int>& extents, bool batched) {
+    outputs.push_back(func);
+    std::vector<OutputImageParam> buffers = func.output_buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      // Only the first buffer of a Tuple may be constrained; the others share its bounds.
+      if (i == 0 && func.output_types()[i].is_float()) constrain_layout(buffers[i], extents, batched);
+      output_extents.push_back(extents);
+      output_batched.push_back(batched);
+      output_types.push_back(func.output_types()[i]);
+    }
+  }
+  std::vector<Argument> arguments() const {
+    std::vector<Argument> list;
+    for (const Arg& arg : args) {
+      if (arg.kind == 0) list.push_back(arg.image);
+      else if (arg.kind == 1) list.push_back(arg.real);
+      else list.push_back(arg.integer);
+    }
+    return list;
+  }
+};
+
+// Defines one forward kernel (Forward, ForwardTrain): halide_kernels.cpp.
+void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build);
+// Defines one training kernel (Backward, Loss, Adam, Sgd): halide_training.cpp.
+void define_training_kernel(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build);
 
 }  // namespace cnnc

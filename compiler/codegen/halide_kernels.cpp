@@ -7,6 +7,11 @@
 // Every extent except the batch is a compile-time constant.
 #include <Halide.h>
 
+#include <chrono>
+#include <random>
+#include <set>
+#include <thread>
+
 #include <fmt/format.h>
 
 #include "codegen/codegen.h"
@@ -20,10 +25,12 @@ std::string halide_version() {
   return CNNC_HALIDE_VERSION;  // from CMake: Halide 14 has no version macros
 }
 
+std::string training_build_stamp();
+
 std::string codegen_build_stamp() {
-  // Changes whenever this file (the kernels and their schedules) is recompiled, so that packages
-  // cached by an older cnnc are never reused.
-  return __DATE__ " " __TIME__;
+  // Changes whenever a file defining kernels or schedules is recompiled, so that packages cached
+  // by an older cnnc are never reused.
+  return std::string(__DATE__ " " __TIME__) + " / " + training_build_stamp();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -90,39 +97,31 @@ namespace {
 
 class KernelBuilder {
  public:
-  KernelBuilder(const Graph& graph, const KernelInfo& kernel, const Target& target)
+  KernelBuilder(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build)
       : graph_(graph), kernel_(kernel), node_(graph.nodes[kernel.node]), target_(target),
-        sched_(schedule_params(target)), train_(kernel.kind == KernelKind::ForwardTrain) {}
+        sched_(schedule_params(target, kernel.knobs)), train_(kernel.kind == KernelKind::ForwardTrain), build_(build) {
+    hand_ = build.hand;
+  }
 
-  Module build() {
+  void define_all() {
     for (size_t i = 0; i < kernel_.inputs.size(); ++i) {
       const Shape& shape = graph_.nodes[kernel_.inputs[i]].shape;
-      ImageParam input(Float(32), int(shape.size()) + 1, fmt::format("input{}", i));
-      constrain_layout(input, halide_extents(shape), true);
-      inputs_.push_back(input);
+      inputs_.push_back(build_.buffer(Float(32), halide_extents(shape), true, fmt::format("input{}", i)));
     }
-    for (const ParamSpec& spec : node_.params) {
-      ImageParam param(Float(32), int(spec.shape.size()), spec.name);
-      constrain_layout(param, halide_extents(spec.shape), false);
-      params_[spec.name] = param;
+    for (const std::string& name : kernel_.params)
+      for (const ParamSpec& spec : node_.params)
+        if (spec.name == name) params_[name] = build_.buffer(Float(32), halide_extents(spec.shape), false, name);
+    if (node_.op == "dropout") {
+      build_.scalar(seed_, 1);
+      build_.scalar(step_, 1);
     }
     Func output = define();
-    constrain_layout(output.output_buffer(), halide_extents(node_.shape), true);
-    std::vector<Argument> args;
-    for (ImageParam& input : inputs_) args.push_back(input);
-    for (const std::string& name : kernel_.params) args.push_back(params_.at(name));
-    if (node_.op == "dropout") {
-      args.push_back(seed_);
-      args.push_back(step_);
-    }
-    std::vector<Func> outputs = {output};
+    build_.output(output, halide_extents(node_.shape), true);
     if (kernel_.has_saved) {
       CNNC_ASSERT(saved_.defined(), "node " + node_.name + " should keep a tensor for backward");
-      constrain_layout(saved_.output_buffer(), halide_extents(saved_shape(node_)), true);
-      outputs.push_back(saved_);
+      build_.output(saved_, halide_extents(saved_shape(node_)), true);
     }
-    Pipeline pipeline(outputs);
-    return pipeline.compile_to_module(args, kernel_.function, target_);
+    build_.schedule = hand_ ? kernel_schedule_ : "";
   }
 
  private:
@@ -196,6 +195,7 @@ class KernelBuilder {
     }
 
     // The schedule.
+    if (!hand_) return output;
     if (sched_.gpu) {
       // One thread per output value; its accumulator (and for pooling its whole window) lives
       // in registers.
@@ -303,14 +303,15 @@ class KernelBuilder {
       output(u, n) = value(u, n);
     }
     Func tiled = softmax ? logits : output;  // the Func that carries the matrix product's schedule
+    if (softmax && train_) saved_ = logits;  // the loss starts from the logits
+    if (!hand_) return output;
 
     if (sched_.gpu) {
       Var uo("uo"), no("no"), ui("ui"), ni("ni");
       tiled.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
       acc.compute_at(tiled, ui);
       if (softmax) {
-        if (train_) saved_ = logits;
-        else logits.compute_root();
+        if (!train_) logits.compute_root();
         output.gpu_tile(u, n, uo, no, ui, ni, std::min(64, units), 1, TailStrategy::GuardWithIf);
         maximum_.compute_at(output, ui);
         sum_.compute_at(output, ui);
@@ -332,8 +333,7 @@ class KernelBuilder {
     acc.compute_at(tiled, uo).vectorize(u, vec).unroll(u);
     acc.update().reorder(u, n, r).vectorize(u, vec).unroll(u);
     if (softmax) {
-      if (train_) saved_ = logits;  // the loss starts from the logits
-      else logits.compute_root();
+      if (!train_) logits.compute_root();
       output.parallel(n);
       maximum_.compute_at(output, n);
       sum_.compute_at(output, n);
@@ -351,7 +351,7 @@ class KernelBuilder {
     Func pool = pool2d(node_.op, source, int(in[1]), int(in[0]), node_.attrs, int(node_.shape[1]), int(node_.shape[0]));
     Func output("output");
     output(c, x, y, n) = pool(c, x, y, n);
-    schedule_elementwise(output, {c, x, y, n});
+    if (hand_) schedule_elementwise(output, {c, x, y, n});
     return output;
   }
 
@@ -418,6 +418,7 @@ class KernelBuilder {
       value = activated;
     }
     output(at) = value(at);
+    if (!hand_) return output;
     schedule_elementwise(output, vars);
     for (Func& func : inner) {
       if (sched_.gpu) func.compute_at(output, gpu_thread_);
@@ -464,22 +465,77 @@ class KernelBuilder {
     return channels;
   }
 
- public:
   std::string kernel_schedule_;
-
- private:
   const Graph& graph_;
   const KernelInfo& kernel_;
   const Node& node_;
   Target target_;
   ScheduleParams sched_;
   bool train_ = false;
+  PipelineBuild& build_;
+  bool hand_ = true;
   Func saved_;
   Param<int32_t> seed_{"seed"}, step_{"step"};
   std::vector<ImageParam> inputs_;
   std::map<std::string, ImageParam> params_;
   Var gpu_thread_{"thread"};
 };
+
+}  // namespace
+
+void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build) {
+  KernelBuilder builder(graph, kernel, target, build);
+  builder.define_all();
+}
+
+namespace {
+
+// Halide 14 loads autoscheduler plugins by absolute path only.
+void load_autoscheduler(const std::string& name) {
+  static std::set<std::string> loaded;
+  if (loaded.count(name)) return;
+  std::string lower = name;
+  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  std::string path = std::string(CNNC_HALIDE_PLUGIN_DIR) + "/libautoschedule_" + lower + ".so";
+  load_plugin(path);
+  loaded.insert(name);
+}
+
+// Defines `kernel` and schedules it by hand or with its autoscheduler.
+std::pair<Pipeline, PipelineBuild> make_pipeline(const Graph& graph, const KernelInfo& kernel, const Target& target,
+                                                 int batch_estimate) {
+  PipelineBuild build;
+  build.hand = kernel.knobs.autoscheduler.empty();
+  if (kernel.kind == KernelKind::Forward || kernel.kind == KernelKind::ForwardTrain)
+    define_forward_kernel(graph, kernel, target, build);
+  else
+    define_training_kernel(graph, kernel, target, build);
+  Pipeline pipeline(build.outputs);
+  if (!build.hand) {
+    // Autoschedulers need estimates of every input and output extent.
+    for (PipelineBuild::Arg& arg : build.args) {
+      if (arg.kind == 1) arg.real.set_estimate(arg.value);
+      if (arg.kind == 2) arg.integer.set_estimate(int(arg.value));
+      if (arg.kind != 0) continue;
+      Region region;
+      for (int extent : arg.extents) region.emplace_back(0, extent);
+      if (arg.batched) region.emplace_back(0, batch_estimate);
+      arg.image.set_estimates(region);
+    }
+    for (size_t i = 0; i < build.outputs.size(); ++i) {
+      Region region;
+      for (int extent : build.output_extents[i]) region.emplace_back(0, extent);
+      if (build.output_batched[i]) region.emplace_back(0, batch_estimate);
+      build.outputs[i].set_estimates(region);
+    }
+    load_autoscheduler(kernel.knobs.autoscheduler);
+    // Machine: this many cores, a 32 MiB last-level cache, memory 40x slower than arithmetic.
+    MachineParams machine(int(std::thread::hardware_concurrency()), 32 << 20, 40);
+    pipeline.auto_schedule(kernel.knobs.autoscheduler, target, machine);
+    build.schedule = "autoscheduler " + kernel.knobs.autoscheduler;
+  }
+  return {pipeline, build};
+}
 
 }  // namespace
 
@@ -490,13 +546,9 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
   try {
     for (KernelInfo& kernel : kernels) {
       if (kernel.reuses_inference_kernel) continue;
-      if (kernel.kind != KernelKind::Forward && kernel.kind != KernelKind::ForwardTrain) {
-        modules.push_back(build_training_kernel(graph, kernel, target));
-        continue;
-      }
-      KernelBuilder builder(graph, kernel, target);
-      modules.push_back(builder.build());
-      kernel.schedule = builder.kernel_schedule_;
+      auto [pipeline, build] = make_pipeline(graph, kernel, target, 32);
+      modules.push_back(pipeline.compile_to_module(build.arguments(), kernel.function, target));
+      kernel.schedule = build.schedule;
     }
     link_modules("cnnc_kernels", modules).compile({{OutputFileType::object, kernels_object}});
     compile_standalone_runtime(runtime_object, Target(target_info.halide));
@@ -505,6 +557,68 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
   } catch (const Halide::InternalError& error) {
     internal_error(__FILE__, __LINE__, "Halide compile", error.what());
   }
+}
+
+KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target_info, int batch,
+                         int repetitions) {
+  KernelTiming timing;
+  try {
+    Target target(target_info.halide);
+    auto [pipeline, build] = make_pipeline(graph, kernel, target, batch);
+    pipeline.compile_jit(target);
+    std::mt19937 random(7);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    std::vector<Buffer<>> keep;  // the argument buffers must outlive the runs
+    for (PipelineBuild::Arg& arg : build.args) {
+      if (arg.kind == 1) {
+        arg.real.set(arg.value);
+        continue;
+      }
+      if (arg.kind == 2) {
+        arg.integer.set(int(arg.value));
+        continue;
+      }
+      std::vector<int> extents = arg.extents;
+      if (arg.batched) extents.push_back(batch);
+      if (arg.int_limit > 0) {
+        Buffer<int32_t> labels(extents);
+        labels.for_each_value([&](int32_t& v) { v = int32_t(random() % uint32_t(arg.int_limit)); });
+        arg.image.set(labels);
+        keep.push_back(labels);
+      } else {
+        Buffer<float> values(extents);
+        values.for_each_value([&](float& v) { v = uniform(random); });
+        arg.image.set(values);
+        keep.push_back(values);
+      }
+    }
+    std::vector<Buffer<>> outputs;
+    for (size_t i = 0; i < build.output_extents.size(); ++i) {
+      std::vector<int> extents = build.output_extents[i];
+      if (build.output_batched[i]) extents.push_back(batch);
+      outputs.push_back(Buffer<>(build.output_types[i], extents));
+    }
+    Realization realization(outputs);
+    pipeline.realize(realization, target);  // warm-up
+    timing.seconds = 1e30;
+    for (int r = 0; r < repetitions; ++r) {
+      auto start = std::chrono::steady_clock::now();
+      pipeline.realize(realization, target);
+      timing.seconds = std::min(timing.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    for (Buffer<>& output : outputs) {
+      std::vector<float> values;
+      if (output.type().is_float()) {
+        Buffer<float> typed = output;
+        typed.for_each_value([&](float v) { values.push_back(v); });
+      }
+      timing.outputs.push_back(values);
+    }
+    timing.ok = true;
+  } catch (const Halide::Error& error) {
+    timing.error = error.what();
+  }
+  return timing;
 }
 
 }  // namespace cnnc

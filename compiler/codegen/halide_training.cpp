@@ -22,67 +22,48 @@ Expr activation_derivative(const std::string& op, Expr activated) {
 
 class BackwardBuilder {
  public:
-  BackwardBuilder(const Graph& graph, KernelInfo& kernel, const Target& target)
+  BackwardBuilder(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build)
       : graph_(graph), kernel_(kernel), node_(graph.nodes[kernel.node]), target_(target),
-        sched_(schedule_params(target)) {}
+        sched_(schedule_params(target, kernel.knobs)), build_(build), hand_(build.hand) {}
 
-  Module build() {
-    std::vector<Argument> args;
-    std::vector<Func> outputs;
+  void define_all() {
     switch (kernel_.kind) {
-      case KernelKind::Backward: backward(args, outputs); break;
-      case KernelKind::Loss: loss(args, outputs); break;
-      case KernelKind::Adam: adam(args, outputs); break;
-      case KernelKind::Sgd: sgd(args, outputs); break;
+      case KernelKind::Backward: backward(); break;
+      case KernelKind::Loss: loss(); break;
+      case KernelKind::Adam: adam(); break;
+      case KernelKind::Sgd: sgd(); break;
       default: CNNC_ASSERT(false, "not a training kernel");
     }
-    kernel_.schedule = schedule_;
-    return Pipeline(outputs).compile_to_module(args, kernel_.function, target_);
+    build_.schedule = hand_ ? schedule_ : "";
   }
 
  private:
   ImageParam batched(const Shape& shape, const std::string& name) {
-    ImageParam param(Float(32), int(shape.size()) + 1, name);
-    constrain_layout(param, halide_extents(shape), true);
-    return param;
+    return build_.buffer(Float(32), halide_extents(shape), true, name);
   }
 
   // ---------------------------------------------------------------------------------------------
   // Backward
 
-  void backward(std::vector<Argument>& args, std::vector<Func>& outputs) {
+  void backward() {
     const Shape& given_shape = kernel_.from_logits ? saved_shape(node_) : node_.shape;
     ImageParam gradient = batched(given_shape, "gradient");
-    args.push_back(gradient);
     ImageParam saved;
-    if (kernel_.has_saved) {
-      saved = batched(saved_shape(node_), "saved");
-      args.push_back(saved);
-    }
+    if (kernel_.has_saved) saved = batched(saved_shape(node_), "saved");
     ImageParam output = batched(node_.shape, "output");
-    args.push_back(output);
     std::vector<ImageParam> inputs;
-    for (size_t i = 0; i < node_.inputs.size(); ++i) {
+    for (size_t i = 0; i < node_.inputs.size(); ++i)
       inputs.push_back(batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("input{}", i)));
-      args.push_back(inputs.back());
-    }
     std::map<std::string, ImageParam> params;
-    for (const ParamSpec& spec : node_.params) {
-      ImageParam param(Float(32), int(spec.shape.size()), spec.name);
-      constrain_layout(param, halide_extents(spec.shape), false);
-      params[spec.name] = param;
-      args.push_back(param);
-    }
+    for (const ParamSpec& spec : node_.params)
+      params[spec.name] = build_.buffer(Float(32), halide_extents(spec.shape), false, spec.name);
     std::vector<ImageParam> previous(node_.inputs.size());
-    for (size_t i = 0; i < node_.inputs.size(); ++i) {
-      if (!kernel_.accumulate[i]) continue;
-      previous[i] = batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("previous{}", i));
-      args.push_back(previous[i]);
-    }
+    for (size_t i = 0; i < node_.inputs.size(); ++i)
+      if (kernel_.accumulate[i]) previous[i] = batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("previous{}", i));
     Param<int32_t> seed("seed"), step("step");
     if (node_.op == "dropout") {
-      args.push_back(seed);
-      args.push_back(step);
+      build_.scalar(seed, 1);
+      build_.scalar(step, 1);
     }
     batch_ = gradient.dim(int(given_shape.size())).extent();
 
@@ -111,18 +92,13 @@ class BackwardBuilder {
       for (size_t j = i + 1; j < node_.inputs.size(); ++j)
         if (node_.inputs[j] == node_.inputs[i]) sum = sum + input_grads[j](at);  // the same tensor used again
       result(at) = sum;
-      constrain_layout(result.output_buffer(), halide_extents(shape), true);
-      schedule_elementwise(result, vars, shape);
-      outputs.push_back(result);
+      if (hand_) schedule_elementwise(result, vars, shape);
+      build_.output(result, halide_extents(shape), true);
     }
-    for (const ParamSpec& spec : node_.params) {
-      for (auto& [name, func] : param_grads) {
-        if (name != spec.name) continue;
-        constrain_layout(func.output_buffer(), halide_extents(spec.shape), false);
-        outputs.push_back(func);
-      }
-    }
-    CNNC_ASSERT(!outputs.empty(), "backward kernel of " + node_.name + " computes nothing");
+    for (const ParamSpec& spec : node_.params)
+      for (auto& [name, func] : param_grads)
+        if (name == spec.name) build_.output(func, halide_extents(spec.shape), false);
+    CNNC_ASSERT(!build_.outputs.empty(), "backward kernel of " + node_.name + " computes nothing");
   }
 
   // Undoes the fused epilogue (pooling, then the activation) of a conv2d / dense / add / batchnorm.
@@ -156,6 +132,7 @@ class BackwardBuilder {
   }
 
   Func compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
+    if (!hand_) return f;
     if (sched_.gpu) {
       f.compute_root();
       Var block("block"), thread("thread");
@@ -179,6 +156,7 @@ class BackwardBuilder {
     Func dot("dot"), d("softmax_gradient");
     dot(as_exprs(rest)) = Halide::sum(g(reduced) * y(reduced));
     d(at) = y(at) * (g(at) - dot(as_exprs(rest)));
+    if (!hand_) return d;
     if (sched_.gpu) dot.compute_root().gpu_blocks(rest.back());
     else dot.compute_root().parallel(rest.back());
     return d;
@@ -215,7 +193,8 @@ class BackwardBuilder {
           best_value = max(best_value, value);
         }
       argmax(c, px, py, n) = best_index;
-      if (sched_.gpu) argmax.compute_root().gpu_tile(c, px, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min<int>(32, int(in_shape[2])), 1, TailStrategy::GuardWithIf);
+      if (!hand_) {
+      } else if (sched_.gpu) argmax.compute_root().gpu_tile(c, px, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min<int>(32, int(in_shape[2])), 1, TailStrategy::GuardWithIf);
       else argmax.compute_root().vectorize(c, std::min<int>(sched_.vector, int(in_shape[2]))).parallel(n);
     }
 
@@ -258,7 +237,7 @@ class BackwardBuilder {
     bool same = node_.attrs.get_string("padding") == "same";
     int top = same ? same_padding_before(height, out_height, int(kh), int(sh)) : 0;
     int left = same ? same_padding_before(width, out_width, int(kw), int(sw)) : 0;
-    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky");
+    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co"), k("k");
 
     Func dpre("dpre");  // materialized: three reductions read it
     dpre(c, x, y, n) = pre(c, x, y, n);
@@ -272,15 +251,15 @@ class BackwardBuilder {
       source(c, x, y, n) = input(c, x, y, n);
     }
 
-    RDom pixels(0, out_width, 0, out_height, 0, batch_, "pixels");
-    Var co("co");
     int block = std::min(out_channels, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
     if (node_.attrs.get_bool("use_bias")) {
+      RDom pixels(0, out_width, 0, out_height, 0, batch_, "pixels");
       Func bias_sum("bias_sum"), bias_grad("bias_gradient");
       bias_sum(c) = 0.0f;
       bias_sum(c) += dpre(c, pixels.x, pixels.y, pixels.z);
       bias_grad(c) = bias_sum(c);
-      if (!sched_.gpu) {
+      if (!hand_) {
+      } else if (!sched_.gpu) {
         bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, vec);
         bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z).vectorize(c, vec);
       } else {
@@ -290,61 +269,101 @@ class BackwardBuilder {
       param_grads.emplace_back("bias", bias_grad);
     }
 
-    // d(kernel)(co, ci, kx, ky): a register tile of output channels x input channels, the whole
-    // reduction over the batch and the pixels inside it.
-    Func kernel_sum("kernel_sum"), kernel_grad("kernel_gradient");
-    kernel_sum(co, ci, kx, ky) = 0.0f;
-    kernel_sum(co, ci, kx, ky) +=
-        dpre(co, pixels.x, pixels.y, pixels.z) * source(ci, pixels.x * int(sw) + kx - left, pixels.y * int(sh) + ky - top, pixels.z);
-    kernel_grad(co, ci, kx, ky) = kernel_sum(co, ci, kx, ky);
-    int in_tile = std::min(in_channels, 6);
-    if (sched_.gpu) {
-      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), k("k");
-      kernel_grad.fuse(kx, ky, k).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
-                                            TailStrategy::GuardWithIf).gpu_blocks(k);
-      kernel_sum.compute_at(kernel_grad, t0);
-    } else {
-      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t("t"), t2("t2"), t3("t3");
-      kernel_grad.split(co, coo, coi, block).split(ci, cio, cii, in_tile).reorder(coi, cii, coo, cio, kx, ky)
-          .vectorize(coi, vec).unroll(coi).unroll(cii).fuse(coo, cio, t).fuse(t, kx, t2).fuse(t2, ky, t3).parallel(t3);
-      kernel_sum.compute_at(kernel_grad, t3).vectorize(co, vec).unroll(co).unroll(ci);
-      kernel_sum.update().reorder(co, ci, pixels.x, pixels.y, pixels.z, kx, ky).vectorize(co, vec).unroll(co).unroll(ci);
-    }
+    // d(kernel)(co, ci, kx, ky) = sum over the batch and the pixels of dpre(co) * input(ci). The batch
+    // is split in a fixed number of chunks whose partial sums run in parallel and are added in
+    // order, so the result is the same for any thread count.
+    int chunks = sched_.gpu ? 1 : sched_.batch_chunks;
+    Expr chunk = (batch_ + chunks - 1) / chunks;
+    RDom r(0, out_width, 0, out_height, 0, chunk, "r");
+    r.where(k * chunk + r.z < batch_);
+    Expr image = min(k * chunk + r.z, batch_ - 1);  // the clamp only bounds the region: `where` skips the rest
+    Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
+    kernel_acc(co, ci, kx, ky, k) = 0.0f;
+    kernel_acc(co, ci, kx, ky, k) +=
+        dpre(co, r.x, r.y, image) * source(ci, r.x * int(sw) + kx - left, r.y * int(sh) + ky - top, image);
+    kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
+    Expr total = kernel_partial(co, ci, kx, ky, 0);
+    for (int j = 1; j < chunks; ++j) total = total + kernel_partial(co, ci, kx, ky, j);
+    kernel_grad(co, ci, kx, ky) = total;
     param_grads.emplace_back("kernel", kernel_grad);
+    if (!hand_) {
+    } else if (sched_.gpu) {
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), kk("kk");
+      kernel_grad.fuse(kx, ky, kk).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
+                                             TailStrategy::GuardWithIf).gpu_blocks(kk);
+      kernel_acc.compute_at(kernel_grad, t0);
+    } else {
+      // Register tile: `block` output channels by `tile` input channels; where the input has few
+      // channels (conv1: one), by every (ci, kx, ky) instead, so that enough accumulators stay busy.
+      int accumulators = sched_.channel_vectors * sched_.pixel_tile;
+      int taps = in_channels * int(kw * kh);
+      bool small = in_channels * 2 < sched_.pixel_tile;
+      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
+      kernel_partial.compute_root();
+      if (small) {
+        int vectors = std::max(1, std::min(sched_.channel_vectors, accumulators / std::max(1, taps)));
+        int small_block = std::min(out_channels, vectors * sched_.vector), small_vec = std::min(small_block, sched_.vector);
+        kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
+            .fuse(coo, k, t1).parallel(t1);
+        kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
+        kernel_acc.update().reorder(co, ci, kx, ky, r.x, r.y, r.z, k).vectorize(co, small_vec).unroll(co).unroll(ci)
+            .unroll(kx).unroll(ky);
+        schedule_ = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
+                                small_block, taps, chunks);
+      } else {
+        int tile = std::min(in_channels, sched_.pixel_tile);
+        kernel_partial.split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, coo, cio, kx, ky, k)
+            .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, kx, t2).fuse(t2, ky, t3).fuse(t3, k, t4).parallel(t4);
+        kernel_acc.compute_at(kernel_partial, t4).vectorize(co, vec).unroll(co).unroll(ci);
+        kernel_acc.update().reorder(co, ci, r.x, r.y, r.z, kx, ky, k).vectorize(co, vec).unroll(co).unroll(ci);
+        schedule_ = fmt::format("weight gradient: register tile {} channels x {} input channels, {} batch chunks",
+                                block, tile, chunks);
+      }
+      kernel_grad.vectorize(co, vec);
+    }
 
     if (!kernel_.input_grad[0]) return;
     // d(input)(ci, x, y, n) = sum over (co, kx, ky) of w(co, ci, kx, ky) * dpre(co, ox, oy, n) where
-    // ox * stride + kx - left == x. Weights transposed so that input channels are contiguous.
+    // ox * stride + kx - left == x: the forward convolution of dpre, zero-padded, with the
+    // flipped kernel. Weights transposed so that input channels are contiguous.
     Func transposed("transposed");
     transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
-    RDom r(0, out_channels, 0, int(kw), 0, int(kh), "r");
-    Expr sx = x + left - r.y, sy = y + top - r.z;
-    Expr ox = sx / int(sw), oy = sy / int(sh);
-    Expr valid = sx >= 0 && sy >= 0 && ox < out_width && oy < out_height;
-    if (sw > 1) valid = valid && sx % int(sw) == 0;
-    if (sh > 1) valid = valid && sy % int(sh) == 0;
-    Expr value = dpre(r.x, clamp(ox, 0, out_width - 1), clamp(oy, 0, out_height - 1), n);
+    Func padded("dpre_padded");  // zero outside the output: no bounds test in the inner loop
+    padded(c, x, y, n) = select(x >= 0 && x < out_width && y >= 0 && y < out_height,
+                                dpre(c, clamp(x, 0, out_width - 1), clamp(y, 0, out_height - 1), n), 0.0f);
+    RDom rin(0, out_channels, 0, int(kw), 0, int(kh), "rin");
+    Expr sx = x + left - rin.y, sy = y + top - rin.z;
+    Expr value;
+    if (sw == 1 && sh == 1) {
+      value = padded(rin.x, sx, sy, n);
+    } else {
+      Expr valid = sx % int(sw) == 0 && sy % int(sh) == 0;
+      value = select(valid, padded(rin.x, sx / int(sw), sy / int(sh), n), 0.0f);
+    }
     Func input_sum("input_sum");
     input_sum(ci, x, y, n) = 0.0f;
-    input_sum(ci, x, y, n) += transposed(ci, r.x, r.y, r.z) * select(valid, value, 0.0f);
+    input_sum(ci, x, y, n) += transposed(ci, rin.x, rin.y, rin.z) * value;
     input_grad = Func("input_gradient");
     input_grad(ci, x, y, n) = input_sum(ci, x, y, n);
+    if (!hand_) return;
+    transposed.compute_root();
     if (sched_.gpu) {
-      transposed.compute_root();
+      padded.compute_root().gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, out_channels), 4,
+                                     TailStrategy::GuardWithIf);
       Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
       input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
                                          TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
       input_sum.compute_at(input_grad, t0);
       return;
     }
-    transposed.compute_root();
+    padded.compute_root().vectorize(c, std::min(sched_.vector, out_channels)).parallel(n);
     int in_block = std::min(in_channels, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
     int tile = std::min(sched_.pixel_tile, width);
     Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
     input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
         .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
     input_sum.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
-    input_sum.update().reorder(ci, x, r.x, r.y, r.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+    input_sum.update().reorder(ci, x, rin.x, rin.y, rin.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
   }
 
   // dense: d(bias)(u) = sum over the batch; d(kernel)(u, i) = sum over the batch of pre * input;
@@ -363,7 +382,8 @@ class BackwardBuilder {
       bias_sum(u) = 0.0f;
       bias_sum(u) += dpre(u, examples);
       bias_grad(u) = bias_sum(u);
-      if (sched_.gpu) {
+      if (!hand_) {
+      } else if (sched_.gpu) {
         bias_grad.gpu_tile(u, Var("b"), Var("t"), std::min(64, units), TailStrategy::GuardWithIf);
         bias_sum.compute_at(bias_grad, Var("t"));
       } else {
@@ -376,8 +396,9 @@ class BackwardBuilder {
     kernel_sum(u, i) = 0.0f;
     kernel_sum(u, i) += dpre(u, examples) * input(i, examples);
     kernel_grad(u, i) = kernel_sum(u, i);
-    int in_tile = std::min(features, 6);
-    if (sched_.gpu) {
+    int in_tile = std::min(features, sched_.pixel_tile);
+    if (!hand_) {
+    } else if (sched_.gpu) {
       kernel_grad.gpu_tile(u, i, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, units), 4, TailStrategy::GuardWithIf);
       kernel_sum.compute_at(kernel_grad, Var("t0"));
     } else {
@@ -398,6 +419,7 @@ class BackwardBuilder {
     input_sum(i, n) += transposed(i, r) * dpre(r, n);
     input_grad = Func("input_gradient");
     input_grad(i, n) = input_sum(i, n);
+    if (!hand_) return;
     transposed.compute_root();
     int in_block = std::min(features, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
     if (sched_.gpu) {
@@ -473,17 +495,14 @@ class BackwardBuilder {
   // ---------------------------------------------------------------------------------------------
   // Loss: softmax + categorical cross-entropy from the logits, stable (log-sum-exp).
 
-  void loss(std::vector<Argument>& args, std::vector<Func>& outputs) {
+  void loss() {
     const Node& out = node_;
     const Shape& logits_shape = kernel_.from_logits && out.op == "softmax" ? graph_.nodes[out.inputs[0]].shape
                                                                           : saved_shape(out);
     CNNC_ASSERT(logits_shape.size() == 1, "the loss takes a vector of logits");
     int classes = int(logits_shape[0]);
     ImageParam logits = batched(logits_shape, "logits");
-    ImageParam labels(Int(32), 1, "labels");
-    labels.dim(0).set_min(0);
-    args.push_back(logits);
-    args.push_back(labels);
+    ImageParam labels = build_.buffer(Int(32), {}, true, "labels", classes);
     Expr batch = logits.dim(1).extent();
     Var u("u"), n("n");
     RDom k(0, classes, "k");
@@ -494,11 +513,12 @@ class BackwardBuilder {
     Expr label = clamp(labels(n), 0, classes - 1);
     loss(n) = log_sum(n) - logits(label, n);
     gradient(u, n) = (exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f, 0.0f)) / cast<float>(batch);
-    constrain_layout(gradient.output_buffer(), {classes}, true);
+    build_.output(gradient, {classes}, true);
+    build_.output(loss, {}, true);
     loss.output_buffer().dim(0).set_min(0);
+    if (!hand_) return;
     log_sum.compute_root();
     top.compute_root();
-    outputs = {gradient, loss};
     if (sched_.gpu) {
       for (Func f : {top, log_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
       loss.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
@@ -510,67 +530,76 @@ class BackwardBuilder {
   // ---------------------------------------------------------------------------------------------
   // Optimizers over the flat parameter block (every parameter is trainable here).
 
-  void adam(std::vector<Argument>& args, std::vector<Func>& outputs) {
+  void adam() {
     int size = int(kernel_.param_floats);
-    ImageParam p(Float(32), 1, "params"), g(Float(32), 1, "grads"), m(Float(32), 1, "m"), v(Float(32), 1, "v");
-    for (ImageParam* b : {&p, &g, &m, &v}) b->dim(0).set_bounds(0, size);
+    ImageParam p = build_.buffer(Float(32), {size}, false, "params");
+    ImageParam g = build_.buffer(Float(32), {size}, false, "grads");
+    ImageParam m = build_.buffer(Float(32), {size}, false, "m");
+    ImageParam v = build_.buffer(Float(32), {size}, false, "v");
     Param<float> lr_t("lr_t"), beta_1("beta_1"), beta_2("beta_2"), epsilon("epsilon");
-    args = {p, g, m, v, lr_t, beta_1, beta_2, epsilon};
+    build_.scalar(lr_t, 0.001f);
+    build_.scalar(beta_1, 0.9f);
+    build_.scalar(beta_2, 0.999f);
+    build_.scalar(epsilon, 1e-7f);
     // Keras: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr_t m / (sqrt(v) + eps), with
-    // lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller.
+    // lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) computed by the caller. One Func of three values, so
+    // that a single pass reads p, g, m, v and writes the three results.
     Var i("i");
-    Func m_out("m_out"), v_out("v_out"), p_out("p_out");
-    m_out(i) = beta_1 * m(i) + (1.0f - beta_1) * g(i);
-    v_out(i) = beta_2 * v(i) + (1.0f - beta_2) * g(i) * g(i);
-    p_out(i) = p(i) - lr_t * m_out(i) / (sqrt(v_out(i)) + epsilon);
-    outputs = {p_out, m_out, v_out};
-    schedule_optimizer(outputs, i, size);
+    Func update("adam_update");  // one Func of three values: one pass reads p, g, m, v and writes all three
+    Expr m_new = beta_1 * m(i) + (1.0f - beta_1) * g(i);
+    Expr v_new = beta_2 * v(i) + (1.0f - beta_2) * g(i) * g(i);
+    update(i) = Tuple(p(i) - lr_t * m_new / (sqrt(v_new) + epsilon), m_new, v_new);
+    build_.output(update, {size}, false);
+    schedule_optimizer(update, i);
   }
 
-  void sgd(std::vector<Argument>& args, std::vector<Func>& outputs) {
+  void sgd() {
     int size = int(kernel_.param_floats);
-    ImageParam p(Float(32), 1, "params"), g(Float(32), 1, "grads"), velocity(Float(32), 1, "velocity");
-    for (ImageParam* b : {&p, &g, &velocity}) b->dim(0).set_bounds(0, size);
+    ImageParam p = build_.buffer(Float(32), {size}, false, "params");
+    ImageParam g = build_.buffer(Float(32), {size}, false, "grads");
+    ImageParam velocity = build_.buffer(Float(32), {size}, false, "velocity");
     Param<float> learning_rate("learning_rate"), momentum("momentum");
-    args = {p, g, velocity, learning_rate, momentum};
+    build_.scalar(learning_rate, 0.01f);
+    build_.scalar(momentum, 0.9f);
     // Keras: velocity = momentum velocity - lr g; p += velocity.
     Var i("i");
-    Func velocity_out("velocity_out"), p_out("p_out");
-    velocity_out(i) = momentum * velocity(i) - learning_rate * g(i);
-    p_out(i) = p(i) + velocity_out(i);
-    outputs = {p_out, velocity_out};
-    schedule_optimizer(outputs, i, size);
+    Func update("sgd_update");
+    Expr velocity_new = momentum * velocity(i) - learning_rate * g(i);
+    update(i) = Tuple(p(i) + velocity_new, velocity_new);
+    build_.output(update, {size}, false);
+    schedule_optimizer(update, i);
   }
 
-  void schedule_optimizer(std::vector<Func>& outputs, Var i, int size) {
-    for (Func& f : outputs) f.output_buffer().dim(0).set_bounds(0, size);
+  void schedule_optimizer(Func f, Var i) {
+    if (!hand_) return;
     Var io("io"), ii("ii");
     if (sched_.gpu) {
-      for (Func& f : outputs) f.gpu_tile(i, io, ii, 256, TailStrategy::GuardWithIf);
+      f.gpu_tile(i, io, ii, 256, TailStrategy::GuardWithIf);
       schedule_ = "optimizer: gpu, 256 threads per block";
       return;
     }
-    // Chunks of 4096 in parallel, vectorized.
-    int chunk = std::min(size, 4096);
-    for (Func& f : outputs)
-      f.split(i, io, ii, chunk, TailStrategy::GuardWithIf).vectorize(ii, sched_.vector, TailStrategy::GuardWithIf).parallel(io);
-    schedule_ = "optimizer: vectorized, parallel chunks of 4096";
+    f.split(i, io, ii, 8192, TailStrategy::GuardWithIf).vectorize(ii, sched_.vector, TailStrategy::GuardWithIf).parallel(io);
+    schedule_ = "optimizer: one pass, vectorized, parallel chunks of 8192";
   }
 
   const Graph& graph_;
-  KernelInfo& kernel_;
+  const KernelInfo& kernel_;
   const Node& node_;
   Target target_;
   ScheduleParams sched_;
+  PipelineBuild& build_;
+  bool hand_ = true;
   Expr batch_;
   std::string schedule_;
 };
 
 }  // namespace
 
-Module build_training_kernel(const Graph& graph, KernelInfo& kernel, const Target& target) {
-  BackwardBuilder builder(graph, kernel, target);
-  return builder.build();
+std::string training_build_stamp() { return __DATE__ " " __TIME__; }
+
+void define_training_kernel(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build) {
+  BackwardBuilder builder(graph, kernel, target, build);
+  builder.define_all();
 }
 
 }  // namespace cnnc

@@ -987,6 +987,101 @@ std::vector<KernelInfo> plan_kernels(const Graph& graph) {
   return kernels;
 }
 
+std::string ScheduleKnobs::str() const {
+  if (!autoscheduler.empty()) return "autoscheduler=" + autoscheduler;
+  std::vector<std::string> parts;
+  if (channel_vectors > 0) parts.push_back(fmt::format("channel_vectors={}", channel_vectors));
+  if (pixel_tile > 0) parts.push_back(fmt::format("pixel_tile={}", pixel_tile));
+  if (batch_chunks > 0) parts.push_back(fmt::format("batch_chunks={}", batch_chunks));
+  return parts.empty() ? "default" : fmt::format("{}", fmt::join(parts, " "));
+}
+
+ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
+  ScheduleKnobs knobs;
+  std::istringstream words(text);
+  std::string word;
+  while (words >> word) {
+    if (word == "default") continue;
+    size_t equals = word.find('=');
+    std::string key = word.substr(0, equals), value = equals == std::string::npos ? "" : word.substr(equals + 1);
+    auto number = [&]() {
+      char* end = nullptr;
+      long parsed = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || parsed < 1 || parsed > 64)
+        throw UserError(SourceLoc{"schedule", 0, 0}, fmt::format("bad value in '{}'", word));
+      return int(parsed);
+    };
+    if (key == "channel_vectors") knobs.channel_vectors = number();
+    else if (key == "pixel_tile") knobs.pixel_tile = number();
+    else if (key == "batch_chunks") knobs.batch_chunks = number();
+    else if (key == "autoscheduler" && (value == "Mullapudi2016" || value == "Adams2019" || value == "Li2018"))
+      knobs.autoscheduler = value;
+    else
+      throw UserError(SourceLoc{"schedule", 0, 0}, fmt::format("unknown schedule knob '{}'", word));
+  }
+  return knobs;
+}
+
+std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
+  static const char* kinds[] = {"forward", "forward_train", "backward", "loss", "adam", "sgd"};
+  std::string text = kinds[int(kernel.kind)];
+  if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd) return text + fmt::format(" params={}", kernel.param_floats);
+  const Node& node = graph.nodes[kernel.node];
+  text += " " + node.op;
+  for (auto& [key, value] : node.attrs.values()) {
+    if (auto* i = std::get_if<int64_t>(&value)) text += fmt::format(" {}={}", key, *i);
+    else if (auto* p = std::get_if<std::pair<int64_t, int64_t>>(&value)) text += fmt::format(" {}={}x{}", key, p->first, p->second);
+    else if (auto* d = std::get_if<double>(&value)) text += fmt::format(" {}={}", key, *d);
+    else if (auto* b = std::get_if<bool>(&value)) text += fmt::format(" {}={}", key, *b);
+    else text += fmt::format(" {}={}", key, std::get<std::string>(value));
+  }
+  for (int input : node.inputs) text += fmt::format(" in=[{}]", fmt::join(graph.nodes[input].shape, ","));
+  text += fmt::format(" out=[{}] unfused=[{}]", fmt::join(node.shape, ","), fmt::join(node.unfused_shape, ","));
+  for (const Node::FusedOp& op : node.fused) {
+    text += " +" + op.op;
+    if (op.attrs.has("size"))
+      text += fmt::format("({}x{}/{}x{} {})", op.attrs.get_pair("size").first, op.attrs.get_pair("size").second,
+                          op.attrs.get_pair("stride").first, op.attrs.get_pair("stride").second, op.attrs.get_string("padding"));
+  }
+  if (kernel.has_saved) text += " saved";
+  if (kernel.from_logits) text += " from_logits";
+  for (size_t i = 0; i < kernel.input_grad.size(); ++i)
+    text += fmt::format(" g{}={}{}", i, kernel.input_grad[i] ? 1 : 0, kernel.accumulate[i] ? "+" : "");
+  return text;
+}
+
+std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target) {
+  std::vector<ScheduleKnobs> space = {ScheduleKnobs{}};  // the default first
+  if (target.gpu) return space;
+  const Node& node = graph.nodes[kernel.node];
+  bool tiled = (node.op == "conv2d" || node.op == "dense") &&
+               (kernel.kind == KernelKind::Forward || kernel.kind == KernelKind::ForwardTrain ||
+                kernel.kind == KernelKind::Backward);
+  if (!tiled) return space;
+  // Register tiles: vectors of output channels x pixels (forward), or x input channels (weight
+  // gradients); enough accumulators to hide the FMA latency, few enough to stay in registers.
+  for (int vectors : {1, 2, 3, 4})
+    for (int pixels : {2, 3, 4, 6, 8, 12, 16}) {
+      int accumulators = vectors * pixels;
+      if (accumulators < 6 || accumulators > 28) continue;
+      ScheduleKnobs knobs;
+      knobs.channel_vectors = vectors;
+      knobs.pixel_tile = pixels;
+      space.push_back(knobs);
+    }
+  if (kernel.kind == KernelKind::Backward && node.op == "conv2d") {
+    std::vector<ScheduleKnobs> chunked;
+    for (const ScheduleKnobs& base : std::vector<ScheduleKnobs>(space.begin() + 1, space.end()))
+      for (int chunks : {2, 8}) {
+        ScheduleKnobs knobs = base;
+        knobs.batch_chunks = chunks;
+        chunked.push_back(knobs);
+      }
+    space.insert(space.end(), chunked.begin(), chunked.end());
+  }
+  return space;
+}
+
 bool node_keeps_saved(const Node& node, bool is_loss_node) {
   for (const Node::FusedOp& op : node.fused) {
     if (op.op == "maxpool2d" || op.op == "avgpool2d") return true;
