@@ -22,6 +22,7 @@ using namespace Halide;
 
 struct ScheduleParams {
   bool gpu = false;
+  int registers = 16;       // vector registers of the target
   int vector = 8;           // floats per SIMD register
   int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
   int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
@@ -35,6 +36,7 @@ inline ScheduleParams schedule_params(const Target& target) {
     return params;
   }
   params.vector = target.natural_vector_size<float>();
+  params.registers = target.arch == Target::X86 && !target.has_feature(Target::AVX512) ? 16 : 32;
   if (target.arch == Target::X86 && !target.has_feature(Target::AVX512)) {
     // AVX2: 16 ymm registers. 2 vectors x 6 pixels = 12 accumulators + 2 weight vectors + 1
     // broadcast = 15; at least 8 accumulators are needed to hide the FMA latency.
@@ -46,6 +48,22 @@ inline ScheduleParams schedule_params(const Target& target) {
     params.pixel_tile = 12;
   }
   return params;
+}
+
+// The pixels per register tile for a row of `extent` pixels: near `preferred`, wasting the least
+// work to the last, overlapping tile (ShiftInwards recomputes it), and small enough that
+// `vectors` x tile accumulators + the operands fit in the registers. Ties go to the larger tile.
+inline int pick_tile(int extent, int preferred, int vectors, int registers) {
+  int best = std::max(1, std::min(preferred, extent)), best_work = 0;
+  for (int tile = std::max(1, preferred / 2); tile <= preferred + preferred / 4 + 1; ++tile) {
+    if (tile > extent || vectors * tile + vectors + 1 > registers) continue;
+    int work = (extent + tile - 1) / tile * tile;
+    if (best_work == 0 || work < best_work || (work == best_work && tile > best)) {
+      best = tile;
+      best_work = work;
+    }
+  }
+  return best;
 }
 
 // The target's defaults with a kernel's tuned knobs applied.
@@ -166,6 +184,7 @@ struct PipelineBuild {
     std::vector<int> extents;     // buffer extents, innermost first, without the batch
     bool batched = false;
     int int_limit = 0;            // int32 buffers (labels): values in [0, int_limit)
+    bool non_negative = false;    // float buffers that must not be negative (Adam's v)
     float value = 0;              // scalars: the value to time with
   };
   std::vector<Arg> args;

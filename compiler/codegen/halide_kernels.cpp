@@ -8,6 +8,7 @@
 #include <Halide.h>
 
 #include <chrono>
+#include <cmath>
 #include <random>
 #include <set>
 #include <thread>
@@ -223,24 +224,33 @@ class KernelBuilder {
     }
     int block = channel_block(out_channels), vec = std::min(sched_.vector, block);
     Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+    int vectors = (block + sched_.vector - 1) / sched_.vector;
+    // Parallel grain: rows x images where a row is enough work for a task (conv2: ~150 kFLOP),
+    // whole images where rows are small (conv1: 15 kFLOP rows ran 2-6x slower as tasks).
+    int64_t row_flops = int64_t(out_width) * out_channels * kh * kw * in_channels * 2;
+    auto parallelize = [&](Func f, int64_t flops) {
+      if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
+      else f.parallel(n);
+    };
     if (pooling && train_) {
       // Register tiles as without pooling for the kept activation, then the pooling.
-      int tile = std::min(sched_.pixel_tile, out_width);
+      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
       saved_.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
-          .unroll(ci).unroll(xi).fuse(y, n, yn).parallel(yn);
+          .unroll(ci).unroll(xi);
+      parallelize(saved_, row_flops);
       acc.compute_at(saved_, co).vectorize(c, vec).unroll(c).unroll(x);
       acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
-      Var pyn("pyn");
-      output.vectorize(c, vec).fuse(y, n, pyn).parallel(pyn);
+      output.vectorize(c, vec).parallel(n);
       kernel_schedule_ = fmt::format("cpu training: register tile {} channels x {} pixels, then pooling", block, tile);
       return output;
     }
     if (!pooling) {
       // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in
       // registers through the whole reduction (input channels innermost, then kernel taps).
-      int tile = std::min(sched_.pixel_tile, out_width);
+      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
       output.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
-          .unroll(ci).unroll(xi).fuse(y, n, yn).parallel(yn);
+          .unroll(ci).unroll(xi);
+      parallelize(output, row_flops);
       acc.compute_at(output, co).vectorize(c, vec).unroll(c).unroll(x);
       acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
       kernel_schedule_ = fmt::format("cpu: register tile {} channels x {} pixels, parallel over rows x batch", block, tile);
@@ -251,10 +261,10 @@ class KernelBuilder {
     auto [ph, pw] = pooling->attrs.get_pair("size");
     auto [psh, psw] = pooling->attrs.get_pair("stride");
     int needed_width = std::min(out_width, int((node_.shape[1] - 1) * psw + pw));
-    int tile = std::min(sched_.pixel_tile, needed_width);
-    (void)ph;
+    int tile = pick_tile(needed_width, sched_.pixel_tile, vectors, sched_.registers);
     (void)psh;
-    output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci).fuse(y, n, yn).parallel(yn);
+    output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
+    parallelize(output, row_flops * ph);
     value.compute_at(output, co)
         .split(x, xo, xi, tile, TailStrategy::ShiftInwards)
         .reorder(c, xi, xo, y)
@@ -587,7 +597,7 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
         keep.push_back(labels);
       } else {
         Buffer<float> values(extents);
-        values.for_each_value([&](float& v) { v = uniform(random); });
+        values.for_each_value([&](float& v) { v = arg.non_negative ? std::fabs(uniform(random)) : uniform(random); });
         arg.image.set(values);
         keep.push_back(values);
       }

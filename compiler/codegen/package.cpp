@@ -21,6 +21,7 @@
 
 #include "codegen/codegen.h"
 #include "graph/print.h"
+#include "tune/tuning_db.h"
 
 #ifndef CNNC_VERSION
 #define CNNC_VERSION "unknown"
@@ -987,7 +988,8 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
                        {"inputs", kernel.inputs},
                        {"output", kernel.node},
                        {"flops_per_example", node.flops},
-                       {"schedule", {{"origin", kernel.schedule_origin}, {"description", kernel.schedule}}}});
+                       {"schedule", {{"origin", kernel.schedule_origin}, {"knobs", kernel.knobs.str()},
+                                     {"description", kernel.schedule}}}});
   }
   manifest["kernels"] = kernels;
   manifest["trainable"] = plan.untrainable.empty();
@@ -999,7 +1001,8 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
                         {"kind", kind_names[int(kernel.kind)]},
                         {"node", kernel.node},
                         {"flops_per_example", training_kernel_flops(graph, kernel)},
-                        {"schedule", {{"origin", kernel.schedule_origin}, {"description", kernel.schedule}}}});
+                        {"schedule", {{"origin", kernel.schedule_origin}, {"knobs", kernel.knobs.str()},
+                                      {"description", kernel.schedule}}}});
   manifest["training_kernels"] = training;
   std::vector<std::string> order;
   for (const KernelInfo& kernel : plan.kernels) order.push_back(kernel.function);
@@ -1250,16 +1253,40 @@ std::string cache_directory() {
   return "/tmp/cnnc-cache";
 }
 
+void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target) {
+  std::string path = TuningDb::default_path(cache_directory());
+  std::error_code ignored;
+  if (!fs::exists(path, ignored)) return;  // nothing tuned yet: never create the database here
+  TuningDb db(path);
+  for (KernelInfo& kernel : kernels) {
+    if (kernel.reuses_inference_kernel) continue;
+    std::optional<Measurement> best = db.best(kernel_signature(graph, kernel), target.halide, halide_version());
+    if (!best || best->candidate == "default") continue;
+    kernel.knobs = ScheduleKnobs::parse(best->candidate);
+    kernel.schedule_origin = best->origin;
+  }
+}
+
 PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   auto start = std::chrono::steady_clock::now();
   TargetInfo target = resolve_target(options.target);
   std::string fingerprint = model_fingerprint(graph);
+  // The schedules: the tuning database's best where it has one, else the defaults.
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  Plan plan = make_plan(graph, kernels, target.gpu);
+  if (options.use_tuning) {
+    apply_tuning(graph, kernels, target);
+    apply_tuning(graph, plan.training, target);
+  }
+  std::string schedules;
+  for (const KernelInfo& kernel : kernels) schedules += kernel.knobs.str() + ";";
+  for (const KernelInfo& kernel : plan.training) schedules += kernel.knobs.str() + ";";
   PackageResult result;
   // The build stamps of both code generators (kernels and plan) change whenever they are
   // recompiled, so that packages from an older cnnc are never reused.
-  result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
+  result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
                                           halide_version(), kCodegenRevision, codegen_build_stamp(),
-                                          __DATE__ " " __TIME__));
+                                          __DATE__ " " __TIME__, schedules));
   std::string entry = cache_directory() + "/packages/" + graph.name + "-" + result.cache_key;
   auto finish = [&](const std::string& dir) {
     result.dir = dir;
@@ -1292,8 +1319,6 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
     }
   } cleanup{work};
 
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  Plan plan = make_plan(graph, kernels, target.gpu);
   std::vector<KernelInfo> all = kernels;
   all.insert(all.end(), plan.training.begin(), plan.training.end());
   auto log = [&](const std::string& line) {

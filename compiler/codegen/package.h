@@ -20,6 +20,7 @@ struct BuildOptions {
   std::string target = "host";
   std::string output_dir;     // "" : leave the package in the cache only
   bool use_cache = true;
+  bool use_tuning = true;       // apply the best schedules of the tuning database, where it has them
   std::ostream* log = nullptr;  // progress lines, or nullptr
 };
 

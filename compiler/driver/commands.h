@@ -18,5 +18,6 @@ void add_predict_command(CLI::App& app, CommandAction& action);
 void add_train_command(CLI::App& app, CommandAction& action);
 void add_eval_command(CLI::App& app, CommandAction& action);
 void add_bench_command(CLI::App& app, CommandAction& action);
+void add_tune_command(CLI::App& app, CommandAction& action);
 
 }  // namespace cnnc

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   cnnc::add_train_command(app, action);
   cnnc::add_eval_command(app, action);
   cnnc::add_predict_command(app, action);
+  cnnc::add_tune_command(app, action);
   cnnc::add_bench_command(app, action);
   try {
     app.parse(argc, argv);
