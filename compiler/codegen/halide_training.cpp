@@ -108,7 +108,7 @@ class BackwardBuilder {
     std::vector<Expr> at = as_exprs(vars);
     Func g("g");
     g(at) = gradient(at);
-    if (kernel_.from_logits) return compute_root(g, vars, saved_shape(node_));  // the loss gave d(logits)
+    if (kernel_.from_logits) return g;  // the loss gave d(logits)
     bool pooled = false;
     for (auto it = node_.fused.rbegin(); it != node_.fused.rend(); ++it) {
       const Node::FusedOp& fused = *it;
@@ -127,8 +127,8 @@ class BackwardBuilder {
         g = d;
       }
     }
-    if (node_.fused.empty()) return g;
-    return compute_root(g, vars, saved_shape(node_));
+    // Left inline: conv2d and dense materialize it once as `dpre`; element-wise ops use it pointwise.
+    return g;
   }
 
   Func compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
