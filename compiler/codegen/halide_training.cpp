@@ -453,8 +453,37 @@ class BackwardBuilder {
     param_grads.emplace_back("kernel", kernel_grad);
 
     if (!kernel_.input_grad[0]) return;
+    const ImageParam& weights = params.at("kernel");
+    int lanes = sched_.vector;
+    if (!sched_.gpu && hand_ && units % lanes == 0 && units >= lanes) {
+      // d(input)(i, n) is the dot product of weight row i and pre row n, both contiguous over the
+      // units: accumulate `lanes`-wide partial sums for a 4 x 4 tile of (i, n), then add the lanes.
+      // No transposed copy of the weights is needed.
+      Var v("v"), io("io"), ii("ii"), no("no"), ni("ni");
+      RDom chunks(0, units / lanes, "chunks");
+      Func partial_acc("partial_acc"), partial("partial");
+      partial_acc(v, i, n) = 0.0f;
+      partial_acc(v, i, n) += weights(chunks * lanes + v, i) * dpre(chunks * lanes + v, n);
+      partial(v, i, n) = partial_acc(v, i, n);
+      RDom lane(0, lanes, "lane");
+      Func lane_sum("lane_sum");
+      lane_sum(i, n) = 0.0f;
+      lane_sum(i, n) += partial(lane, i, n);
+      input_grad = Func("input_gradient");
+      input_grad(i, n) = lane_sum(i, n);
+      int rows = std::min(4, features);
+      Expr batch = batch_;
+      input_grad.compute_root().split(i, io, ii, rows).reorder(ii, io, n).parallel(n);
+      partial.compute_at(input_grad, io).vectorize(v).unroll(i);
+      partial_acc.compute_at(input_grad, io).vectorize(v).unroll(i);
+      partial_acc.update().reorder(v, i, chunks, n).vectorize(v).unroll(i);
+      lane_sum.compute_at(input_grad, io).unroll(i);
+      schedule_ += fmt::format("; input gradient: {}-lane dot products, {} rows per tile", lanes, rows);
+      (void)batch;
+      return;
+    }
     Func transposed("transposed");
-    transposed(i, u) = params.at("kernel")(u, i);
+    transposed(i, u) = weights(u, i);
     RDom r(0, units, "r");
     Func input_sum("input_sum");
     input_sum(i, n) = 0.0f;
