@@ -478,6 +478,7 @@ class BackwardBuilder {
       partial_acc.compute_at(input_grad, io).vectorize(v).unroll(i);
       partial_acc.update().reorder(v, i, chunks, n).vectorize(v).unroll(i);
       lane_sum.compute_at(input_grad, io).unroll(i);
+      lane_sum.update().unroll(i);
       schedule_ += fmt::format("; input gradient: {}-lane dot products, {} rows per tile", lanes, rows);
       (void)batch;
       return;

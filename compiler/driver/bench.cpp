@@ -49,6 +49,7 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
     std::string model, target = "host", json;
     int64_t batch_size = 0;
     int threads = 2, repetitions = 5, steps = 100, latency_runs = 1000, batches = 20;
+    bool no_tuning = false;
   };
   auto options = std::make_shared<Options>();
   CLI::App* bench = app.add_subcommand("bench", "Measure kernels, training and inference speed on this machine");
@@ -63,12 +64,13 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
   bench->add_option("--latency-runs", options->latency_runs, "Batch-1 runs per repetition (their median is taken)")
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   bench->add_option("--batches", options->batches, "Batch-256 forward calls per repetition")->capture_default_str()->check(CLI::Range(1, 100000));
+  bench->add_flag("--no-tuning", options->no_tuning, "Use the default schedules, ignoring the tuning database");
   bench->add_option("--json", options->json,
                     "Write the results as JSON (train_images_per_second, infer_latency_ms_batch1, "
                     "infer_images_per_second_batch256, fma_peak_gflops, kernels, ...)");
   bench->callback([options, &action] {
     action = [options] {
-      LoadedModel loaded = load_model(options->model, options->target, false);
+      LoadedModel loaded = load_model(options->model, options->target, false, !options->no_tuning);
       rt::Package& package = *loaded.package;
       package.set_threads(options->threads);
       int threads = options->threads > 0 ? options->threads : int(std::thread::hardware_concurrency());
@@ -153,6 +155,7 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
       result["threads"] = threads;
       result["fma_peak_gflops"] = peak;
       result["train_batch_size"] = batch_size;
+      result["schedules"] = options->no_tuning ? "default" : "tuned where the database has entries";
       std::cout << fmt::format("{} on {} with {} threads; FMA peak measured {:.1f} GFLOP/s\n", loaded.graph.name,
                                package.target(), threads, peak);
       print_kernels("inference kernel (batch 256)", inference, peak, result["inference_kernels"]);

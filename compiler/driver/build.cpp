@@ -20,6 +20,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
     std::string dump_after;
     std::string name;
     bool no_cache = false;
+    bool no_tuning = false;
     bool quiet = false;
   };
   auto options = std::make_shared<Options>();
@@ -40,6 +41,8 @@ void add_build_command(CLI::App& app, CommandAction& action) {
       ->check(CLI::IsMember(passes));
   build->add_flag("--no-cache", options->no_cache,
                   "Compile even if the cache ($CNNC_CACHE, default ~/.cache/cnnc) has this package");
+  build->add_flag("--no-tuning", options->no_tuning,
+                  "Use the default schedules, ignoring the tuning database ($CNNC_CACHE/tuning.sqlite, from cnnc tune)");
   build->add_flag("-q,--quiet", options->quiet, "Print only errors");
   build->callback([options, &action] {
     action = [options] {
@@ -61,6 +64,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
       build.output_dir = options->output.empty() ? fmt::format("generated/{}/{}", graph.name, options->target)
                                                  : options->output;
       build.use_cache = !options->no_cache;
+      build.use_tuning = !options->no_tuning;
       build.log = options->quiet ? nullptr : &std::cerr;
       PackageResult result = build_package(graph, build);
       if (!options->quiet)

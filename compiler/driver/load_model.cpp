@@ -8,7 +8,7 @@
 
 namespace cnnc {
 
-LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet) {
+LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet, bool use_tuning) {
   LoadedModel loaded;
   loaded.graph = compile_graph(parse_model_file(model_path));
   if (!quiet)
@@ -16,6 +16,7 @@ LoadedModel load_model(const std::string& model_path, const std::string& target,
   BuildOptions options;
   options.target = target;
   options.log = quiet ? nullptr : &std::cerr;
+  options.use_tuning = use_tuning;
   PackageResult result = build_package(loaded.graph, options);
   loaded.package = rt::Package::open(result.dir, model_fingerprint(loaded.graph));
   return loaded;

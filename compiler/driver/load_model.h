@@ -15,7 +15,7 @@ struct LoadedModel {
   std::shared_ptr<rt::Package> package;
 };
 
-// Progress goes to stderr unless quiet.
-LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet);
+// Progress goes to stderr unless quiet. With use_tuning, the tuning database's schedules apply.
+LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet, bool use_tuning = true);
 
 }  // namespace cnnc

@@ -1,0 +1,154 @@
+// Tuning: the schedule knobs, every candidate computing what the default schedule computes,
+// cnnc tune resuming where it stopped, and cnnc build using the database.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "codegen/codegen.h"
+#include "test_support.h"
+#include "tune/tuning_db.h"
+
+using namespace cnnc;
+namespace fs = std::filesystem;
+
+namespace {
+
+double max_difference(const KernelTiming& a, const KernelTiming& b) {
+  double worst = 0;
+  for (size_t o = 0; o < a.outputs.size(); ++o)
+    for (size_t i = 0; i < a.outputs[o].size(); ++i) {
+      double error = std::fabs(double(a.outputs[o][i]) - double(b.outputs[o][i]));
+      if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+    }
+  return worst;
+}
+
+std::vector<KernelInfo> all_kernels(const Graph& graph) {
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
+    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
+  return kernels;
+}
+
+int run(const std::string& command) {
+  int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("knobs: text round trip and errors", "[tuning]") {
+  ScheduleKnobs knobs;
+  CHECK(knobs.str() == "default");
+  knobs.channel_vectors = 2;
+  knobs.pixel_tile = 6;
+  knobs.batch_chunks = 8;
+  CHECK(knobs.str() == "channel_vectors=2 pixel_tile=6 batch_chunks=8");
+  CHECK(ScheduleKnobs::parse(knobs.str()) == knobs);
+  CHECK(ScheduleKnobs::parse("autoscheduler=Li2018").autoscheduler == "Li2018");
+  CHECK_THROWS_WITH(ScheduleKnobs::parse("pixel_tile=0"), Catch::Contains("bad value"));
+  CHECK_THROWS_WITH(ScheduleKnobs::parse("tile=3"), Catch::Contains("unknown schedule knob"));
+}
+
+TEST_CASE("tuning: schedule candidates compute what the default schedule computes", "[tuning]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/train_small.yaml")));
+  TargetInfo target = resolve_target("host");
+  int checked = 0;
+  for (KernelInfo kernel : all_kernels(graph)) {
+    std::vector<ScheduleKnobs> space = schedule_space(graph, kernel, target);
+    REQUIRE(space.front().str() == "default");
+    KernelTiming reference = time_kernel(graph, kernel, target, 5, 1);
+    REQUIRE(reference.ok);
+    // The first, middle and last candidates of the space, and one autoscheduler.
+    std::vector<ScheduleKnobs> sample = {space[space.size() / 2], space.back()};
+    ScheduleKnobs autoscheduled;
+    autoscheduled.autoscheduler = "Mullapudi2016";
+    sample.push_back(autoscheduled);
+    for (const ScheduleKnobs& knobs : sample) {
+      kernel.knobs = knobs;
+      KernelTiming timing = time_kernel(graph, kernel, target, 5, 1);
+      INFO(kernel.function << " with " << knobs.str() << ": " << timing.error);
+      REQUIRE(timing.ok);
+      CHECK(max_difference(reference, timing) <= 1e-4);
+      ++checked;
+    }
+  }
+  CHECK(checked >= 20);
+}
+
+TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the database", "[tuning]") {
+  fs::path cache = fs::temp_directory_path() / ("cnnc-tune-test-" + std::to_string(getpid()));
+  fs::remove_all(cache);
+  fs::create_directories(cache);
+  std::string environment = "CNNC_CACHE=" + cache.string() + " ";
+  std::string model = test::source_path("tests/models/train_small.yaml");
+  std::string tune = environment + CNNC_EXECUTABLE + " tune " + model + " --autoschedulers none --repetitions 1 --threads 2 ";
+  std::string db_path = TuningDb::default_path(cache.string());
+
+  // A short budget stops part way; the next run continues without measuring anything twice.
+  REQUIRE(run(tune + "--budget 3 > " + (cache / "first.log").string() + " 2>&1") == 0);
+  Graph graph = compile_graph(parse_model_file(model));
+  TargetInfo target = resolve_target("host");
+  auto count = [&] {
+    TuningDb db(db_path);
+    std::map<std::string, int> valid;
+    int total = 0;
+    for (const KernelInfo& kernel : all_kernels(graph))
+      for (const Measurement& m : db.measurements(kernel_signature(graph, kernel), target.halide, halide_version())) {
+        ++total;
+        if (m.valid) ++valid[m.signature + "|" + m.candidate];
+      }
+    for (auto& [key, n] : valid) CHECK(n == 1);  // no candidate measured twice
+    return total;
+  };
+  int after_first = count();
+  CHECK(after_first > 0);
+  std::ifstream first_log(cache / "first.log");
+  std::string first((std::istreambuf_iterator<char>(first_log)), {});
+  CHECK_THAT(first, Catch::Contains("run cnnc tune again to continue"));
+  REQUIRE(run(tune + "--budget 3 > /dev/null 2>&1") == 0);
+  CHECK(count() > after_first);
+
+  // cnnc build applies the database's best schedule and records where it came from.
+  KernelInfo dense;
+  for (const KernelInfo& kernel : plan_kernels(graph))
+    if (graph.nodes[kernel.node].op == "dense") dense = kernel;
+  {
+    TuningDb db(db_path);
+    db.record(Measurement{kernel_signature(graph, dense), target.halide, halide_version(), "channel_vectors=1 pixel_tile=2",
+                          "tuned", 1e-9, true, ""});
+  }
+  fs::path out = cache / "package";
+  REQUIRE(run(environment + CNNC_EXECUTABLE + " build -q " + model + " -o " + out.string()) == 0);
+  std::ifstream in(out / "manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  bool found = false;
+  for (const auto& kernel : manifest["kernels"])
+    if (kernel["function"] == dense.function) {
+      CHECK(kernel["schedule"]["origin"] == "tuned");
+      CHECK(kernel["schedule"]["knobs"] == "channel_vectors=1 pixel_tile=2");
+      found = true;
+    }
+  CHECK(found);
+  // ... and the tuned package computes what the untuned one does.
+  auto tuned = rt::Package::open(out.string(), model_fingerprint(graph));
+  test::BuiltModel plain = test::build_model("tests/models/train_small.yaml");
+  rt::Network a(tuned), b(plain.package);
+  test::randomize_params(b, 3);
+  std::copy(b.params(), b.params() + plain.package->param_floats(), a.params());
+  a.params_changed();
+  std::vector<float> input = test::random_input(7 * plain.package->input_elements(), 4);
+  std::vector<float> x = a.forward(input, 7), y = b.forward(input, 7);
+  for (size_t i = 0; i < x.size(); ++i) CHECK(std::fabs(x[i] - y[i]) <= 1e-5);
+  fs::remove_all(cache);
+}
