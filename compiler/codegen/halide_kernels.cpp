@@ -493,6 +493,49 @@ class KernelBuilder {
 
 }  // namespace
 
+// The search space of every kernel kind, beside the schedules that read the knobs:
+//   conv2d and dense, forward, training forward and backward:
+//     channel_vectors x pixel_tile  the register tile: vectors of output channels (units) by output
+//                                   pixels (batch rows; input channels for weight gradients),
+//                                   6 to 28 accumulators: enough to hide the FMA latency, few
+//                                   enough to stay in the vector registers
+//   conv2d backward, additionally:
+//     batch_chunks                  2 or 8 fixed batch chunks reduced in parallel (default 4)
+//   every kernel (added by cnnc tune): autoscheduler = Mullapudi2016 | Li2018 | Adams2019
+// Element-wise kernels, the loss and the optimizers are memory-bound: their only candidates
+// are the default and the autoschedulers. GPU targets are not tuned here (no GPU to time on).
+std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target) {
+  std::vector<ScheduleKnobs> space = {ScheduleKnobs{}};  // the default first
+  if (target.gpu) return space;
+  const Node& node = graph.nodes[kernel.node];
+  bool tiled = (node.op == "conv2d" || node.op == "dense") &&
+               (kernel.kind == KernelKind::Forward || kernel.kind == KernelKind::ForwardTrain ||
+                kernel.kind == KernelKind::Backward);
+  if (!tiled) return space;
+  // Register tiles: vectors of output channels x pixels (forward), or x input channels (weight
+  // gradients); enough accumulators to hide the FMA latency, few enough to stay in registers.
+  for (int vectors : {1, 2, 3, 4})
+    for (int pixels : {2, 3, 4, 6, 8, 12, 16}) {
+      int accumulators = vectors * pixels;
+      if (accumulators < 6 || accumulators > 28) continue;
+      ScheduleKnobs knobs;
+      knobs.channel_vectors = vectors;
+      knobs.pixel_tile = pixels;
+      space.push_back(knobs);
+    }
+  if (kernel.kind == KernelKind::Backward && node.op == "conv2d") {
+    std::vector<ScheduleKnobs> chunked;
+    for (const ScheduleKnobs& base : std::vector<ScheduleKnobs>(space.begin() + 1, space.end()))
+      for (int chunks : {2, 8}) {
+        ScheduleKnobs knobs = base;
+        knobs.batch_chunks = chunks;
+        chunked.push_back(knobs);
+      }
+    space.insert(space.end(), chunked.begin(), chunked.end());
+  }
+  return space;
+}
+
 void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build) {
   KernelBuilder builder(graph, kernel, target, build);
   builder.define_all();

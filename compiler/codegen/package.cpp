@@ -1107,38 +1107,6 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   return text;
 }
 
-std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target) {
-  std::vector<ScheduleKnobs> space = {ScheduleKnobs{}};  // the default first
-  if (target.gpu) return space;
-  const Node& node = graph.nodes[kernel.node];
-  bool tiled = (node.op == "conv2d" || node.op == "dense") &&
-               (kernel.kind == KernelKind::Forward || kernel.kind == KernelKind::ForwardTrain ||
-                kernel.kind == KernelKind::Backward);
-  if (!tiled) return space;
-  // Register tiles: vectors of output channels x pixels (forward), or x input channels (weight
-  // gradients); enough accumulators to hide the FMA latency, few enough to stay in registers.
-  for (int vectors : {1, 2, 3, 4})
-    for (int pixels : {2, 3, 4, 6, 8, 12, 16}) {
-      int accumulators = vectors * pixels;
-      if (accumulators < 6 || accumulators > 28) continue;
-      ScheduleKnobs knobs;
-      knobs.channel_vectors = vectors;
-      knobs.pixel_tile = pixels;
-      space.push_back(knobs);
-    }
-  if (kernel.kind == KernelKind::Backward && node.op == "conv2d") {
-    std::vector<ScheduleKnobs> chunked;
-    for (const ScheduleKnobs& base : std::vector<ScheduleKnobs>(space.begin() + 1, space.end()))
-      for (int chunks : {2, 8}) {
-        ScheduleKnobs knobs = base;
-        knobs.batch_chunks = chunks;
-        chunked.push_back(knobs);
-      }
-    space.insert(space.end(), chunked.begin(), chunked.end());
-  }
-  return space;
-}
-
 bool node_keeps_saved(const Node& node, bool is_loss_node) {
   for (const Node::FusedOp& op : node.fused) {
     if (op.op == "maxpool2d" || op.op == "avgpool2d") return true;
