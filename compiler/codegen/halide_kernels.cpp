@@ -118,7 +118,7 @@ class KernelBuilder {
     }
     Func output = define();
     build_.output(output, halide_extents(node_.shape), true);
-    if (kernel_.has_saved) {
+    if (kernel_.has_saved && !tuple_saved_) {
       CNNC_ASSERT(saved_.defined(), "node " + node_.name + " should keep a tensor for backward");
       build_.output(saved_, halide_extents(saved_shape(node_)), true);
     }
@@ -185,7 +185,28 @@ class KernelBuilder {
       output(c, x, y, n) = value(c, x, y, n);
     }
 
-    if (pooling && train_) {
+    bool index_only = pooling && train_ && saves_pool_index(node_);
+    if (index_only) {
+      // Training keeps only where each window's maximum is (the first one, row by row): the
+      // output is a Tuple (maximum, index), computed like inference with fused pooling.
+      auto [ph, pw] = pooling->attrs.get_pair("size");
+      Expr best, best_index;
+      for (int dy = 0; dy < ph; ++dy)
+        for (int dx = 0; dx < pw; ++dx) {
+          Expr v = value(c, x * int(pw) + dx, y * int(ph) + dy, n);
+          Expr index = int(dy * pw + dx);
+          if (!best.defined()) {
+            best = v;
+            best_index = index;
+            continue;
+          }
+          best_index = select(v > best, index, best_index);
+          best = max(best, v);
+        }
+      output = Func("output");
+      output(c, x, y, n) = Tuple(best, best_index);
+      tuple_saved_ = true;
+    } else if (pooling && train_) {
       // Training keeps the activation before pooling for backward: compute it whole, then pool it.
       saved_ = Func("saved");
       saved_(c, x, y, n) = value(c, x, y, n);
@@ -201,7 +222,7 @@ class KernelBuilder {
       // One thread per output value; its accumulator (and for pooling its whole window) lives
       // in registers.
       Var co("co"), xo("xo"), ci("ci"), xi("xi"), yn("yn");
-      if (pooling && train_) {
+      if (pooling && train_ && !index_only) {
         saved_.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, out_width), TailStrategy::GuardWithIf)
             .fuse(y, n, yn)
             .gpu_blocks(yn);
@@ -232,7 +253,7 @@ class KernelBuilder {
       if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
       else f.parallel(n);
     };
-    if (pooling && train_) {
+    if (pooling && train_ && !index_only) {
       // Register tiles as without pooling for the kept activation, then the pooling.
       int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
       saved_.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
@@ -482,6 +503,7 @@ class KernelBuilder {
   Target target_;
   ScheduleParams sched_;
   bool train_ = false;
+  bool tuple_saved_ = false;  // the output is a Tuple whose second value is the kept tensor
   PipelineBuild& build_;
   bool hand_ = true;
   Func saved_;

@@ -46,10 +46,12 @@ class BackwardBuilder {
   // Backward
 
   void backward() {
-    const Shape& given_shape = kernel_.from_logits ? saved_shape(node_) : node_.shape;
+    const Shape& given_shape = kernel_.from_logits ? node_.unfused_shape : node_.shape;
     ImageParam gradient = batched(given_shape, "gradient");
     ImageParam saved;
-    if (kernel_.has_saved) saved = batched(saved_shape(node_), "saved");
+    bool sparse = saves_pool_index(node_);
+    if (kernel_.has_saved)
+      saved = build_.buffer(sparse ? Int(32) : Float(32), halide_extents(saved_shape(node_)), true, "saved");
     ImageParam output = batched(node_.shape, "output");
     std::vector<ImageParam> inputs;
     for (size_t i = 0; i < node_.inputs.size(); ++i)
@@ -67,14 +69,14 @@ class BackwardBuilder {
     }
     batch_ = gradient.dim(int(given_shape.size())).extent();
 
-    // The gradient with respect to the node's own op, before its fused epilogue.
-    Func pre = epilogue_backward(gradient, saved, output);
-
-    // The op itself: gradients of the inputs (as Funcs over the input's dims) and parameters.
+    // The op itself: gradients of the inputs (as Funcs over the input's dims) and parameters,
+    // from the gradient with respect to the node's own op, before its fused epilogue.
     std::vector<Func> input_grads(node_.inputs.size());
     std::vector<std::pair<std::string, Func>> param_grads;
     const std::string& op = node_.op;
-    if (op == "conv2d") {
+    if (sparse) {
+      conv_backward_at_maxima(gradient, saved, output, inputs[0], params, input_grads[0], param_grads);
+    } else if (Func pre = epilogue_backward(gradient, saved, output); op == "conv2d") {
       conv_backward(pre, inputs[0], params, input_grads[0], param_grads);
     } else if (op == "dense") {
       dense_backward(pre, inputs[0], params, input_grads[0], param_grads);
@@ -103,7 +105,7 @@ class BackwardBuilder {
 
   // Undoes the fused epilogue (pooling, then the activation) of a conv2d / dense / add / batchnorm.
   Func epilogue_backward(ImageParam gradient, ImageParam saved, ImageParam output) {
-    size_t rank = saved_shape(node_).size();
+    size_t rank = node_.unfused_shape.size();
     std::vector<Var> vars = make_vars(rank + 1);
     std::vector<Expr> at = as_exprs(vars);
     Func g("g");
@@ -115,7 +117,7 @@ class BackwardBuilder {
       if (fused.op == "maxpool2d" || fused.op == "avgpool2d") {
         Func activation("activation");
         activation(at) = saved(at);
-        g = pool_backward(fused.op, g, activation, saved_shape(node_), node_.shape, fused.attrs);
+        g = pool_backward(fused.op, g, activation, node_.unfused_shape, node_.shape, fused.attrs);
         pooled = true;
       } else if (fused.op == "softmax") {
         g = softmax_backward(g, output, vars);
@@ -222,6 +224,115 @@ class BackwardBuilder {
     Func d(op + "_gradient");
     d(c, x, y, n) = sum;
     return d;
+  }
+
+  // conv2d with a fused non-overlapping max pooling that kept the index of each window's
+  // maximum: the gradient reaches only those positions (one per window), so the bias, weight and
+  // input gradients visit the pooled positions alone instead of every conv output.
+  void conv_backward_at_maxima(ImageParam gradient, ImageParam index, ImageParam output, ImageParam input,
+                               std::map<std::string, ImageParam>& params, Func& input_grad,
+                               std::vector<std::pair<std::string, Func>>& param_grads) {
+    const Shape& in = graph_.nodes[node_.inputs[0]].shape;
+    const Shape& conv_out = node_.unfused_shape;
+    int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+    int out_channels = int(conv_out[2]);
+    int pooled_height = int(node_.shape[0]), pooled_width = int(node_.shape[1]);
+    auto [kh, kw] = node_.attrs.get_pair("kernel");
+    auto [sh, sw] = node_.attrs.get_pair("stride");
+    bool same = node_.attrs.get_string("padding") == "same";
+    int top = same ? same_padding_before(height, int(conv_out[0]), int(kh), int(sh)) : 0;
+    int left = same ? same_padding_before(width, int(conv_out[1]), int(kw), int(sw)) : 0;
+    std::pair<int64_t, int64_t> window;
+    std::string activation;
+    for (const Node::FusedOp& fused : node_.fused) {
+      if (fused.op == "maxpool2d") window = fused.attrs.get_pair("size");
+      else activation = fused.op;
+    }
+    int ph = int(window.first), pw = int(window.second);
+    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co");
+
+    // The gradient at each window's maximum: the pooled gradient times the activation's
+    // derivative there, whose value is the pooled output.
+    Func at_max("gradient_at_maximum");
+    Expr g = gradient(c, x, y, n);
+    at_max(c, x, y, n) = activation.empty() ? g : g * activation_derivative(activation, output(c, x, y, n));
+    // Where the maximum of window (x, y) is, in conv output coordinates.
+    auto max_x = [&](Expr channel, Expr px, Expr py, Expr image) {
+      return px * pw + clamp(index(channel, px, py, image), 0, ph * pw - 1) % pw;
+    };
+    auto max_y = [&](Expr channel, Expr px, Expr py, Expr image) {
+      return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
+    };
+    Func source("source");
+    if (same) {
+      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+    } else {
+      source(c, x, y, n) = input(c, x, y, n);
+    }
+
+    RDom windows(0, pooled_width, 0, pooled_height, 0, batch_, "windows");
+    if (node_.attrs.get_bool("use_bias")) {
+      Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+      bias_sum(c) = 0.0f;
+      bias_sum(c) += at_max(c, windows.x, windows.y, windows.z);
+      bias_grad(c) = bias_sum(c);
+      param_grads.emplace_back("bias", bias_grad);
+      if (hand_ && !sched_.gpu) {
+        bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, std::min(out_channels, sched_.vector));
+        bias_sum.update().reorder(c, windows.x, windows.y, windows.z).vectorize(c, std::min(out_channels, sched_.vector));
+      }
+    }
+
+    // d(kernel), input channels contiguous: per output channel, the input patch at each maximum.
+    Expr mx = max_x(co, windows.x, windows.y, windows.z), my = max_y(co, windows.x, windows.y, windows.z);
+    Func patch_acc("patch_acc"), patch_sum("patch_sum"), kernel_grad("kernel_gradient");
+    patch_acc(ci, kx, ky, co) = 0.0f;
+    patch_acc(ci, kx, ky, co) += at_max(co, windows.x, windows.y, windows.z) *
+                                 source(ci, mx * int(sw) + kx - left, my * int(sh) + ky - top, windows.z);
+    patch_sum(ci, kx, ky, co) = patch_acc(ci, kx, ky, co);
+    kernel_grad(co, ci, kx, ky) = patch_sum(ci, kx, ky, co);
+    param_grads.emplace_back("kernel", kernel_grad);
+
+    Func transposed("transposed");
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    if (kernel_.input_grad[0]) {
+      // d(input): each maximum adds its gradient times the kernel to the input patch it read.
+      RDom r(0, int(kw), 0, int(kh), 0, out_channels, 0, pooled_width, 0, pooled_height, "r");
+      Expr cx = max_x(r[2], r[3], r[4], n), cy = max_y(r[2], r[3], r[4], n);
+      Expr ix = cx * int(sw) + r[0] - left, iy = cy * int(sh) + r[1] - top;
+      if (same) r.where(ix >= 0 && ix < width && iy >= 0 && iy < height);
+      input_grad = Func("input_gradient");
+      input_grad(ci, x, y, n) = 0.0f;
+      input_grad(ci, clamp(ix, 0, width - 1), clamp(iy, 0, height - 1), n) +=
+          at_max(r[2], r[3], r[4], n) * transposed(ci, r[2], r[0], r[1]);
+    }
+    if (!hand_) return;
+    int vec = std::min(sched_.vector, in_channels);
+    at_max.compute_root().vectorize(c, std::min(sched_.vector, out_channels)).parallel(n);
+    transposed.compute_root();
+    schedule_ = fmt::format("backward at the {}x{} window maxima only", ph, pw);
+    if (sched_.gpu) {
+      patch_sum.compute_root().gpu_tile(ci, co, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, in_channels), 1,
+                                        TailStrategy::GuardWithIf);
+      patch_acc.compute_at(patch_sum, Var("t0"));
+      if (kernel_.input_grad[0]) {
+        input_grad.compute_root().gpu_blocks(n).gpu_threads(ci);
+        input_grad.update().gpu_blocks(n).gpu_threads(ci);
+      }
+      return;
+    }
+    // Per output channel (a task each): a register tile of all input channels x kernel taps.
+    Var cio("cio"), cii("cii");
+    patch_sum.compute_root().parallel(co).vectorize(ci, vec);
+    patch_acc.compute_at(patch_sum, co).vectorize(ci, vec).unroll(kx).unroll(ky);
+    patch_acc.update().reorder(ci, kx, ky, windows.x, windows.y, windows.z).vectorize(ci, vec).unroll(kx).unroll(ky);
+    kernel_grad.vectorize(co, std::min(sched_.vector, out_channels));
+    if (kernel_.input_grad[0]) {
+      // Images are independent: one task each, no two tasks write the same gradient.
+      input_grad.compute_root().vectorize(ci, vec).parallel(n);
+      input_grad.update().vectorize(ci, vec).parallel(n);
+    }
   }
 
   // conv2d: d(bias) = sum of pre over pixels and batch; d(kernel) = correlation of the input with
@@ -570,7 +681,7 @@ class BackwardBuilder {
   void loss() {
     const Node& out = node_;
     const Shape& logits_shape = kernel_.from_logits && out.op == "softmax" ? graph_.nodes[out.inputs[0]].shape
-                                                                          : saved_shape(out);
+                                                                          : out.unfused_shape;
     CNNC_ASSERT(logits_shape.size() == 1, "the loss takes a vector of logits");
     int classes = int(logits_shape[0]);
     ImageParam logits = batched(logits_shape, "logits");

@@ -443,6 +443,7 @@ static int prepare_training({p}_model *model, const int32_t *labels, int batch) 
     free_device(&model->saved_buffer[i]);
     free_device(&model->grad_buffer[i]);
     set_layout(&model->saved_buffer[i], model->saved_dim[i], saved_rank[i], kept, 1, batch);
+    if (saved_is_index[i]) model->saved_buffer[i].type.code = halide_type_int;
     model->saved_buffer[i].host = (uint8_t *)model->saved_storage[i];
     set_layout(&model->grad_buffer[i], model->grad_dim[i], node_rank[i], shape, 1, batch);
     model->grad_buffer[i].host = (uint8_t *)model->grad_storage[node_storage_train[i]];
@@ -578,7 +579,7 @@ std::string generate_plan_c(const Plan& plan) {
   for (const Node& node : graph.nodes) {
     train_storage.push_back(std::to_string(plan.train_storage_of[node.id]));
     saved_flags.push_back(plan.has_saved[node.id] ? "1" : "0");
-    const Shape& kept = node.unfused_shape.empty() ? node.shape : node.unfused_shape;
+    const Shape& kept = node.unfused_shape.empty() ? node.shape : saved_shape(node);
     std::vector<std::string> dims;
     for (auto it = kept.rbegin(); it != kept.rend(); ++it) dims.push_back(std::to_string(*it));
     while (dims.size() < 3) dims.push_back("1");
@@ -593,6 +594,10 @@ std::string generate_plan_c(const Plan& plan) {
   out += fmt::format("static const int saved_rank[NODES] = {{{}}};\n", fmt::join(saved_ranks, ", "));
   out += fmt::format("static const int saved_extent[NODES][3] = {{{}}};\n", fmt::join(saved_extents, ", "));
   out += fmt::format("static const int64_t saved_elements[NODES] = {{{}}};\n", fmt::join(saved_elements, ", "));
+  std::vector<std::string> saved_index;
+  for (const Node& node : graph.nodes) saved_index.push_back(saves_pool_index(node) ? "1" : "0");
+  out += fmt::format("static const int saved_is_index[NODES] = {{{}}}; /* int32 window indices */\n",
+                     fmt::join(saved_index, ", "));
   int64_t classes = shape_elements(graph.nodes[graph.output].shape);
   out += fmt::format("#define CLASSES {}\n", classes);
   out += fmt::format("#define TRAINABLE {}\nstatic const char *const untrainable_reason = {};\n",
@@ -1115,7 +1120,18 @@ bool node_keeps_saved(const Node& node, bool is_loss_node) {
   return false;
 }
 
-const Shape& saved_shape(const Node& node) { return node.unfused_shape; }
+bool saves_pool_index(const Node& node) {
+  if (node.op != "conv2d" || node.inputs.empty()) return false;
+  for (const Node::FusedOp& op : node.fused) {
+    if (op.op != "maxpool2d") continue;
+    return op.attrs.get_pair("size") == op.attrs.get_pair("stride") && op.attrs.get_string("padding") == "valid" &&
+           node.attrs.has("kernel") && node.unfused_shape.size() == 3 && node.unfused_shape[2] > 0 &&
+           node.params.size() >= 1 && node.params[0].shape.size() == 4 && node.params[0].shape[2] >= 8;
+  }
+  return false;
+}
+
+const Shape& saved_shape(const Node& node) { return saves_pool_index(node) ? node.shape : node.unfused_shape; }
 
 std::string training_unsupported_reason(const Graph& graph) {
   for (const Node& node : graph.nodes)
