@@ -82,9 +82,10 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
 // Whether a node keeps a tensor from its training forward pass for backward: with a
 // fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.
 bool node_keeps_saved(const Node& node, bool is_loss_node);
-// Whether a conv2d with a fused max pooling keeps only the index of each window's maximum (so its
-// backward visits only those positions, a quarter of them for 2x2 windows): non-overlapping
-// windows (stride = size), valid padding, and at least 8 input channels to vectorize over.
+// Whether a conv2d with a fused max pooling keeps only the index of each window's maximum
+// instead of its whole activation: non-overlapping windows (stride = size), valid padding. Its
+// backward then visits only those positions (a quarter of them for 2x2 windows) where there are
+// at least 8 input channels to vectorize over, else rebuilds the sparse gradient from the index.
 bool saves_pool_index(const Node& node);
 // The shape (per example) of the kept tensor: the pooled shape for an index (int32), else the
 // node's shape before its fused pooling.

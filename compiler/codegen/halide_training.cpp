@@ -50,8 +50,12 @@ class BackwardBuilder {
     ImageParam gradient = batched(given_shape, "gradient");
     ImageParam saved;
     bool sparse = saves_pool_index(node_);
+    int window_size = 0;  // the index's values, for the JIT timer's random data
+    for (const Node::FusedOp& fused : node_.fused)
+      if (fused.op == "maxpool2d") window_size = int(fused.attrs.get_pair("size").first * fused.attrs.get_pair("size").second);
     if (kernel_.has_saved)
-      saved = build_.buffer(sparse ? Int(32) : Float(32), halide_extents(saved_shape(node_)), true, "saved");
+      saved = build_.buffer(sparse ? Int(32) : Float(32), halide_extents(saved_shape(node_)), true, "saved",
+                            sparse ? window_size : 0);
     ImageParam output = batched(node_.shape, "output");
     std::vector<ImageParam> inputs;
     for (size_t i = 0; i < node_.inputs.size(); ++i)
@@ -74,9 +78,11 @@ class BackwardBuilder {
     std::vector<Func> input_grads(node_.inputs.size());
     std::vector<std::pair<std::string, Func>> param_grads;
     const std::string& op = node_.op;
-    if (sparse) {
+    bool at_maxima = sparse && graph_.nodes[node_.inputs[0]].shape[2] >= 8;
+    if (at_maxima) {
       conv_backward_at_maxima(gradient, saved, output, inputs[0], params, input_grads[0], param_grads);
-    } else if (Func pre = epilogue_backward(gradient, saved, output); op == "conv2d") {
+    } else if (Func pre = sparse ? gradient_from_index(gradient, saved, output) : epilogue_backward(gradient, saved, output);
+               op == "conv2d") {
       conv_backward(pre, inputs[0], params, input_grads[0], param_grads);
     } else if (op == "dense") {
       dense_backward(pre, inputs[0], params, input_grads[0], param_grads);
@@ -223,6 +229,29 @@ class BackwardBuilder {
       }
     Func d(op + "_gradient");
     d(c, x, y, n) = sum;
+    return d;
+  }
+
+  // The gradient with respect to the conv output of a conv + activation + max pooling that kept
+  // the index of each window's maximum: the window's gradient (times the activation's derivative,
+  // whose value there is the pooled output) at its maximum, zero elsewhere.
+  Func gradient_from_index(ImageParam gradient, ImageParam index, ImageParam output) {
+    std::pair<int64_t, int64_t> window;
+    std::string activation;
+    for (const Node::FusedOp& fused : node_.fused) {
+      if (fused.op == "maxpool2d") window = fused.attrs.get_pair("size");
+      else activation = fused.op;
+    }
+    int ph = int(window.first), pw = int(window.second);
+    int pooled_height = int(node_.shape[0]), pooled_width = int(node_.shape[1]);
+    Var c("c"), x("x"), y("y"), n("n");
+    Expr px = min(x / pw, pooled_width - 1), py = min(y / ph, pooled_height - 1);
+    Expr inside = x < pooled_width * pw && y < pooled_height * ph;
+    Expr hit = index(c, px, py, n) == (y - py * ph) * pw + (x - px * pw);
+    Expr g = gradient(c, px, py, n);
+    if (!activation.empty()) g = g * activation_derivative(activation, output(c, px, py, n));
+    Func d("gradient_from_index");
+    d(c, x, y, n) = select(inside && hit, g, 0.0f);
     return d;
   }
 

@@ -1124,9 +1124,7 @@ bool saves_pool_index(const Node& node) {
   if (node.op != "conv2d" || node.inputs.empty()) return false;
   for (const Node::FusedOp& op : node.fused) {
     if (op.op != "maxpool2d") continue;
-    return op.attrs.get_pair("size") == op.attrs.get_pair("stride") && op.attrs.get_string("padding") == "valid" &&
-           node.attrs.has("kernel") && node.unfused_shape.size() == 3 && node.unfused_shape[2] > 0 &&
-           node.params.size() >= 1 && node.params[0].shape.size() == 4 && node.params[0].shape[2] >= 8;
+    return op.attrs.get_pair("size") == op.attrs.get_pair("stride") && op.attrs.get_string("padding") == "valid";
   }
   return false;
 }
