@@ -139,6 +139,10 @@ class BackwardBuilder {
     return g;
   }
 
+  // Memory-bound passes over small tensors cost less run by one thread than the thread pool's
+  // wake-up for each of them (a training step has dozens): parallel only from 4096 values per example.
+  static bool worth_parallel(const Shape& shape) { return shape_elements(shape) >= 4096; }
+
   Func compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
     if (!hand_) return f;
     if (sched_.gpu) {
@@ -150,7 +154,7 @@ class BackwardBuilder {
     }
     f.compute_root();
     if (shape.back() >= sched_.vector) f.vectorize(vars[0], sched_.vector);
-    f.parallel(vars.back());
+    if (worth_parallel(shape)) f.parallel(vars.back());
     return f;
   }
 
@@ -338,7 +342,8 @@ class BackwardBuilder {
     }
     if (!hand_) return;
     int vec = std::min(sched_.vector, in_channels);
-    at_max.compute_root().vectorize(c, std::min(sched_.vector, out_channels)).parallel(n);
+    at_max.compute_root().vectorize(c, std::min(sched_.vector, out_channels));
+    if (worth_parallel(node_.shape)) at_max.parallel(n);
     transposed.compute_root();
     schedule_ = fmt::format("backward at the {}x{} window maxima only", ph, pw);
     if (sched_.gpu) {
@@ -695,7 +700,8 @@ class BackwardBuilder {
       return;
     }
     if (shape.back() >= sched_.vector) f.vectorize(vars[0], sched_.vector);
-    if (vars.size() >= 3) {
+    if (!worth_parallel(shape)) {
+    } else if (vars.size() >= 3) {
       Var both("outer");
       f.fuse(vars[vars.size() - 2], vars.back(), both).parallel(both);
     } else {
