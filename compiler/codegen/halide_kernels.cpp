@@ -253,27 +253,25 @@ class KernelBuilder {
       if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
       else f.parallel(n);
     };
+    // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in registers
+    // through the whole reduction (input channels innermost, then kernel taps).
+    auto register_tiles = [&](Func f) {
+      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
+      f.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(ci).unroll(xi);
+      parallelize(f, row_flops);
+      acc.compute_at(f, co).vectorize(c, vec).unroll(c).unroll(x);
+      acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+      return tile;
+    };
     if (pooling && train_ && !index_only) {
       // Register tiles as without pooling for the kept activation, then the pooling.
-      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
-      saved_.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
-          .unroll(ci).unroll(xi);
-      parallelize(saved_, row_flops);
-      acc.compute_at(saved_, co).vectorize(c, vec).unroll(c).unroll(x);
-      acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+      int tile = register_tiles(saved_);
       output.vectorize(c, vec).parallel(n);
       kernel_schedule_ = fmt::format("cpu training: register tile {} channels x {} pixels, then pooling", block, tile);
       return output;
     }
     if (!pooling) {
-      // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in
-      // registers through the whole reduction (input channels innermost, then kernel taps).
-      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
-      output.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec)
-          .unroll(ci).unroll(xi);
-      parallelize(output, row_flops);
-      acc.compute_at(output, co).vectorize(c, vec).unroll(c).unroll(x);
-      acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+      int tile = register_tiles(output);
       kernel_schedule_ = fmt::format("cpu: register tile {} channels x {} pixels, parallel over rows x batch", block, tile);
       return output;
     }

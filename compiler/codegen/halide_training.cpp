@@ -9,6 +9,8 @@
 #include "codegen/codegen.h"
 #include "codegen/halide_common.h"
 
+#include <tuple>
+
 namespace cnnc {
 
 namespace {
@@ -239,14 +241,19 @@ class BackwardBuilder {
   // The gradient with respect to the conv output of a conv + activation + max pooling that kept
   // the index of each window's maximum: the window's gradient (times the activation's derivative,
   // whose value there is the pooled output) at its maximum, zero elsewhere.
-  Func gradient_from_index(ImageParam gradient, ImageParam index, ImageParam output) {
+  // The fused max pooling's window (height, width) and the activation before it ("" for none).
+  std::tuple<int, int, std::string> max_pool_window() const {
     std::pair<int64_t, int64_t> window;
     std::string activation;
     for (const Node::FusedOp& fused : node_.fused) {
       if (fused.op == "maxpool2d") window = fused.attrs.get_pair("size");
       else activation = fused.op;
     }
-    int ph = int(window.first), pw = int(window.second);
+    return {int(window.first), int(window.second), activation};
+  }
+
+  Func gradient_from_index(ImageParam gradient, ImageParam index, ImageParam output) {
+    auto [ph, pw, activation] = max_pool_window();
     int pooled_height = int(node_.shape[0]), pooled_width = int(node_.shape[1]);
     Var c("c"), x("x"), y("y"), n("n");
     Expr px = min(x / pw, pooled_width - 1), py = min(y / ph, pooled_height - 1);
@@ -275,13 +282,8 @@ class BackwardBuilder {
     bool same = node_.attrs.get_string("padding") == "same";
     int top = same ? same_padding_before(height, int(conv_out[0]), int(kh), int(sh)) : 0;
     int left = same ? same_padding_before(width, int(conv_out[1]), int(kw), int(sw)) : 0;
-    std::pair<int64_t, int64_t> window;
-    std::string activation;
-    for (const Node::FusedOp& fused : node_.fused) {
-      if (fused.op == "maxpool2d") window = fused.attrs.get_pair("size");
-      else activation = fused.op;
-    }
-    int ph = int(window.first), pw = int(window.second);
+    auto [window_height, window_width, activation] = max_pool_window();
+    int ph = window_height, pw = window_width;  // (lambdas below capture them)
     Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co");
 
     // The gradient at each window's maximum: the pooled gradient times the activation's
