@@ -241,6 +241,19 @@ class BackwardBuilder {
   // The gradient with respect to the conv output of a conv + activation + max pooling that kept
   // the index of each window's maximum: the window's gradient (times the activation's derivative,
   // whose value there is the pooled output) at its maximum, zero elsewhere.
+  // The conv's input as its kernel reads it: zero outside the image where the padding is 'same'.
+  static Func conv_source(ImageParam input, int width, int height, bool same) {
+    Var c("c"), x("x"), y("y"), n("n");
+    Func source("source");
+    if (same) {
+      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+    } else {
+      source(c, x, y, n) = input(c, x, y, n);
+    }
+    return source;
+  }
+
   // The fused max pooling's window (height, width) and the activation before it ("" for none).
   std::tuple<int, int, std::string> max_pool_window() const {
     std::pair<int64_t, int64_t> window;
@@ -298,13 +311,7 @@ class BackwardBuilder {
     auto max_y = [&](Expr channel, Expr px, Expr py, Expr image) {
       return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
     };
-    Func source("source");
-    if (same) {
-      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
-      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
-    } else {
-      source(c, x, y, n) = input(c, x, y, n);
-    }
+    Func source = conv_source(input, width, height, same);
 
     RDom windows(0, pooled_width, 0, pooled_height, 0, batch_, "windows");
     if (node_.attrs.get_bool("use_bias")) {
@@ -390,13 +397,7 @@ class BackwardBuilder {
     dpre(c, x, y, n) = pre(c, x, y, n);
     compute_root(dpre, {c, x, y, n}, out);
 
-    Func source("source");
-    if (same) {
-      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
-      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
-    } else {
-      source(c, x, y, n) = input(c, x, y, n);
-    }
+    Func source = conv_source(input, width, height, same);
 
     int block = std::min(out_channels, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
     if (node_.attrs.get_bool("use_bias")) {
