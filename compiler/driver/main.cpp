@@ -1,5 +1,6 @@
 // cnnc: the command-line driver. Exit status: 0 success, 1 user error (bad model, data or flag
 // value), 2 bad command line, 3 internal error (a bug in cnnc).
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -35,6 +36,11 @@ int main(int argc, char** argv) {
     return action ? action() : 0;
   } catch (const cnnc::UserError& error) {
     std::cerr << error.formatted() << "\n";
+    return 1;
+  } catch (const std::filesystem::filesystem_error& error) {
+    // A path the user gave (or the cache) cannot be written or read: not a bug in cnnc.
+    std::cerr << (error.path1().empty() ? std::string("cnnc") : error.path1().string())
+              << ": error: " << error.code().message() << " (" << error.what() << ")\n";
     return 1;
   } catch (const cnnc::InternalError& error) {
     std::cerr << error.what() << "\n";
