@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,8 +95,10 @@ const Shape& saved_shape(const Node& node);
 // The inference kernels of a fused graph (one per non-view node except the input), in execution order.
 std::vector<KernelInfo> plan_kernels(const Graph& graph);
 
-// Why this graph cannot be trained ("" if it can): the loss needs a softmax output over a vector,
-// and batchnorm has no training kernels yet.
+// Why this graph cannot be trained, as the error to report at the layer at fault (none if it can):
+// the loss needs a softmax output over a vector, and batchnorm has no training kernels yet.
+std::optional<UserError> training_blocker(const Graph& graph);
+// The same as text ("" if it can be trained), for the manifest and the C API's error.
 std::string training_unsupported_reason(const Graph& graph);
 
 // The training kernels: training forward variants, the loss, backward kernels in reverse order,

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -1131,18 +1132,25 @@ bool saves_pool_index(const Node& node) {
 
 const Shape& saved_shape(const Node& node) { return saves_pool_index(node) ? node.shape : node.unfused_shape; }
 
-std::string training_unsupported_reason(const Graph& graph) {
+std::optional<UserError> training_blocker(const Graph& graph) {
   for (const Node& node : graph.nodes)
     if (node.op == "batchnorm")
-      return fmt::format("{}: {}: batchnorm has no training kernels yet; cnnc can run such a model but not train it",
-                         node.loc.str(), node.describe());
+      return UserError(node.loc, fmt::format("{}: batchnorm has no training kernels yet; cnnc can run such a model "
+                                             "but not train it",
+                                             node.describe()));
   const Node& out = graph.nodes[graph.output];
   bool softmax = out.op == "softmax" || (!out.fused.empty() && out.fused.back().op == "softmax");
   if (!softmax || out.shape.size() != 1)
-    return fmt::format("{}: {}: categorical_crossentropy needs the last layer to end in a softmax over a vector of "
-                       "classes (e.g. dense: {{units: 10, activation: softmax}}); it gives {}{}",
-                       out.loc.str(), out.describe(), shape_str(out.shape), softmax ? "" : " without softmax");
-  return "";
+    return UserError(out.loc, fmt::format("{}: categorical_crossentropy needs the last layer to end in a softmax over a "
+                                          "vector of classes (e.g. dense: {{units: 10, activation: softmax}}); it gives "
+                                          "{}{}",
+                                          out.describe(), shape_str(out.shape), softmax ? "" : " without softmax"));
+  return std::nullopt;
+}
+
+std::string training_unsupported_reason(const Graph& graph) {
+  std::optional<UserError> blocker = training_blocker(graph);
+  return blocker ? blocker->formatted() : "";
 }
 
 std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_floats) {

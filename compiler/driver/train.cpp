@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "codegen/codegen.h"
 #include "codegen/package.h"
 #include "driver/commands.h"
 #include "driver/load_model.h"
@@ -73,7 +74,7 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       LoadedModel loaded = load_model(options->model, options->target, false);
       const Graph& graph = loaded.graph;
       rt::Package& package = *loaded.package;
-      if (!package.trainable()) throw UserError(SourceLoc{options->model, 0, 0}, package.untrainable_reason());
+      if (std::optional<UserError> blocker = training_blocker(graph)) throw *blocker;
       const TrainSpec& spec = graph.train;
       rt::TrainConfig config;
       config.epochs = options->epochs > 0 ? options->epochs : spec.epochs;
