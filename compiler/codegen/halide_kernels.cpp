@@ -278,10 +278,9 @@ class KernelBuilder {
     // Fused pooling: per pooled row and channel block, compute the conv rows it needs (all
     // columns) into a small buffer, tile by tile with the same register tile, then pool them.
     auto [ph, pw] = pooling->attrs.get_pair("size");
-    auto [psh, psw] = pooling->attrs.get_pair("stride");
-    int needed_width = std::min(out_width, int((node_.shape[1] - 1) * psw + pw));
+    int64_t pool_stride_x = pooling->attrs.get_pair("stride").second;
+    int needed_width = std::min(out_width, int((node_.shape[1] - 1) * pool_stride_x + pw));
     int tile = pick_tile(needed_width, sched_.pixel_tile, vectors, sched_.registers);
-    (void)psh;
     output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
     parallelize(output, row_flops * ph);
     value.compute_at(output, co)

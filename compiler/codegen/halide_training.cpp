@@ -620,7 +620,6 @@ class BackwardBuilder {
       input_grad = Func("input_gradient");
       input_grad(i, n) = lane_sum(i, n);
       int rows = std::min(4, features);
-      Expr batch = batch_;
       input_grad.compute_root().split(i, io, ii, rows).reorder(ii, io, n).parallel(n);
       partial.compute_at(input_grad, io).vectorize(v).unroll(i);
       partial_acc.compute_at(input_grad, io).vectorize(v).unroll(i);
@@ -628,7 +627,6 @@ class BackwardBuilder {
       lane_sum.compute_at(input_grad, io).unroll(i);
       lane_sum.update().unroll(i);
       schedule_ += fmt::format("; input gradient: {}-lane dot products, {} rows per tile", lanes, rows);
-      (void)batch;
       return;
     }
     Func transposed("transposed");
