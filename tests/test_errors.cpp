@@ -497,3 +497,14 @@ TEST_CASE("file errors: missing, a directory, too large", "[errors]") {
     CHECK_THAT(error.message(), Contains("empty"));
   }
 }
+
+TEST_CASE("a model name that would clash with the Halide runtime's symbols is rejected", "[errors]") {
+  try {
+    cnnc::parse_model_text("name: halide_net\ninput: {shape: [4]}\nlayers:\n  - dense: {units: 2}\n", "m.yaml");
+    FAIL("expected a UserError");
+  } catch (const cnnc::UserError& error) {
+    CHECK(error.loc().line == 1);
+    CHECK(error.loc().column == 7);
+    CHECK_THAT(error.message(), Catch::Contains("'halide_net' is reserved"));
+  }
+}

@@ -48,9 +48,10 @@ void add_build_command(CLI::App& app, CommandAction& action) {
     action = [options] {
       ModelSpec model = parse_model_file(options->model);
       if (!options->name.empty()) {
-        if (!is_valid_identifier(options->name))
+        if (!is_valid_identifier(options->name) || is_reserved_model_name(options->name))
           throw UserError(SourceLoc{"--name", 0, 0},
-                          fmt::format("'{}' is not a valid name; use letters, digits and '_' (not first a digit)",
+                          fmt::format("'{}' is not a valid name; use letters, digits and '_' (not first a digit), "
+                                      "not starting with 'halide'",
                                       options->name));
         model.name = options->name;
       }

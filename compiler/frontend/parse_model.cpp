@@ -28,6 +28,12 @@ bool is_valid_identifier(const std::string& name) {
   return true;
 }
 
+bool is_reserved_model_name(const std::string& name) {
+  std::string lower = name;
+  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return lower.rfind("halide", 0) == 0;
+}
+
 namespace {
 
 // One entry of a YAML map. key_loc is where the key is written: the position to report for an
@@ -505,6 +511,11 @@ ModelSpec parse_model_text(const std::string& text, const std::string& file) {
   for (auto& [key, value, key_loc] : reader.read_map(root, start, "model", {"name", "input", "layers", "train"})) {
     if (key == "name") {
       model.name = read_name(reader, value, key_loc, "model 'name'");
+      if (is_reserved_model_name(model.name))
+        reader.fail(reader.loc(value, key_loc),
+                    fmt::format("model 'name': '{}' is reserved: the package's C functions start with the model's name, "
+                                "and names starting with 'halide' would clash with the Halide runtime's; choose another",
+                                model.name));
     } else if (key == "input") {
       input_node = value;
       input_key_loc = key_loc;

@@ -22,5 +22,7 @@ ModelSpec parse_model_text(const std::string& text, const std::string& file);
 
 // Model and layer names become C identifiers in generated code, so they must be identifiers.
 bool is_valid_identifier(const std::string& name);
+// Model names that would make the package's C symbols clash with the Halide runtime's ("halide...").
+bool is_reserved_model_name(const std::string& name);
 
 }  // namespace cnnc
