@@ -474,7 +474,7 @@ std::string default_model_name(const std::string& file) {
   if (slash != std::string::npos) stem = stem.substr(slash + 1);
   size_t dot = stem.find('.');
   if (dot != std::string::npos) stem = stem.substr(0, dot);
-  return is_valid_identifier(stem) ? stem : "model";
+  return is_valid_identifier(stem) && !is_reserved_model_name(stem) ? stem : "model";
 }
 
 }  // namespace
