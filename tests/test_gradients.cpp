@@ -36,8 +36,9 @@ void check_gradients(const std::string& model, uint32_t seed) {
     problem.labels.push_back(int32_t(random() % uint32_t(built.package->output_elements())));
 
   // The loss itself: -log p[label] of the forward pass, averaged (inference has no dropout).
+  // (Training differs from inference where dropout drops and batchnorm uses the batch's statistics.)
   bool dropout = false;
-  for (const rt::NodeInfo& node : built.package->nodes()) dropout = dropout || node.op == "dropout";
+  for (const rt::NodeInfo& node : built.package->nodes()) dropout = dropout || node.op == "dropout" || node.op == "batchnorm";
   std::vector<float> probabilities = network.forward(problem.input, problem.batch);
   double expected_loss = 0;
   for (int i = 0; i < problem.batch; ++i)
@@ -104,4 +105,8 @@ TEST_CASE("gradients: backward at the window maxima only (conv + max pooling) ma
   for (const Node& node : built.graph.nodes) sparse += saves_pool_index(node) ? 1 : 0;
   CHECK(sparse == 2);  // the path under test is taken
   check_gradients("tests/models/grad_sparse.yaml", 15);
+}
+
+TEST_CASE("gradients: batchnorm in training mode matches finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_bn.yaml", 17);
 }

@@ -206,14 +206,40 @@ TEST_CASE("training data: truncated files, wrong magic numbers and bad labels gi
 }
 
 TEST_CASE("training: a model that cannot be trained says why", "[training]") {
-  test::BuiltModel resnet = test::build_model("models/resnet_small.yaml");
-  CHECK_FALSE(resnet.package->trainable());
-  CHECK_THAT(resnet.package->untrainable_reason(), Catch::Contains("batchnorm has no training kernels yet"));
-  rt::Network network(resnet.package);
-  std::vector<float> input(784, 0.5f);
+  test::BuiltModel dag = test::build_model("tests/models/ops_dag.yaml");  // ends in a sigmoid
+  CHECK_FALSE(dag.package->trainable());
+  CHECK_THAT(dag.package->untrainable_reason(), Catch::Contains("ops_dag.yaml:") && Catch::Contains("end in a softmax"));
+  rt::Network network(dag.package);
+  std::vector<float> input(static_cast<size_t>(dag.package->input_elements()), 0.5f);
   std::vector<int32_t> labels = {1};
-  CHECK_THROWS_WITH(network.train_step(input.data(), labels.data(), 1), Catch::Contains("batchnorm"));
+  CHECK_THROWS_WITH(network.train_step(input.data(), labels.data(), 1), Catch::Contains("softmax"));
   Graph no_softmax = compile_graph(parse_model_text(
       "input: {shape: [4]}\nlayers:\n  - dense: {units: 3, activation: relu}\n", "m.yaml"));
   CHECK_THAT(training_unsupported_reason(no_softmax), Catch::Contains("m.yaml:3:5") && Catch::Contains("softmax"));
+}
+
+TEST_CASE("training: a residual network with batchnorm trains, and its moving statistics move", "[training]") {
+  test::BuiltModel resnet = test::build_model("models/resnet_small.yaml");
+  REQUIRE(resnet.package->trainable());
+  resnet.package->set_threads(2);
+  rt::Network network(resnet.package);
+  rt::init_params(network, 7);
+  const float* moving_mean = network.param("block1_bn1.moving_mean");
+  REQUIRE(moving_mean != nullptr);
+  std::vector<float> before(moving_mean, moving_mean + 16);
+  // Two classes: bright upper half or bright lower half.
+  const int batch = 16;
+  std::vector<float> input(static_cast<size_t>(batch * 784), 0.0f);
+  std::vector<int32_t> labels(batch);
+  for (int b = 0; b < batch; ++b) {
+    labels[size_t(b)] = b % 2;
+    for (int y = 0; y < 14; ++y)
+      for (int x = 0; x < 28; ++x) input[size_t(b * 784 + (y + 14 * (b % 2)) * 28 + x)] = 1.0f;
+  }
+  network.set_optimizer("adam", 0.01f, 0.9f, 0.999f, 1e-7f, 0.0f);
+  float first = network.train_step(input.data(), labels.data(), batch).loss_sum;
+  float last = first;
+  for (int step = 0; step < 30; ++step) last = network.train_step(input.data(), labels.data(), batch).loss_sum;
+  CHECK(last < 0.5f * first);
+  CHECK_FALSE(std::equal(before.begin(), before.end(), network.param("block1_bn1.moving_mean")));
 }

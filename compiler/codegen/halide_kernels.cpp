@@ -118,6 +118,14 @@ class KernelBuilder {
     }
     Func output = define();
     build_.output(output, halide_extents(node_.shape), true);
+    if (moving_mean_.defined()) {
+      int channels = int(node_.shape.back());
+      build_.output(moving_mean_, {channels}, false);
+      build_.output(moving_variance_, {channels}, false);
+      if (hand_) {
+        for (Func f : {batch_mean_, batch_variance_}) f.compute_root().vectorize(f.args()[0], std::min(channels, sched_.vector));
+      }
+    }
     if (kernel_.has_saved && !tuple_saved_) {
       CNNC_ASSERT(saved_.defined(), "node " + node_.name + " should keep a tensor for backward");
       build_.output(saved_, halide_extents(saved_shape(node_)), true);
@@ -413,6 +421,18 @@ class KernelBuilder {
         offset += extent;
       }
       value(at) = result;
+    } else if (op == "batchnorm" && train_) {
+      // Training form (Keras): normalize with this batch's mean and (biased) variance per
+      // channel, and move the moving statistics towards them (new values as extra outputs).
+      float epsilon = float(node_.attrs.get_float("epsilon"));
+      float momentum = float(node_.attrs.get_float("momentum"));
+      batch_statistics(at, vars);
+      Expr channel = vars[0];
+      Expr scale = params_.at("gamma")(channel) / sqrt(batch_variance_(channel) + epsilon);
+      value(at) = (inputs_[0](at) - batch_mean_(channel)) * scale + params_.at("beta")(channel);
+      Var c("c");
+      moving_mean_(c) = momentum * params_.at("moving_mean")(c) + (1.0f - momentum) * batch_mean_(c);
+      moving_variance_(c) = momentum * params_.at("moving_variance")(c) + (1.0f - momentum) * batch_variance_(c);
     } else if (op == "batchnorm") {
       // Inference form: (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
       float epsilon = float(node_.attrs.get_float("epsilon"));
@@ -453,6 +473,25 @@ class KernelBuilder {
       else func.compute_at(output, vars[1]);
     }
     return output;
+  }
+
+  // Per-channel mean and biased variance of the input over the batch and the pixels (two passes,
+  // each reduction serial per channel: the same result for any thread count).
+  void batch_statistics(const std::vector<Expr>& at, const std::vector<Var>& vars) {
+    (void)at;
+    const Shape& shape = input_shape();
+    std::vector<int> extents = halide_extents(shape);
+    Expr batch = inputs_[0].dim(int(extents.size())).extent();
+    Region ranges;
+    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+    ranges.emplace_back(0, batch);
+    RDom r(ranges, "r");
+    std::vector<Expr> point = {vars[0]};
+    for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
+    Expr count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
+    batch_mean_(vars[0]) = Halide::sum(inputs_[0](point)) / count;
+    Expr centered = inputs_[0](point) - batch_mean_(vars[0]);
+    batch_variance_(vars[0]) = Halide::sum(centered * centered) / count;
   }
 
   // Memory-bound kernels: vectorize the innermost dim, parallelize the outer ones.
@@ -501,6 +540,8 @@ class KernelBuilder {
   ScheduleParams sched_;
   bool train_ = false;
   bool tuple_saved_ = false;  // the output is a Tuple whose second value is the kept tensor
+  Func batch_mean_{"batch_mean"}, batch_variance_{"batch_variance"};        // batchnorm, training
+  Func moving_mean_{"moving_mean_out"}, moving_variance_{"moving_variance_out"};
   PipelineBuild& build_;
   bool hand_ = true;
   Func saved_;

@@ -89,7 +89,7 @@ class BackwardBuilder {
     } else if (op == "dense") {
       dense_backward(pre, inputs[0], params, input_grads[0], param_grads);
     } else {
-      elementwise_backward(pre, output, inputs, seed, step, input_grads);
+      elementwise_backward(pre, output, inputs, params, seed, step, input_grads, param_grads);
     }
 
     for (size_t i = 0; i < node_.inputs.size(); ++i) {
@@ -652,9 +652,54 @@ class BackwardBuilder {
     input_sum.update().reorder(i, r, n).vectorize(i, in_vec).unroll(i);
   }
 
+  // batchnorm in training mode (batch statistics, recomputed from the input): with xhat the
+  // normalized input and N the values per channel, d(beta) = sum of pre, d(gamma) = sum of
+  // pre * xhat, d(input) = gamma / sqrt(var + eps) / N * (N pre - d(beta) - xhat d(gamma)).
+  void batchnorm_backward(Func pre, ImageParam input, std::map<std::string, ImageParam>& params,
+                          const std::vector<Var>& vars, Func& input_grad,
+                          std::vector<std::pair<std::string, Func>>& param_grads) {
+    const Shape& shape = node_.shape;
+    std::vector<int> extents = halide_extents(shape);
+    std::vector<Expr> at = as_exprs(vars);
+    Var c = vars[0];
+    Region ranges;
+    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+    ranges.emplace_back(0, batch_);
+    RDom r(ranges, "r");
+    std::vector<Expr> point = {c};
+    for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
+    Expr count = cast<float>(batch_ * int(shape_elements(shape) / shape.back()));
+    float epsilon = float(node_.attrs.get_float("epsilon"));
+    Func mean("batch_mean"), variance("batch_variance"), inverse_std("inverse_std");
+    mean(c) = Halide::sum(input(point)) / count;
+    Expr centered = input(point) - mean(c);
+    variance(c) = Halide::sum(centered * centered) / count;
+    inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
+    Func dpre("dpre");
+    dpre(at) = pre(at);
+    auto xhat = [&](const std::vector<Expr>& p) { return (input(p) - mean(p[0])) * inverse_std(p[0]); };
+    Func beta_grad("beta_gradient"), gamma_grad("gamma_gradient");
+    beta_grad(c) = Halide::sum(dpre(point));
+    gamma_grad(c) = Halide::sum(dpre(point) * xhat(point));
+    input_grad = Func("input_gradient");
+    input_grad(at) = params.at("gamma")(c) * inverse_std(c) / count * (count * dpre(at) - beta_grad(c) - xhat(at) * gamma_grad(c));
+    param_grads.emplace_back("gamma", gamma_grad);
+    param_grads.emplace_back("beta", beta_grad);
+    if (!hand_) return;
+    compute_root(dpre, vars, shape);
+    int lanes = std::min(int(shape.back()), sched_.vector);
+    for (Func f : {mean, variance, inverse_std}) f.compute_root().vectorize(c, lanes);
+    if (!sched_.gpu) {
+      beta_grad.vectorize(c, lanes);
+      gamma_grad.vectorize(c, lanes);
+    }
+    schedule_ = "batchnorm backward: per-channel sums in order, then one pass";
+  }
+
   // add, concat, activation and softmax layers, standalone pooling, dropout.
-  void elementwise_backward(Func pre, ImageParam output, std::vector<ImageParam>& inputs, Param<int32_t>& seed,
-                            Param<int32_t>& step, std::vector<Func>& input_grads) {
+  void elementwise_backward(Func pre, ImageParam output, std::vector<ImageParam>& inputs,
+                            std::map<std::string, ImageParam>& params, Param<int32_t>& seed, Param<int32_t>& step,
+                            std::vector<Func>& input_grads, std::vector<std::pair<std::string, Func>>& param_grads) {
     const std::string& op = node_.op;
     size_t rank = node_.shape.size();
     std::vector<Var> vars = make_vars(rank + 1);
@@ -684,6 +729,8 @@ class BackwardBuilder {
       Func activation("activation");
       activation(at) = inputs[0](at);
       input_grads[0] = pool_backward(op, pre, activation, graph_.nodes[node_.inputs[0]].shape, node_.shape, node_.attrs);
+    } else if (op == "batchnorm") {
+      batchnorm_backward(pre, inputs[0], params, vars, input_grads[0], param_grads);
     } else if (op == "dropout") {
       double rate = node_.attrs.get_float("rate");
       d(at) = select(dropout_keep(at, node_.shape, seed, step, rate), pre(at) * float(1.0 / (1.0 - rate)), 0.0f);

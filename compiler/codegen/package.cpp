@@ -296,6 +296,11 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       }
       call.buffer(fmt::format("&b[{}]", node.id), true);
       if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
+      if (node.op == "batchnorm" && kernel.kind == KernelKind::ForwardTrain) {
+        // The moving statistics, updated in place.
+        call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, "moving_mean")), true);
+        call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, "moving_variance")), true);
+      }
       break;
     case KernelKind::Backward:
       call.buffer(kernel.from_logits ? std::string("&model->logit_grad_buffer") : fmt::format("&g[{}]", node.id), false);
@@ -311,8 +316,8 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       }
       for (size_t k = 0; k < kernel.inputs.size(); ++k)
         if (kernel.input_grad[k]) call.buffer(fmt::format("&g[{}]", kernel.inputs[k]), true);
-      for (const std::string& name : kernel.params)
-        call.buffer(fmt::format("&pg[{}]", param_index(plan, node.id, name)), true);
+      for (const ParamSpec& param : node.params)  // gradients of the trainable parameters only
+        if (param.trainable) call.buffer(fmt::format("&pg[{}]", param_index(plan, node.id, param.name)), true);
       break;
     case KernelKind::Loss:
       call.buffer(plan.logits_saved ? fmt::format("&s[{}]", plan.logits_source) : fmt::format("&b[{}]", plan.logits_source),
@@ -1133,11 +1138,6 @@ bool saves_pool_index(const Node& node) {
 const Shape& saved_shape(const Node& node) { return saves_pool_index(node) ? node.shape : node.unfused_shape; }
 
 std::optional<UserError> training_blocker(const Graph& graph) {
-  for (const Node& node : graph.nodes)
-    if (node.op == "batchnorm")
-      return UserError(node.loc, fmt::format("{}: batchnorm has no training kernels yet; cnnc can run such a model "
-                                             "but not train it",
-                                             node.describe()));
   const Node& out = graph.nodes[graph.output];
   bool softmax = out.op == "softmax" || (!out.fused.empty() && out.fused.back().op == "softmax");
   if (!softmax || out.shape.size() != 1)
@@ -1166,7 +1166,7 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
     kernel.inputs = node.inputs;
     for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
     kernel.has_saved = node_keeps_saved(node, node.id == loss_node);
-    if (kernel.has_saved || node.op == "dropout") {
+    if (kernel.has_saved || node.op == "dropout" || node.op == "batchnorm") {
       kernel.kind = KernelKind::ForwardTrain;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
     } else {
