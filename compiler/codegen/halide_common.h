@@ -156,6 +156,26 @@ inline Func pool2d(const std::string& op, Func source, int width, int height, co
   return pool;
 }
 
+// Batchnorm's training statistics: per-channel mean and biased variance of `input` (a batch of
+// `shape`) over the batch and the pixels, as two Funcs of the channel. The training forward and
+// backward both call this, so backward recomputes exactly what forward normalized with.
+inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c) {
+  std::vector<int> extents = halide_extents(shape);
+  Expr batch = input.dim(int(extents.size())).extent();
+  Region ranges;
+  for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+  ranges.emplace_back(0, batch);
+  RDom r(ranges, "r");
+  std::vector<Expr> point = {c};
+  for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
+  Expr count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
+  Func mean("batch_mean"), variance("batch_variance");
+  mean(c) = Halide::sum(input(point)) / count;
+  Expr centered = input(point) - mean(c);
+  variance(c) = Halide::sum(centered * centered) / count;
+  return {mean, variance};
+}
+
 // Dropout's keep mask, a pure function of (seed, step, flat index), so that backward recomputes
 // exactly the mask forward used. Keeps an element with probability 1 - rate.
 inline Expr dropout_keep(const std::vector<Expr>& at, const Shape& shape, Expr seed, Expr step, double rate) {

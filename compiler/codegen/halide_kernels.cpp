@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -426,7 +427,7 @@ class KernelBuilder {
       // channel, and move the moving statistics towards them (new values as extra outputs).
       float epsilon = float(node_.attrs.get_float("epsilon"));
       float momentum = float(node_.attrs.get_float("momentum"));
-      batch_statistics(at, vars);
+      std::tie(batch_mean_, batch_variance_) = batch_statistics(inputs_[0], input_shape(), vars[0]);
       Expr channel = vars[0];
       Expr scale = params_.at("gamma")(channel) / sqrt(batch_variance_(channel) + epsilon);
       value(at) = (inputs_[0](at) - batch_mean_(channel)) * scale + params_.at("beta")(channel);
@@ -475,25 +476,6 @@ class KernelBuilder {
     return output;
   }
 
-  // Per-channel mean and biased variance of the input over the batch and the pixels (two passes,
-  // each reduction serial per channel: the same result for any thread count).
-  void batch_statistics(const std::vector<Expr>& at, const std::vector<Var>& vars) {
-    (void)at;
-    const Shape& shape = input_shape();
-    std::vector<int> extents = halide_extents(shape);
-    Expr batch = inputs_[0].dim(int(extents.size())).extent();
-    Region ranges;
-    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
-    ranges.emplace_back(0, batch);
-    RDom r(ranges, "r");
-    std::vector<Expr> point = {vars[0]};
-    for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
-    Expr count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
-    batch_mean_(vars[0]) = Halide::sum(inputs_[0](point)) / count;
-    Expr centered = inputs_[0](point) - batch_mean_(vars[0]);
-    batch_variance_(vars[0]) = Halide::sum(centered * centered) / count;
-  }
-
   // Memory-bound kernels: vectorize the innermost dim, parallelize the outer ones.
   void schedule_elementwise(Func output, const std::vector<Var>& vars) {
     int inner = int(node_.shape.back());
@@ -540,7 +522,7 @@ class KernelBuilder {
   ScheduleParams sched_;
   bool train_ = false;
   bool tuple_saved_ = false;  // the output is a Tuple whose second value is the kept tensor
-  Func batch_mean_{"batch_mean"}, batch_variance_{"batch_variance"};        // batchnorm, training
+  Func batch_mean_, batch_variance_;  // batchnorm, training
   Func moving_mean_{"moving_mean_out"}, moving_variance_{"moving_variance_out"};
   PipelineBuild& build_;
   bool hand_ = true;

@@ -659,10 +659,11 @@ class BackwardBuilder {
                           const std::vector<Var>& vars, Func& input_grad,
                           std::vector<std::pair<std::string, Func>>& param_grads) {
     const Shape& shape = node_.shape;
-    std::vector<int> extents = halide_extents(shape);
     std::vector<Expr> at = as_exprs(vars);
     Var c = vars[0];
+    auto [mean, variance] = batch_statistics(input, shape, c);
     Region ranges;
+    std::vector<int> extents = halide_extents(shape);
     for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
     ranges.emplace_back(0, batch_);
     RDom r(ranges, "r");
@@ -670,10 +671,7 @@ class BackwardBuilder {
     for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
     Expr count = cast<float>(batch_ * int(shape_elements(shape) / shape.back()));
     float epsilon = float(node_.attrs.get_float("epsilon"));
-    Func mean("batch_mean"), variance("batch_variance"), inverse_std("inverse_std");
-    mean(c) = Halide::sum(input(point)) / count;
-    Expr centered = input(point) - mean(c);
-    variance(c) = Halide::sum(centered * centered) / count;
+    Func inverse_std("inverse_std");
     inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
     Func dpre("dpre");
     dpre(at) = pre(at);
