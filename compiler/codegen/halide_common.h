@@ -156,23 +156,33 @@ inline Func pool2d(const std::string& op, Func source, int width, int height, co
   return pool;
 }
 
+// A reduction over every value of one channel of a batch of `shape` (all pixels, all
+// examples): `point` indexes the value at channel `c`, `count` is how many values there are.
+struct ChannelReduction {
+  RDom r;
+  std::vector<Expr> point;
+  Expr count;
+};
+inline ChannelReduction per_channel(const Shape& shape, Expr batch, Var c) {
+  std::vector<int> extents = halide_extents(shape);
+  Region ranges;
+  for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+  ranges.emplace_back(0, batch);
+  ChannelReduction reduction{RDom(ranges, "r"), {c}, Expr()};
+  for (int d = 0; d < reduction.r.dimensions(); ++d) reduction.point.push_back(reduction.r[d]);
+  reduction.count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
+  return reduction;
+}
+
 // Batchnorm's training statistics: per-channel mean and biased variance of `input` (a batch of
 // `shape`) over the batch and the pixels, as two Funcs of the channel. The training forward and
 // backward both call this, so backward recomputes exactly what forward normalized with.
 inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c) {
-  std::vector<int> extents = halide_extents(shape);
-  Expr batch = input.dim(int(extents.size())).extent();
-  Region ranges;
-  for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
-  ranges.emplace_back(0, batch);
-  RDom r(ranges, "r");
-  std::vector<Expr> point = {c};
-  for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
-  Expr count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
+  ChannelReduction all = per_channel(shape, input.dim(int(shape.size())).extent(), c);
   Func mean("batch_mean"), variance("batch_variance");
-  mean(c) = Halide::sum(input(point)) / count;
-  Expr centered = input(point) - mean(c);
-  variance(c) = Halide::sum(centered * centered) / count;
+  mean(c) = Halide::sum(input(all.point)) / all.count;
+  Expr centered = input(all.point) - mean(c);
+  variance(c) = Halide::sum(centered * centered) / all.count;
   return {mean, variance};
 }
 

@@ -662,14 +662,9 @@ class BackwardBuilder {
     std::vector<Expr> at = as_exprs(vars);
     Var c = vars[0];
     auto [mean, variance] = batch_statistics(input, shape, c);
-    Region ranges;
-    std::vector<int> extents = halide_extents(shape);
-    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
-    ranges.emplace_back(0, batch_);
-    RDom r(ranges, "r");
-    std::vector<Expr> point = {c};
-    for (int d = 0; d < r.dimensions(); ++d) point.push_back(r[d]);
-    Expr count = cast<float>(batch_ * int(shape_elements(shape) / shape.back()));
+    ChannelReduction all = per_channel(shape, batch_, c);
+    const std::vector<Expr>& point = all.point;
+    Expr count = all.count;
     float epsilon = float(node_.attrs.get_float("epsilon"));
     Func inverse_std("inverse_std");
     inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
