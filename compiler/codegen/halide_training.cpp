@@ -99,8 +99,17 @@ class BackwardBuilder {
       std::vector<Expr> at = as_exprs(vars);
       Func result(fmt::format("input{}_gradient", i));
       Expr sum = kernel_.accumulate[i] ? previous[i](at) + input_grads[i](at) : input_grads[i](at);
+      bool alone = !kernel_.accumulate[i];
       for (size_t j = i + 1; j < node_.inputs.size(); ++j)
-        if (node_.inputs[j] == node_.inputs[i]) sum = sum + input_grads[j](at);  // the same tensor used again
+        if (node_.inputs[j] == node_.inputs[i]) {
+          sum = sum + input_grads[j](at);  // the same tensor used again
+          alone = false;
+        }
+      if (alone && i == 0 && direct_input_grad_ && hand_) {
+        // The gradient is computed straight into the output buffer: no copy.
+        build_.output(input_grads[i], halide_extents(shape), true);
+        continue;
+      }
       result(at) = sum;
       if (hand_) schedule_elementwise(result, vars, shape);
       build_.output(result, halide_extents(shape), true);
@@ -340,14 +349,17 @@ class BackwardBuilder {
     transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
     if (kernel_.input_grad[0]) {
       // d(input): each maximum adds its gradient times the kernel to the input patch it read.
-      RDom r(0, int(kw), 0, int(kh), 0, out_channels, 0, pooled_width, 0, pooled_height, "r");
-      Expr cx = max_x(r[2], r[3], r[4], n), cy = max_y(r[2], r[3], r[4], n);
+      // Output channel outermost, then the windows, then the taps: one channel's kernel slice
+      // (taps x input channels) stays in registers while it is added at every window's maximum.
+      RDom r(0, int(kw), 0, int(kh), 0, pooled_width, 0, pooled_height, 0, out_channels, "r");
+      Expr cx = max_x(r[4], r[2], r[3], n), cy = max_y(r[4], r[2], r[3], n);
       Expr ix = cx * int(sw) + r[0] - left, iy = cy * int(sh) + r[1] - top;
       if (same) r.where(ix >= 0 && ix < width && iy >= 0 && iy < height);
       input_grad = Func("input_gradient");
       input_grad(ci, x, y, n) = 0.0f;
       input_grad(ci, clamp(ix, 0, width - 1), clamp(iy, 0, height - 1), n) +=
-          at_max(r[2], r[3], r[4], n) * transposed(ci, r[2], r[0], r[1]);
+          at_max(r[4], r[2], r[3], n) * transposed(ci, r[4], r[0], r[1]);
+      scatter_taps_ = {r[0], r[1]};
     }
     if (!hand_) return;
     int vec = std::min(sched_.vector, in_channels);
@@ -372,9 +384,20 @@ class BackwardBuilder {
     patch_acc.update().reorder(ci, kx, ky, windows.x, windows.y, windows.z).vectorize(ci, vec).unroll(kx).unroll(ky);
     kernel_grad.vectorize(co, std::min(sched_.vector, out_channels));
     if (kernel_.input_grad[0]) {
-      // Images are independent: one task each, no two tasks write the same gradient.
+      // Images are independent: one task each, no two tasks write the same gradient. The image's
+      // gradient (a few KB) stays in L1 while the windows add to it; the taps are unrolled so
+      // that a window's maximum is located once for all of them.
       input_grad.compute_root().vectorize(ci, vec).parallel(n);
-      input_grad.update().vectorize(ci, vec).parallel(n);
+      Stage scatter = input_grad.update();
+      if (in_channels % vec == 0 && in_channels / vec <= 4) {
+        Var cio("cio"), cii("cii");
+        scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+      } else {
+        scatter.vectorize(ci, vec);
+      }
+      if (kw * kh <= 25) scatter.unroll(scatter_taps_[0]).unroll(scatter_taps_[1]);
+      scatter.parallel(n);
+      direct_input_grad_ = true;
     }
   }
 
@@ -850,6 +873,8 @@ class BackwardBuilder {
   PipelineBuild& build_;
   bool hand_ = true;
   Expr batch_;
+  std::vector<RVar> scatter_taps_;   // the kernel taps of a scatter-style input gradient
+  bool direct_input_grad_ = false;   // input_grads[0] is a root Func that can be the output itself
   std::string schedule_;
 };
 
