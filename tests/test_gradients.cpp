@@ -103,7 +103,7 @@ TEST_CASE("gradients: backward at the window maxima only (conv + max pooling) ma
   test::BuiltModel built = test::build_model("tests/models/grad_sparse.yaml");
   int sparse = 0;
   for (const Node& node : built.graph.nodes) sparse += saves_pool_index(node) ? 1 : 0;
-  CHECK(sparse == 2);  // the path under test is taken
+  CHECK(sparse == 4);  // the paths under test are taken
   check_gradients("tests/models/grad_sparse.yaml", 15);
 }
 

@@ -285,6 +285,13 @@ class BackwardBuilder {
     if (!activation.empty()) g = g * activation_derivative(activation, output(c, px, py, n));
     Func d("gradient_from_index");
     d(c, x, y, n) = select(inside && hit, g, 0.0f);
+    // Each window's gradient lands once, at its maximum: sums over all positions (the bias
+    // gradient) equal sums over the windows.
+    Expr window_g = gradient(c, x, y, n);
+    if (!activation.empty()) window_g = window_g * activation_derivative(activation, output(c, x, y, n));
+    window_grad_ = Func("gradient_per_window");
+    window_grad_(c, x, y, n) = window_g;
+    window_extent_ = {pooled_width, pooled_height};
     return d;
   }
 
@@ -418,16 +425,21 @@ class BackwardBuilder {
 
     Func dpre("dpre");  // materialized: three reductions read it
     dpre(c, x, y, n) = pre(c, x, y, n);
-    compute_root(dpre, {c, x, y, n}, out);
+    // Behind a max pooling that kept its indices, with no input gradient to compute, only the
+    // weight gradient reads dpre (the bias sums the windows): it is computed one row at a time
+    // where that reduction needs it instead of in full.
+    bool dpre_per_row = hand_ && !sched_.gpu && window_grad_.defined() && !kernel_.input_grad[0];
+    if (!dpre_per_row) compute_root(dpre, {c, x, y, n}, out);
 
     Func source = conv_source(input, width, height, same);
 
     int block = std::min(out_channels, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
     if (node_.attrs.get_bool("use_bias")) {
-      RDom pixels(0, out_width, 0, out_height, 0, batch_, "pixels");
+      bool windows = window_grad_.defined();
+      RDom pixels(0, windows ? window_extent_[0] : out_width, 0, windows ? window_extent_[1] : out_height, 0, batch_, "pixels");
       Func bias_sum("bias_sum"), bias_grad("bias_gradient");
       bias_sum(c) = 0.0f;
-      bias_sum(c) += dpre(c, pixels.x, pixels.y, pixels.z);
+      bias_sum(c) += windows ? window_grad_(c, pixels.x, pixels.y, pixels.z) : dpre(c, pixels.x, pixels.y, pixels.z);
       bias_grad(c) = bias_sum(c);
       if (!hand_) {
       } else if (!sched_.gpu) {
@@ -491,6 +503,10 @@ class BackwardBuilder {
                                 block, tile, chunks);
       }
       kernel_grad.vectorize(co, vec);
+      if (dpre_per_row) {
+        dpre.compute_at(kernel_acc, r.y).vectorize(c, std::min(vec, out_channels));
+        schedule_ += ", the gradient at the pooling maxima expanded one row at a time";
+      }
     }
 
     if (!kernel_.input_grad[0]) return;
@@ -874,7 +890,9 @@ class BackwardBuilder {
   bool hand_ = true;
   Expr batch_;
   std::vector<RVar> scatter_taps_;   // the kernel taps of a scatter-style input gradient
-  bool direct_input_grad_ = false;   // input_grads[0] is a root Func that can be the output itself
+  bool direct_input_grad_ = false;
+  Func window_grad_;                 // behind a max pooling with indices: the gradient per window
+  std::vector<int> window_extent_;   // ... over this many windows (x, y)   // input_grads[0] is a root Func that can be the output itself
   std::string schedule_;
 };
 
