@@ -641,31 +641,31 @@ class BackwardBuilder {
 
     if (!kernel_.input_grad[0]) return;
     const ImageParam& weights = params.at("kernel");
-    int lanes = sched_.vector;
-    if (!sched_.gpu && hand_ && units % lanes == 0 && units >= lanes) {
-      // d(input)(i, n) is the dot product of weight row i and pre row n, both contiguous over the
-      // units: accumulate `lanes`-wide partial sums for a 4 x 4 tile of (i, n), then add the lanes.
-      // No transposed copy of the weights is needed.
-      Var v("v"), io("io"), ii("ii"), no("no"), ni("ni");
-      RDom chunks(0, units / lanes, "chunks");
-      Func partial_acc("partial_acc"), partial("partial");
-      partial_acc(v, i, n) = 0.0f;
-      partial_acc(v, i, n) += weights(chunks * lanes + v, i) * dpre(chunks * lanes + v, n);
-      partial(v, i, n) = partial_acc(v, i, n);
-      RDom lane(0, lanes, "lane");
-      Func lane_sum("lane_sum");
-      lane_sum(i, n) = 0.0f;
-      lane_sum(i, n) += partial(lane, i, n);
+    if (!sched_.gpu && hand_) {
+      // d(input) as a GEMM with the batch vectorized: acc(n, i) = sum over u of pre(u, n) * w(u, i).
+      // A register tile of `block` examples x `tile` features takes each weight as a broadcast
+      // operand of the FMAs (both operands are contiguous over the units as stored), then one
+      // cheap transpose writes d(input)(i, n). The batch is rounded up to whole tiles (the extra
+      // rows repeat the last example and are never stored).
+      int lanes = sched_.vector, batch_block = sched_.channel_vectors * lanes;
+      int tile = std::min(features, pick_tile(features, sched_.pixel_tile, sched_.channel_vectors, sched_.registers));
+      Var no("no"), ni("ni"), nio("nio"), nii("nii"), io("io"), ii("ii");
+      Func pre_t("pre_by_example"), input_acc("input_acc"), input_t("input_gradient_by_example");
+      pre_t(n, u) = dpre(u, clamp(n, 0, batch_ - 1));
+      RDom r(0, units, "r");
+      input_acc(n, i) = 0.0f;
+      input_acc(n, i) += pre_t(n, r) * weights(r, i);
+      input_t(n, i) = input_acc(n, i);
       input_grad = Func("input_gradient");
-      input_grad(i, n) = lane_sum(i, n);
-      int rows = std::min(4, features);
-      input_grad.compute_root().split(i, io, ii, rows).reorder(ii, io, n).parallel(n);
-      partial.compute_at(input_grad, io).vectorize(v).unroll(i);
-      partial_acc.compute_at(input_grad, io).vectorize(v).unroll(i);
-      partial_acc.update().reorder(v, i, chunks, n).vectorize(v).unroll(i);
-      lane_sum.compute_at(input_grad, io).unroll(i);
-      lane_sum.update().unroll(i);
-      schedule_ += fmt::format("; input gradient: {}-lane dot products, {} rows per tile", lanes, rows);
+      input_grad(i, n) = input_t(n, i);
+      pre_t.compute_root().align_bounds(n, batch_block).vectorize(n, lanes);
+      input_t.compute_root().align_bounds(n, batch_block).split(n, no, ni, batch_block).split(i, io, ii, tile)
+          .reorder(ni, ii, no, io).split(ni, nio, nii, lanes).vectorize(nii).unroll(nio).unroll(ii).parallel(io);
+      input_acc.compute_at(input_t, no).vectorize(n, lanes).unroll(n).unroll(i);
+      input_acc.update().reorder(n, i, r).vectorize(n, lanes).unroll(n).unroll(i);
+      input_grad.compute_root().vectorize(i, std::min(lanes, features)).parallel(n);
+      direct_input_grad_ = true;
+      schedule_ += fmt::format("; input gradient: GEMM over {} examples x {} features, then transposed", batch_block, tile);
       return;
     }
     Func transposed("transposed");
