@@ -356,10 +356,12 @@ class KernelBuilder {
       kernel_schedule_ = "gpu: one thread per output";
       return output;
     }
-    // Register tile: `block` units x `rows` examples; weights for a block of units are a
-    // contiguous vector, each input value is broadcast. Small batches use one row per task.
+    // Register tile: `block` units x `rows` examples (8, or fewer where the registers run out);
+    // weights for a block of units are a contiguous vector, each input value is broadcast. Small
+    // batches use one row per task.
     int block = channel_block(units), vec = std::min(sched_.vector, block);
-    int rows = 4;
+    int vectors = (block + vec - 1) / vec;
+    int rows = std::max(1, std::min(8, (sched_.registers - vectors - 1) / vectors));
     Var uo("uo"), ui("ui"), no("no"), ni("ni");
     tiled.split(u, uo, ui, block).vectorize(ui, vec).unroll(ui);
     if (!softmax) {
