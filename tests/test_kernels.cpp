@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <thread>
 
 #include "reference/reference_ops.h"
 #include "test_support.h"
@@ -94,4 +95,32 @@ TEST_CASE("fusion: the reference network runs as 4 kernels, conv+bias+relu+pool 
   CHECK(graph.nodes[1].fused[1].op == "maxpool2d");
   CHECK(graph.nodes[1].shape == Shape{13, 13, 32});
   CHECK(graph.nodes[1].unfused_shape == Shape{26, 26, 32});
+}
+
+// The plan runs Halide's parallel loops on its own spinning thread pool. Its answers must not
+// depend on the thread count, and two application threads using models of one package at once
+// (one of them then runs its loops serially) must both get the answers of a lone caller.
+TEST_CASE("thread pool: any thread count, and two callers at once, give the same outputs", "[kernels]") {
+  test::BuiltModel built = test::build_model("models/mnist_cnn.yaml");
+  const int batch = 32;
+  std::vector<float> input = test::random_input(batch * built.package->input_elements(), 7);
+  rt::Network first(built.package), second(built.package);
+  test::randomize_params(first, 11);
+  test::randomize_params(second, 12);
+  built.package->set_threads(1);
+  std::vector<float> expected_first = first.forward(input, batch), expected_second = second.forward(input, batch);
+  for (int threads : {2, 3, 0}) {
+    built.package->set_threads(threads);
+    CHECK(first.forward(input, batch) == expected_first);
+  }
+  built.package->set_threads(2);
+  std::vector<float> got_first, got_second;
+  std::thread other([&] {
+    for (int i = 0; i < 50; ++i) got_second = second.forward(input, batch);
+  });
+  for (int i = 0; i < 50; ++i) got_first = first.forward(input, batch);
+  other.join();
+  CHECK(got_first == expected_first);
+  CHECK(got_second == expected_second);
+  CHECK(expected_first != expected_second);
 }
