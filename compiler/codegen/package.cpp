@@ -40,6 +40,11 @@ namespace {
 // Bump when generated code changes in a way the cache key would not otherwise see.
 constexpr int kCodegenRevision = 1;
 
+// Bump when the default schedules or the meaning of a knob change: every kernel signature (the
+// tuning database's key) ends with it, so measurements made against other schedules are not
+// used (`cnnc tune` measures again) but stay in the database.
+constexpr int kScheduleRevision = 2;
+
 uint64_t fnv1a(const std::string& text, uint64_t seed) {
   uint64_t hash = seed;
   for (unsigned char c : text) {
@@ -1295,7 +1300,9 @@ ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
 std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   static const char* kinds[] = {"forward", "forward_train", "backward", "loss", "adam", "sgd"};
   std::string text = kinds[int(kernel.kind)];
-  if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd) return text + fmt::format(" params={}", kernel.param_floats);
+  std::string revision = fmt::format(" schedules=r{}", kScheduleRevision);
+  if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd)
+    return text + fmt::format(" params={}", kernel.param_floats) + revision;
   const Node& node = graph.nodes[kernel.node];
   text += " " + node.op;
   for (auto& [key, value] : node.attrs.values()) {
@@ -1317,7 +1324,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   if (kernel.from_logits) text += " from_logits";
   for (size_t i = 0; i < kernel.input_grad.size(); ++i)
     text += fmt::format(" g{}={}{}", i, kernel.input_grad[i] ? 1 : 0, kernel.accumulate[i] ? "+" : "");
-  return text;
+  return text + revision;
 }
 
 bool node_keeps_saved(const Node& node, bool is_loss_node) {
