@@ -18,6 +18,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/halide_common.h"
+#include "support/spin_pool.h"
 
 namespace cnnc {
 
@@ -696,6 +697,13 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
       outputs.push_back(Buffer<>(build.output_types[i], extents));
     }
     Realization realization(outputs);
+    // Timed as a package runs it: parallel loops on a spinning pool like the plan's, denormals
+    // flushed to zero.
+    pipeline.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
+                                                   int min, int extent, uint8_t* closure) {
+      return spin_parallel_for(extent, [&](int i) { return task(context, min + i, closure); });
+    };
+    FlushDenormals flush;
     pipeline.realize(realization, target);  // warm-up
     timing.seconds = 1e30;
     for (int r = 0; r < repetitions; ++r) {
