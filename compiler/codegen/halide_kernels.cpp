@@ -7,7 +7,13 @@
 // Every extent except the batch is a compile-time constant.
 #include <Halide.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
 #include <cmath>
 #include <random>
 #include <set>
@@ -599,6 +605,39 @@ void load_autoscheduler(const std::string& name) {
   loaded.insert(name);
 }
 
+// While alive, the process's stdout and stderr go to /dev/null: Halide's autoschedulers print
+// their search (and lowering prints warnings about their schedules) straight to them, which
+// would bury `cnnc tune`'s progress. Errors still arrive as exceptions.
+class QuietOutput {
+ public:
+  QuietOutput() {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::cout.flush();
+    std::cerr.flush();
+    int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null < 0) return;
+    saved_out_ = ::dup(1);
+    saved_err_ = ::dup(2);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::close(null);
+  }
+  ~QuietOutput() {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::cout.flush();
+    std::cerr.flush();
+    if (saved_out_ >= 0) ::dup2(saved_out_, 1), ::close(saved_out_);
+    if (saved_err_ >= 0) ::dup2(saved_err_, 2), ::close(saved_err_);
+  }
+  QuietOutput(const QuietOutput&) = delete;
+  QuietOutput& operator=(const QuietOutput&) = delete;
+
+ private:
+  int saved_out_ = -1, saved_err_ = -1;
+};
+
 // Defines `kernel` and schedules it by hand or with its autoscheduler.
 std::pair<Pipeline, PipelineBuild> make_pipeline(const Graph& graph, const KernelInfo& kernel, const Target& target,
                                                  int batch_estimate) {
@@ -644,6 +683,8 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
   try {
     for (KernelInfo& kernel : kernels) {
       if (kernel.reuses_inference_kernel) continue;
+      std::optional<QuietOutput> quiet;  // (an error still surfaces, after the output is back)
+      if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
       auto [pipeline, build] = make_pipeline(graph, kernel, target, 32);
       modules.push_back(pipeline.compile_to_module(build.arguments(), kernel.function, target));
       kernel.schedule = build.schedule;
@@ -660,6 +701,8 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target_info, int batch,
                          int repetitions) {
   KernelTiming timing;
+  std::optional<QuietOutput> quiet;
+  if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
   try {
     Target target(target_info.halide);
     auto [pipeline, build] = make_pipeline(graph, kernel, target, batch);
