@@ -27,6 +27,7 @@ struct ScheduleParams {
   int channel_vectors = 2;  // register tile: channel_vectors * vector output channels ...
   int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
   int batch_chunks = 4;     // weight gradients: the batch is split in this many chunks summed in order
+  bool pixel_tile_tuned = false;  // pixel_tile came from a tuned knob (heuristics leave it alone)
 };
 
 inline ScheduleParams schedule_params(const Target& target) {
@@ -71,6 +72,7 @@ inline ScheduleParams schedule_params(const Target& target, const ScheduleKnobs&
   ScheduleParams params = schedule_params(target);
   if (knobs.channel_vectors > 0) params.channel_vectors = knobs.channel_vectors;
   if (knobs.pixel_tile > 0) params.pixel_tile = knobs.pixel_tile;
+  params.pixel_tile_tuned = knobs.pixel_tile > 0;
   if (knobs.batch_chunks > 0) params.batch_chunks = knobs.batch_chunks;
   return params;
 }

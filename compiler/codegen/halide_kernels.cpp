@@ -269,10 +269,18 @@ class KernelBuilder {
       if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
       else f.parallel(n);
     };
+    // With few input channels (conv1: one), the kernel slice of a channel block is a handful of
+    // vectors: a tile small enough to keep it in registers beside the accumulators saves
+    // reloading it for every pixel (conv1: ~1.8x faster than the widest tile, 18 + 2 x 6 + 1
+    // registers on AVX-512). Unless a tuned pixel_tile says otherwise.
+    int preferred_tile = sched_.pixel_tile;
+    int weight_vectors = in_channels * int(kh * kw) * vectors;
+    if (!sched_.pixel_tile_tuned && weight_vectors + 2 * vectors + 1 <= sched_.registers)
+      preferred_tile = std::min(preferred_tile, (sched_.registers - weight_vectors - 1) / vectors);
     // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in registers
     // through the whole reduction (input channels innermost, then kernel taps).
     auto register_tiles = [&](Func f) {
-      int tile = pick_tile(out_width, sched_.pixel_tile, vectors, sched_.registers);
+      int tile = pick_tile(out_width, preferred_tile, vectors, sched_.registers);
       f.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(ci).unroll(xi);
       parallelize(f, row_flops);
       acc.compute_at(f, co).vectorize(c, vec).unroll(c).unroll(x);
@@ -296,7 +304,7 @@ class KernelBuilder {
     auto [ph, pw] = pooling->attrs.get_pair("size");
     int64_t pool_stride_x = pooling->attrs.get_pair("stride").second;
     int needed_width = std::min(out_width, int((node_.shape[1] - 1) * pool_stride_x + pw));
-    int tile = pick_tile(needed_width, sched_.pixel_tile, vectors, sched_.registers);
+    int tile = pick_tile(needed_width, preferred_tile, vectors, sched_.registers);
     output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
     parallelize(output, row_flops * ph);
     value.compute_at(output, co)
