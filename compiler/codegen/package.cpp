@@ -629,13 +629,23 @@ static long par_now_ns(void) {
   return (long)time.tv_sec * 1000000000L + time.tv_nsec;
 }
 
+/* Tasks are claimed in guided chunks (a share of what is left, never less than one), so that
+ * loops of many tiny tasks do not pay a contended atomic per task, and the last tasks still
+ * balance. Tasks are independent: which thread runs which changes no result. */
 static void par_run_tasks(void) {
+  int shares = 2 * (par.participants + 1);
   for (;;) {
-    int i = __atomic_fetch_add(&par.next, 1, __ATOMIC_RELAXED);
-    if (i >= par.extent) return;
-    if (__atomic_load_n(&par.result, __ATOMIC_RELAXED)) continue; /* an earlier task failed */
-    int result = par.task(par.user_context, par.min + i, par.closure);
-    if (result) __atomic_store_n(&par.result, result, __ATOMIC_RELAXED);
+    int start = __atomic_load_n(&par.next, __ATOMIC_RELAXED), count;
+    do {
+      if (start >= par.extent) return;
+      count = (par.extent - start) / shares;
+      if (count < 1) count = 1;
+    } while (!__atomic_compare_exchange_n(&par.next, &start, start + count, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    for (int i = start; i < start + count; ++i) {
+      if (__atomic_load_n(&par.result, __ATOMIC_RELAXED)) return; /* an earlier task failed */
+      int result = par.task(par.user_context, par.min + i, par.closure);
+      if (result) __atomic_store_n(&par.result, result, __ATOMIC_RELAXED);
+    }
   }
 }
 

@@ -113,12 +113,19 @@ class Pool {
     return 0;
   }
 
+  // Guided chunks, as in the plan's pool: a share of what is left, at least one task.
   void run_tasks() {
+    int shares = 2 * (participants_ + 1);
     for (;;) {
-      int i = next_.fetch_add(1, std::memory_order_relaxed);
-      if (i >= extent_) return;
-      if (result_.load(std::memory_order_relaxed)) continue;
-      if (int result = (*body_)(i)) result_.store(result, std::memory_order_relaxed);
+      int start = next_.load(std::memory_order_relaxed), count;
+      do {
+        if (start >= extent_) return;
+        count = std::max(1, (extent_ - start) / shares);
+      } while (!next_.compare_exchange_weak(start, start + count, std::memory_order_relaxed));
+      for (int i = start; i < start + count; ++i) {
+        if (result_.load(std::memory_order_relaxed)) return;
+        if (int result = (*body_)(i)) result_.store(result, std::memory_order_relaxed);
+      }
     }
   }
 
