@@ -343,13 +343,40 @@ class BackwardBuilder {
     }
 
     // d(kernel), input channels contiguous: per output channel, the input patch at each maximum.
-    Expr mx = max_x(co, windows.x, windows.y, windows.z), my = max_y(co, windows.x, windows.y, windows.z);
     Func patch_acc("patch_acc"), patch_sum("patch_sum"), kernel_grad("kernel_gradient");
-    patch_acc(ci, kx, ky, co) = 0.0f;
-    patch_acc(ci, kx, ky, co) += at_max(co, windows.x, windows.y, windows.z) *
-                                 source(ci, mx * int(sw) + kx - left, my * int(sh) + ky - top, windows.z);
-    patch_sum(ci, kx, ky, co) = patch_acc(ci, kx, ky, co);
-    kernel_grad(co, ci, kx, ky) = patch_sum(ci, kx, ky, co);
+    Func per_image("patch_per_image"), partial("patch_partial");
+    RDom images;
+    Var k("k");
+    int chunks = sched_.batch_chunks;
+    bool per_image_tiles = hand_ && !sched_.gpu;
+    if (per_image_tiles) {
+      // CPU: image by image (the image, a few KB, stays in L1), one output channel's patch sums
+      // in registers over the image's windows, then added to the channel's partial sum of the
+      // batch chunk. Looping channels outside images instead streams the whole batch's input
+      // through the cache once per output channel. Fixed batch chunks in parallel, summed in
+      // order: the same result for any thread count.
+      RDom win(0, pooled_width, 0, pooled_height, "win");
+      Expr wx = max_x(co, win.x, win.y, n), wy = max_y(co, win.x, win.y, n);
+      per_image(ci, kx, ky, co, n) = 0.0f;
+      per_image(ci, kx, ky, co, n) += at_max(co, win.x, win.y, n) *
+                                      source(ci, wx * int(sw) + kx - left, wy * int(sh) + ky - top, n);
+      Expr chunk = (batch_ + chunks - 1) / chunks;
+      images = RDom(0, chunk, "images");
+      images.where(k * chunk + images < batch_);
+      partial(ci, kx, ky, co, k) = 0.0f;
+      partial(ci, kx, ky, co, k) += per_image(ci, kx, ky, co, min(k * chunk + images, batch_ - 1));
+      Expr total = partial(ci, kx, ky, co, 0);
+      for (int j = 1; j < chunks; ++j) total = total + partial(ci, kx, ky, co, j);
+      kernel_grad(co, ci, kx, ky) = total;
+      window_rvars_ = {win.x, win.y};
+    } else {
+      Expr mx = max_x(co, windows.x, windows.y, windows.z), my = max_y(co, windows.x, windows.y, windows.z);
+      patch_acc(ci, kx, ky, co) = 0.0f;
+      patch_acc(ci, kx, ky, co) += at_max(co, windows.x, windows.y, windows.z) *
+                                   source(ci, mx * int(sw) + kx - left, my * int(sh) + ky - top, windows.z);
+      patch_sum(ci, kx, ky, co) = patch_acc(ci, kx, ky, co);
+      kernel_grad(co, ci, kx, ky) = patch_sum(ci, kx, ky, co);
+    }
     param_grads.emplace_back("kernel", kernel_grad);
 
     Func transposed("transposed");
@@ -384,11 +411,22 @@ class BackwardBuilder {
       }
       return;
     }
-    // Per output channel (a task each): a register tile of all input channels x kernel taps.
+    // Per batch chunk (a task each), image by image, per output channel: a register tile of all
+    // input channels x kernel taps.
     Var cio("cio"), cii("cii");
-    patch_sum.compute_root().parallel(co).vectorize(ci, vec);
-    patch_acc.compute_at(patch_sum, co).vectorize(ci, vec).unroll(kx).unroll(ky);
-    patch_acc.update().reorder(ci, kx, ky, windows.x, windows.y, windows.z).vectorize(ci, vec).unroll(kx).unroll(ky);
+    bool split_channels = in_channels % vec == 0 && in_channels / vec <= 4;
+    partial.compute_root().vectorize(ci, vec).parallel(k);
+    Stage add = partial.update();
+    add.reorder(ci, kx, ky, co, images, k);
+    if (split_channels) add.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+    else add.vectorize(ci, vec);
+    add.unroll(kx).unroll(ky).parallel(k);
+    per_image.compute_at(partial, co).vectorize(ci, vec).unroll(kx).unroll(ky);
+    Stage sum = per_image.update();
+    sum.reorder(ci, kx, ky, window_rvars_[0], window_rvars_[1]);
+    if (split_channels) sum.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+    else sum.vectorize(ci, vec);
+    sum.unroll(kx).unroll(ky);
     kernel_grad.vectorize(co, std::min(sched_.vector, out_channels));
     if (kernel_.input_grad[0]) {
       // Images are independent: one task each, no two tasks write the same gradient. The image's
@@ -890,6 +928,7 @@ class BackwardBuilder {
   bool hand_ = true;
   Expr batch_;
   std::vector<RVar> scatter_taps_;   // the kernel taps of a scatter-style input gradient
+  std::vector<RVar> window_rvars_;   // the pooling windows of one image (x, y)
   bool direct_input_grad_ = false;
   Func window_grad_;                 // behind a max pooling with indices: the gradient per window
   std::vector<int> window_extent_;   // ... over this many windows (x, y)   // input_grads[0] is a root Func that can be the output itself
