@@ -371,12 +371,13 @@ class KernelBuilder {
       kernel_schedule_ = "gpu: one thread per output";
       return output;
     }
-    // Register tile: `block` units x `rows` examples (8, or fewer where the registers run out);
+    // Register tile: `block` units x `rows` examples (8 or the tuned pixel_tile, fewer where the
+    // registers run out);
     // weights for a block of units are a contiguous vector, each input value is broadcast. Small
     // batches use one row per task.
     int block = channel_block(units), vec = std::min(sched_.vector, block);
     int vectors = (block + vec - 1) / vec;
-    int rows = std::max(1, std::min(8, (sched_.registers - vectors - 1) / vectors));
+    int rows = std::max(1, std::min(sched_.pixel_tile_tuned ? sched_.pixel_tile : 8, (sched_.registers - vectors - 1) / vectors));
     Var uo("uo"), ui("ui"), no("no"), ni("ni");
     tiled.split(u, uo, ui, block).vectorize(ui, vec).unroll(ui);
     if (!softmax) {
