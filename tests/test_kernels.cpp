@@ -6,6 +6,10 @@
 #include <cmath>
 #include <thread>
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
 #include "reference/reference_ops.h"
 #include "test_support.h"
 
@@ -123,4 +127,23 @@ TEST_CASE("thread pool: any thread count, and two callers at once, give the same
   CHECK(got_first == expected_first);
   CHECK(got_second == expected_second);
   CHECK(expected_first != expected_second);
+}
+
+// Kernels flush denormals to zero (docs/c-api.md), but the caller's floating-point mode is its own.
+TEST_CASE("thread pool: the caller's floating-point mode is the same after a forward pass", "[kernels]") {
+#if defined(__x86_64__)
+  test::BuiltModel built = test::build_model("models/mnist_cnn.yaml");
+  rt::Network network(built.package);
+  test::randomize_params(network, 3);
+  std::vector<float> input = test::random_input(4 * built.package->input_elements(), 4);
+  unsigned before = _mm_getcsr();
+  REQUIRE((before & 0x8040u) == 0);  // (FTZ and DAZ are off by default)
+  network.forward(input, 4);
+  CHECK(_mm_getcsr() == before);
+  // A denormal still survives arithmetic here.
+  volatile float tiny = 1e-39f;
+  CHECK(tiny * 0.5f > 0.0f);
+#else
+  SUCCEED("x86-64 only");
+#endif
 }
