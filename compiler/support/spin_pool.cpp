@@ -1,12 +1,17 @@
 #include "support/spin_pool.h"
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <system_error>
 #include <thread>
+#include <new>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -52,8 +57,21 @@ void pause() {
 
 thread_local bool inside_task = false;
 
+void pool_after_fork();
+
 class Pool {
  public:
+  Pool() {
+    // A fork()ed child has the calling thread alone: it forgets the workers (their handles are
+    // leaked on purpose; joining or detaching threads that do not exist is undefined).
+    pthread_atfork(nullptr, nullptr, [] { pool_after_fork(); });
+  }
+
+  void forget_workers_after_fork() {
+    new (&workers_) std::vector<std::thread>();  // the old vector's storage is leaked
+    checked_in_.store(0);
+  }
+
   ~Pool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -78,14 +96,21 @@ class Pool {
       const char* text = std::getenv("HL_NUM_THREADS");
       wanted = text ? std::atoi(text) : 0;
     }
+    cpu_set_t allowed;  // the cores this process may run on (taskset, containers)
+    if (wanted <= 0 && sched_getaffinity(0, sizeof allowed, &allowed) == 0) wanted = CPU_COUNT(&allowed);
     if (wanted <= 0) wanted = int(std::max(1u, std::thread::hardware_concurrency()));
     wanted = std::min(wanted, 256);
     int participants = std::min(wanted - 1, extent - 1);
     while (int(workers_.size()) < participants) {
       unsigned start = generation_.load(std::memory_order_relaxed);
       int index = int(workers_.size());
-      workers_.emplace_back([this, index, start] { work(index, start); });
+      try {
+        workers_.emplace_back([this, index, start] { work(index, start); });
+      } catch (const std::system_error&) {
+        break;  // no more threads: go on with fewer
+      }
     }
+    participants = std::min(participants, int(workers_.size()));
     if (participants <= 0) return serial(extent, body);
     body_ = &body;
     extent_ = extent;
@@ -102,7 +127,10 @@ class Pool {
     run_tasks();
     inside_task = false;
     // Every worker checks in before the loop's fields may change.
-    while (checked_in_.load(std::memory_order_acquire) < int(workers_.size())) pause();
+    for (int spins = 1; checked_in_.load(std::memory_order_acquire) < int(workers_.size()); ++spins) {
+      pause();
+      if (spins % 1024 == 0) std::this_thread::yield();  // a worker may be waiting for a core
+    }
     return result_.load(std::memory_order_relaxed);
   }
 
@@ -124,7 +152,14 @@ class Pool {
       } while (!next_.compare_exchange_weak(start, start + count, std::memory_order_relaxed));
       for (int i = start; i < start + count; ++i) {
         if (result_.load(std::memory_order_relaxed)) return;
-        if (int result = (*body_)(i)) result_.store(result, std::memory_order_relaxed);
+        int result;
+        try {
+          result = (*body_)(i);
+        } catch (...) {
+          result = -1;  // (JIT code does not throw; a throwing body must not skip the check-ins)
+        }
+        int none = 0;  // keep the first failure
+        if (result) result_.compare_exchange_strong(none, result, std::memory_order_relaxed);
       }
     }
   }
@@ -142,7 +177,7 @@ class Pool {
         }
       }
       seen = generation_.load(std::memory_order_acquire);
-      if (quit_) return;
+      if (quit_) return;  // (the destructor's own generation: no loop is published after it)
       if (index < participants_) run_tasks();
       checked_in_.fetch_add(1, std::memory_order_release);
     }
@@ -164,6 +199,8 @@ Pool& pool() {
   static Pool instance;
   return instance;
 }
+
+void pool_after_fork() { pool().forget_workers_after_fork(); }
 
 }  // namespace
 
