@@ -970,9 +970,12 @@ static void pool_free(void *user_context, void *block) {{
 {thread_pool}
 /* Halide reports errors through one global handler per runtime; keep the last message. */
 static char halide_message[1024];
+static pthread_mutex_t halide_message_lock = PTHREAD_MUTEX_INITIALIZER; /* tasks may fail at once */
 static void on_halide_error(void *user_context, const char *message) {{
   (void)user_context;
-  snprintf(halide_message, sizeof halide_message, "%s", message);
+  pthread_mutex_lock(&halide_message_lock);
+  if (!halide_message[0]) snprintf(halide_message, sizeof halide_message, "%s", message); /* the first */
+  pthread_mutex_unlock(&halide_message_lock);
 }}
 
 static int fail({p}_model *model, const char *what) {{
