@@ -86,6 +86,32 @@ TEST_CASE("tuning: schedule candidates compute what the default schedule compute
   CHECK(checked >= 20);
 }
 
+// A package serves any batch, so candidates also run at batches 1 and 7. Halide 14's
+// autoschedulers given the tuning batch as their estimate split the batch so that smaller
+// batches failed, and Li2018's schedule of this model's conv wrote out of bounds at batch 7
+// (heap corruption, a crash): they are given batch 1 as their estimate.
+TEST_CASE("tuning: autoscheduled candidates run at batches smaller than the tuning batch", "[tuning]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/train_small.yaml")));
+  TargetInfo target = resolve_target("host");
+  int checked = 0;
+  for (KernelInfo kernel : all_kernels(graph)) {
+    if (kernel.kind != KernelKind::ForwardTrain && kernel.kind != KernelKind::Loss) continue;
+    KernelTiming reference = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    REQUIRE(reference.ok);
+    REQUIRE(reference.outputs.size() % 3 == 0);  // the timed batch's outputs, then batch 1's and 7's
+    for (const char* name : {"Li2018", "Mullapudi2016"}) {
+      kernel.knobs.autoscheduler = name;
+      KernelTiming timing = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+      INFO(kernel.function << " with " << name << ": " << timing.error);
+      CHECK(timing.ok);
+      if (timing.ok) CHECK(max_difference(reference, timing) <= 1e-4);
+      ++checked;
+    }
+    kernel.knobs = ScheduleKnobs{};
+  }
+  CHECK(checked >= 6);
+}
+
 TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the database", "[tuning]") {
   fs::path cache = fs::temp_directory_path() / ("cnnc-tune-test-" + std::to_string(getpid()));
   fs::remove_all(cache);

@@ -77,8 +77,10 @@ struct KernelTiming {
 };
 // Compiles `kernel` with its knobs for `target` (which must run here) with the JIT and times it
 // at `batch` examples, best of `repetitions` after a warm-up. Inputs are seeded random data.
+// Then runs it once at each of `check_batches` (outputs appended after the timed run's): a
+// schedule that fails at any of them is not ok.
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
-                         int repetitions);
+                         int repetitions, const std::vector<int>& check_batches = {});
 
 // Whether a node keeps a tensor from its training forward pass for backward: with a
 // fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <cmath>
@@ -616,10 +617,12 @@ void load_autoscheduler(const std::string& name) {
 
 // While alive, the process's stdout and stderr go to /dev/null: Halide's autoschedulers print
 // their search (and lowering prints warnings about their schedules) straight to them, which
-// would bury `cnnc tune`'s progress. Errors still arrive as exceptions.
+// would bury `cnnc tune`'s progress. Errors still arrive as exceptions. CNNC_AUTOSCHEDULER_LOG=1
+// keeps it all (to debug an autoscheduler).
 class QuietOutput {
  public:
   QuietOutput() {
+    if (const char* keep = std::getenv("CNNC_AUTOSCHEDULER_LOG"); keep && *keep && std::string(keep) != "0") return;
     std::fflush(stdout);
     std::fflush(stderr);
     std::cout.flush();
@@ -658,7 +661,11 @@ std::pair<Pipeline, PipelineBuild> make_pipeline(const Graph& graph, const Kerne
     define_training_kernel(graph, kernel, target, build);
   Pipeline pipeline(build.outputs);
   if (!build.hand) {
-    // Autoschedulers need estimates of every input and output extent.
+    // Autoschedulers need estimates of every input and output extent. The batch is estimated
+    // at 1 whatever batch the kernel is timed at: a package serves any batch, and Halide 14's
+    // autoschedulers split the batch by factors of their estimate, so that a smaller batch
+    // fails its bounds checks or (Li2018) writes out of bounds and corrupts the heap.
+    batch_estimate = 1;
     for (PipelineBuild::Arg& arg : build.args) {
       if (arg.kind == 1) arg.real.set_estimate(arg.value);
       if (arg.kind == 2) arg.integer.set_estimate(int(arg.value));
@@ -708,10 +715,11 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
 }
 
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target_info, int batch,
-                         int repetitions) {
+                         int repetitions, const std::vector<int>& check_batches) {
   KernelTiming timing;
   std::optional<QuietOutput> quiet;
   if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
+  int running_batch = batch;
   try {
     Target target(target_info.halide);
     auto [pipeline, build] = make_pipeline(graph, kernel, target, batch);
@@ -719,36 +727,50 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     std::mt19937 random(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     std::vector<Buffer<>> keep;  // the argument buffers must outlive the runs
-    for (PipelineBuild::Arg& arg : build.args) {
-      if (arg.kind == 1) {
-        arg.real.set(arg.value);
-        continue;
+    // Seeded random arguments and fresh outputs for `examples` examples.
+    auto prepare = [&](int examples) {
+      keep.clear();
+      for (PipelineBuild::Arg& arg : build.args) {
+        if (arg.kind == 1) {
+          arg.real.set(arg.value);
+          continue;
+        }
+        if (arg.kind == 2) {
+          arg.integer.set(int(arg.value));
+          continue;
+        }
+        std::vector<int> extents = arg.extents;
+        if (arg.batched) extents.push_back(examples);
+        if (arg.int_limit > 0) {
+          Buffer<int32_t> labels(extents);
+          labels.for_each_value([&](int32_t& v) { v = int32_t(random() % uint32_t(arg.int_limit)); });
+          arg.image.set(labels);
+          keep.push_back(labels);
+        } else {
+          Buffer<float> values(extents);
+          values.for_each_value([&](float& v) { v = arg.non_negative ? std::fabs(uniform(random)) : uniform(random); });
+          arg.image.set(values);
+          keep.push_back(values);
+        }
       }
-      if (arg.kind == 2) {
-        arg.integer.set(int(arg.value));
-        continue;
+      std::vector<Buffer<>> outputs;
+      for (size_t i = 0; i < build.output_extents.size(); ++i) {
+        std::vector<int> extents = build.output_extents[i];
+        if (build.output_batched[i]) extents.push_back(examples);
+        outputs.push_back(Buffer<>(build.output_types[i], extents));
       }
-      std::vector<int> extents = arg.extents;
-      if (arg.batched) extents.push_back(batch);
-      if (arg.int_limit > 0) {
-        Buffer<int32_t> labels(extents);
-        labels.for_each_value([&](int32_t& v) { v = int32_t(random() % uint32_t(arg.int_limit)); });
-        arg.image.set(labels);
-        keep.push_back(labels);
-      } else {
-        Buffer<float> values(extents);
-        values.for_each_value([&](float& v) { v = arg.non_negative ? std::fabs(uniform(random)) : uniform(random); });
-        arg.image.set(values);
-        keep.push_back(values);
+      return outputs;
+    };
+    auto collect = [&](std::vector<Buffer<>>& outputs) {
+      for (Buffer<>& output : outputs) {
+        std::vector<float> values;
+        if (output.type().is_float()) {
+          Buffer<float> typed = output;
+          typed.for_each_value([&](float v) { values.push_back(v); });
+        }
+        timing.outputs.push_back(values);
       }
-    }
-    std::vector<Buffer<>> outputs;
-    for (size_t i = 0; i < build.output_extents.size(); ++i) {
-      std::vector<int> extents = build.output_extents[i];
-      if (build.output_batched[i]) extents.push_back(batch);
-      outputs.push_back(Buffer<>(build.output_types[i], extents));
-    }
-    Realization realization(outputs);
+    };
     // Timed as a package runs it: parallel loops on a spinning pool like the plan's, denormals
     // flushed to zero.
     pipeline.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
@@ -756,6 +778,8 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
       return spin_parallel_for(extent, [&](int i) { return task(context, min + i, closure); });
     };
     FlushDenormals flush;
+    std::vector<Buffer<>> outputs = prepare(batch);
+    Realization realization(outputs);
     pipeline.realize(realization, target);  // warm-up
     timing.seconds = 1e30;
     for (int r = 0; r < repetitions; ++r) {
@@ -763,17 +787,20 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
       pipeline.realize(realization, target);
       timing.seconds = std::min(timing.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    for (Buffer<>& output : outputs) {
-      std::vector<float> values;
-      if (output.type().is_float()) {
-        Buffer<float> typed = output;
-        typed.for_each_value([&](float v) { values.push_back(v); });
-      }
-      timing.outputs.push_back(values);
+    collect(outputs);
+    // A package runs any batch size: a schedule that only works for some (an autoscheduler's
+    // split of the batch, estimated at `batch`, that needs at least its factor) is no candidate.
+    for (int examples : check_batches) {
+      if (examples == batch) continue;
+      running_batch = examples;
+      std::vector<Buffer<>> checked = prepare(examples);
+      Realization check(checked);
+      pipeline.realize(check, target);
+      collect(checked);
     }
     timing.ok = true;
   } catch (const Halide::Error& error) {
-    timing.error = error.what();
+    timing.error = running_batch == batch ? error.what() : fmt::format("at batch {}: {}", running_batch, error.what());
   }
   return timing;
 }

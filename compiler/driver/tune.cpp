@@ -32,6 +32,11 @@ void on_interrupt(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
+// Besides the tuning batch, every candidate runs at these batch sizes (a package serves any),
+// and its outputs there are checked too: an autoscheduler's schedule, made for the estimated
+// batch, may split the batch dimension so that it needs at least the split factor.
+const std::vector<int> kCheckBatches = {1, 7};
+
 // Do a candidate's outputs agree with the default schedule's? Reductions may run in another
 // order, so allow float rounding relative to the outputs' magnitude.
 std::string compare_outputs(const KernelTiming& reference, const KernelTiming& candidate) {
@@ -147,7 +152,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
         KernelTiming reference;
         if (!done) {
           kernel.knobs = ScheduleKnobs{};
-          reference = time_kernel(graph, kernel, target, batch, options->repetitions);
+          reference = time_kernel(graph, kernel, target, batch, options->repetitions, kCheckBatches);
           if (!reference.ok)
             throw InternalError(fmt::format("{}: the default schedule fails: {}", kernel.function, reference.error));
           if (!measured.count("default")) {
@@ -170,7 +175,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
                         false, "crashed or was interrupted while being measured"};
           db.record(m);
           kernel.knobs = knobs;
-          KernelTiming timing = time_kernel(graph, kernel, target, batch, options->repetitions);
+          KernelTiming timing = time_kernel(graph, kernel, target, batch, options->repetitions, kCheckBatches);
           if (!timing.ok) {
             m.note = "failed: " + timing.error.substr(0, 300);
           } else if (std::string difference = compare_outputs(reference, timing); !difference.empty()) {
