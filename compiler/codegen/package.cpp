@@ -239,7 +239,9 @@ double {p}_train_kernel_seconds(const {p}_model *model, int kernel);
 
 /* The last error message of this model, or "". */
 const char *{p}_error(const {p}_model *model);
-/* Threads used by the kernels (0: one per core). */
+/* Threads used by the kernels, the caller included (0: HL_NUM_THREADS if set, else one per core
+ * this process may run on). The package's own pool: its workers spin 0.5 ms after a parallel
+ * loop before they sleep. Kernels flush denormals to zero; the caller's FP mode is restored. */
 void {p}_set_threads(int threads);
 
 #ifdef __cplusplus
