@@ -384,7 +384,7 @@ class BackwardBuilder {
     if (kernel_.input_grad[0]) {
       // d(input): each maximum adds its gradient times the kernel to the input patch it read.
       // Output channel outermost, then the windows, then the taps: one channel's kernel slice
-      // (taps x input channels) stays in registers while it is added at every window's maximum.
+      // (taps x input channels) is reused at every window's maximum while it is in cache.
       RDom r(0, int(kw), 0, int(kh), 0, pooled_width, 0, pooled_height, 0, out_channels, "r");
       Expr cx = max_x(r[4], r[2], r[3], n), cy = max_y(r[4], r[2], r[3], n);
       Expr ix = cx * int(sw) + r[0] - left, iy = cy * int(sh) + r[1] - top;
@@ -434,12 +434,8 @@ class BackwardBuilder {
       // that a window's maximum is located once for all of them.
       input_grad.compute_root().vectorize(ci, vec).parallel(n);
       Stage scatter = input_grad.update();
-      if (in_channels % vec == 0 && in_channels / vec <= 4) {
-        Var cio("cio"), cii("cii");
-        scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-      } else {
-        scatter.vectorize(ci, vec);
-      }
+      if (split_channels) scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+      else scatter.vectorize(ci, vec);
       if (kw * kh <= 25) scatter.unroll(scatter_taps_[0]).unroll(scatter_taps_[1]);
       scatter.parallel(n);
       direct_input_grad_ = true;
