@@ -25,7 +25,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/halide_common.h"
-#include "support/spin_pool.h"
+#include "codegen/jit_thread_pool.h"
 
 namespace cnnc {
 
@@ -775,9 +775,21 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     // flushed to zero.
     pipeline.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
                                                    int min, int extent, uint8_t* closure) {
-      return spin_parallel_for(extent, [&](int i) { return task(context, min + i, closure); });
+      struct Job {
+        int (*task)(JITUserContext*, int, uint8_t*);
+        JITUserContext* context;
+        uint8_t* closure;
+      } job{task, context, closure};
+      auto run = [](void*, int i, uint8_t* data) {
+        Job* job = reinterpret_cast<Job*>(data);
+        return job->task(job->context, i, job->closure);
+      };
+      return cnnc_jit_par_for(nullptr, run, min, extent, reinterpret_cast<uint8_t*>(&job));
     };
-    FlushDenormals flush;
+    struct FlushDenormals {
+      unsigned previous = cnnc_jit_flush_denormals();
+      ~FlushDenormals() { cnnc_jit_restore_fp(previous); }
+    } flush;
     std::vector<Buffer<>> outputs = prepare(batch);
     Realization realization(outputs);
     pipeline.realize(realization, target);  // warm-up
