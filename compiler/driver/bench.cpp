@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <random>
 #include <thread>
@@ -30,6 +31,29 @@ struct KernelTime {
   double seconds = 1e30;  // best seen
   int64_t flops = 0;      // per call
 };
+
+// Calls `run` `calls` times in each of `repetitions`: the best repetition's seconds per call.
+// After every call, each of the `count` kernels' time (`seconds_of`) updates its best in
+// `kernels`, which gets their names (`name_of`) and FLOPs per call at `batch` examples.
+double time_calls(int repetitions, int calls, const std::function<void()>& run, int count,
+                  const std::function<double(int)>& seconds_of, const std::function<std::string(int)>& name_of,
+                  const rt::Package& package, int64_t batch, std::vector<KernelTime>& kernels) {
+  kernels.assign(static_cast<size_t>(count), KernelTime{});
+  double best = 1e30;
+  for (int r = 0; r < repetitions; ++r) {
+    auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) {
+      run();
+      for (int k = 0; k < count; ++k) kernels[size_t(k)].seconds = std::min(kernels[size_t(k)].seconds, seconds_of(k));
+    }
+    best = std::min(best, seconds_since(start) / calls);
+  }
+  for (int k = 0; k < count; ++k) {
+    kernels[size_t(k)].name = name_of(k);
+    kernels[size_t(k)].flops = package.kernel_flops(kernels[size_t(k)].name) * batch;
+  }
+  return best;
+}
 
 void print_kernels(const std::string& title, const std::vector<KernelTime>& kernels, double peak, nlohmann::json& out) {
   std::cout << fmt::format("\n{:<40} {:>9} {:>9} {:>8}\n", title, "ms", "GFLOP/s", "% peak");
@@ -90,21 +114,11 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
 
       // Inference at batch 256, per kernel and end to end.
       for (int i = 0; i < 3; ++i) network.forward(input.data(), big, output.data());
-      std::vector<KernelTime> inference(static_cast<size_t>(network.kernel_count()));
-      double batch_best = 1e30;
-      for (int r = 0; r < repetitions; ++r) {
-        auto start = std::chrono::steady_clock::now();
-        for (int b = 0; b < options->batches; ++b) {
-          network.forward(input.data(), big, output.data());
-          for (int k = 0; k < network.kernel_count(); ++k)
-            inference[size_t(k)].seconds = std::min(inference[size_t(k)].seconds, network.kernel_seconds(k));
-        }
-        batch_best = std::min(batch_best, seconds_since(start) / options->batches);
-      }
-      for (int k = 0; k < network.kernel_count(); ++k) {
-        inference[size_t(k)].name = network.kernel_name(k);
-        inference[size_t(k)].flops = package.kernel_flops(inference[size_t(k)].name) * big;
-      }
+      std::vector<KernelTime> inference;
+      double batch_best = time_calls(
+          repetitions, options->batches, [&] { network.forward(input.data(), big, output.data()); },
+          network.kernel_count(), [&](int k) { return network.kernel_seconds(k); },
+          [&](int k) { return network.kernel_name(k); }, package, big, inference);
 
       // Inference at batch 1: median latency per repetition, best repetition.
       for (int i = 0; i < 100; ++i) network.forward(input.data(), 1, output.data());
@@ -127,21 +141,10 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
         std::vector<int32_t> labels(static_cast<size_t>(batch_size));
         for (int32_t& label : labels) label = int32_t(random() % uint32_t(package.output_elements()));
         for (int i = 0; i < 10; ++i) network.train_step(input.data(), labels.data(), int(batch_size));
-        training.resize(static_cast<size_t>(network.train_kernel_count()));
-        double step_best = 1e30;
-        for (int r = 0; r < repetitions; ++r) {
-          auto start = std::chrono::steady_clock::now();
-          for (int s = 0; s < options->steps; ++s) {
-            network.train_step(input.data(), labels.data(), int(batch_size));
-            for (int k = 0; k < network.train_kernel_count(); ++k)
-              training[size_t(k)].seconds = std::min(training[size_t(k)].seconds, network.train_kernel_seconds(k));
-          }
-          step_best = std::min(step_best, seconds_since(start) / options->steps);
-        }
-        for (int k = 0; k < network.train_kernel_count(); ++k) {
-          training[size_t(k)].name = network.train_kernel_name(k);
-          training[size_t(k)].flops = package.kernel_flops(training[size_t(k)].name) * batch_size;
-        }
+        double step_best = time_calls(
+            repetitions, options->steps, [&] { network.train_step(input.data(), labels.data(), int(batch_size)); },
+            network.train_kernel_count(), [&](int k) { return network.train_kernel_seconds(k); },
+            [&](int k) { return network.train_kernel_name(k); }, package, batch_size, training);
         double in_kernels = 0;
         for (const KernelTime& kernel : training) in_kernels += kernel.seconds;
         training.push_back({"(optimizer update and the rest)", std::max(0.0, step_best - in_kernels), 0});
