@@ -37,6 +37,15 @@ class GzFile {
     }
     return total;
   }
+  // The first 4 bytes must be `expected`: an IDX file of unsigned bytes of `kind` ("image",
+  // "label") in `layout` (said in the error).
+  void expect_magic(uint32_t expected, const char* kind, const char* layout) {
+    uint32_t magic = read_u32("magic number");
+    if (magic != expected)
+      throw UserError(SourceLoc{path_, 0, 0}, fmt::format("not an IDX {} file: magic number 0x{:08x}, expected 0x{:08x} ({})",
+                                                          kind, magic, expected, layout));
+  }
+
   uint32_t read_u32(const char* what) {
     unsigned char bytes[4];
     if (read(bytes, 4) != 4)
@@ -63,11 +72,7 @@ bool is_idx_file(const std::string& path) {
 ImageSet read_idx_images(const std::string& path, int64_t limit) {
   SourceLoc where{path, 0, 0};
   GzFile file(path);
-  uint32_t magic = file.read_u32("magic number");
-  if (magic != 0x00000803)
-    throw UserError(where, fmt::format("not an IDX image file: magic number 0x{:08x}, expected 0x00000803 "
-                                       "(unsigned bytes, 3 dimensions)",
-                                       magic));
+  file.expect_magic(0x00000803, "image", "unsigned bytes, 3 dimensions");
   ImageSet images;
   images.count = file.read_u32("image count");
   images.height = file.read_u32("row count");
@@ -91,11 +96,7 @@ ImageSet read_idx_images(const std::string& path, int64_t limit) {
 std::vector<uint8_t> read_idx_labels(const std::string& path, int64_t limit) {
   SourceLoc where{path, 0, 0};
   GzFile file(path);
-  uint32_t magic = file.read_u32("magic number");
-  if (magic != 0x00000801)
-    throw UserError(where, fmt::format("not an IDX label file: magic number 0x{:08x}, expected 0x00000801 "
-                                       "(unsigned bytes, 1 dimension)",
-                                       magic));
+  file.expect_magic(0x00000801, "label", "unsigned bytes, 1 dimension");
   int64_t announced = file.read_u32("label count");
   int64_t count = limit >= 0 ? std::min(announced, limit) : announced;
   if (count > (int64_t(1) << 32)) throw UserError(where, "implausible label count");
