@@ -129,14 +129,19 @@ static void *par_worker(void *argument) {
   }
 }
 
+/* Called with par.busy held, by every parallel loop: the default is worked out once (it reads
+ * the environment and asks the kernel for the CPU affinity). */
 static int par_wanted_threads(void) {
+  static int default_threads;
   if (par.threads > 0) return par.threads;
+  if (default_threads > 0) return default_threads;
   const char *text = getenv("HL_NUM_THREADS");
   int threads = text ? atoi(text) : 0;
   cpu_set_t allowed; /* the cores this process may run on (taskset, containers) */
   if (threads <= 0 && sched_getaffinity(0, sizeof allowed, &allowed) == 0) threads = CPU_COUNT(&allowed);
   if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return threads < 1 ? 1 : threads > PAR_MAX_WORKERS + 1 ? PAR_MAX_WORKERS + 1 : threads;
+  default_threads = threads < 1 ? 1 : threads > PAR_MAX_WORKERS + 1 ? PAR_MAX_WORKERS + 1 : threads;
+  return default_threads;
 }
 
 static int par_serial(void *user_context, halide_task_t task, int min, int extent, uint8_t *closure) {
