@@ -710,19 +710,11 @@ class BackwardBuilder {
     input_sum(i, n) += transposed(i, r) * dpre(r, n);
     input_grad = Func("input_gradient");
     input_grad(i, n) = input_sum(i, n);
-    if (!hand_) return;
+    if (!hand_) return;  // (an autoscheduler's; the CPU hand schedule returned above)
     transposed.compute_root();
-    int in_block = std::min(features, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
-    if (sched_.gpu) {
-      input_grad.compute_root().gpu_tile(i, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(64, features), 1,
-                                         TailStrategy::GuardWithIf);
-      input_sum.compute_at(input_grad, Var("t0"));
-      return;
-    }
-    Var io("io"), ii("ii");
-    input_grad.compute_root().split(i, io, ii, in_block).reorder(ii, io, n).vectorize(ii, in_vec).unroll(ii).parallel(n);
-    input_sum.compute_at(input_grad, io).vectorize(i, in_vec).unroll(i);
-    input_sum.update().reorder(i, r, n).vectorize(i, in_vec).unroll(i);
+    input_grad.compute_root().gpu_tile(i, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(64, features), 1,
+                                       TailStrategy::GuardWithIf);
+    input_sum.compute_at(input_grad, Var("t0"));
   }
 
   // batchnorm in training mode (batch statistics, recomputed from the input): with xhat the
