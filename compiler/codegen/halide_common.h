@@ -67,6 +67,28 @@ inline int pick_tile(int extent, int preferred, int vectors, int registers) {
   return best;
 }
 
+// Channels (or units) per register tile: `vectors` whole vectors where there are that many
+// channels, else one whole vector, else all the channels (fewer than a vector). A tile is thus
+// always a multiple of its vector width, so the stages computed per tile vectorize exactly; the
+// last tile of a row of channels that is not a multiple of it overlaps the one before
+// (ShiftInwards), which only pure definitions may do.
+inline int channel_block(const ScheduleParams& params, int channels, int vectors) {
+  int most = std::max(1, vectors) * params.vector;
+  if (channels >= most) return most;
+  if (channels >= params.vector) return channels / params.vector * params.vector;
+  return channels;
+}
+
+// Vectorizes an update stage (a reduction step) along a dimension of `extent` values by `lanes`:
+// where the extent is not a multiple of the lanes, the last vector is guarded instead of rounded
+// up, since a rounded-up update reads its inputs past their ends, and an update must not be
+// applied twice to the same values (ShiftInwards is illegal there).
+template <typename V>
+Stage vectorize_update(Stage stage, V var, int lanes, int extent) {
+  if (extent % lanes == 0) return stage.vectorize(var, lanes);
+  return stage.vectorize(var, lanes, TailStrategy::GuardWithIf);
+}
+
 // The target's defaults with a kernel's tuned knobs applied.
 inline ScheduleParams schedule_params(const Target& target, const ScheduleKnobs& knobs) {
   ScheduleParams params = schedule_params(target);

@@ -111,7 +111,9 @@ class BackwardBuilder {
         continue;
       }
       result(at) = sum;
-      if (hand_) schedule_elementwise(result, vars, shape);
+      // Accumulating, the output is the `previous` buffer itself (updated in place): a value
+      // computed twice, as an overlapping last vector would, would be added twice.
+      if (hand_) schedule_elementwise(result, vars, shape, kernel_.accumulate[i]);
       build_.output(result, halide_extents(shape), true);
     }
     for (const ParamSpec& spec : node_.params)
@@ -338,7 +340,8 @@ class BackwardBuilder {
       param_grads.emplace_back("bias", bias_grad);
       if (hand_ && !sched_.gpu) {
         bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, std::min(out_channels, sched_.vector));
-        bias_sum.update().reorder(c, windows.x, windows.y, windows.z).vectorize(c, std::min(out_channels, sched_.vector));
+        vectorize_update(bias_sum.update().reorder(c, windows.x, windows.y, windows.z), c,
+                         std::min(out_channels, sched_.vector), out_channels);
       }
     }
 
@@ -419,13 +422,13 @@ class BackwardBuilder {
     Stage add = partial.update();
     add.reorder(ci, kx, ky, co, images, k);
     if (split_channels) add.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-    else add.vectorize(ci, vec);
+    else vectorize_update(add, ci, vec, in_channels);
     add.unroll(kx).unroll(ky).parallel(k);
     per_image.compute_at(partial, co).vectorize(ci, vec).unroll(kx).unroll(ky);
     Stage sum = per_image.update();
     sum.reorder(ci, kx, ky, window_rvars_[0], window_rvars_[1]);
     if (split_channels) sum.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-    else sum.vectorize(ci, vec);
+    else vectorize_update(sum, ci, vec, in_channels);
     sum.unroll(kx).unroll(ky);
     kernel_grad.vectorize(co, std::min(sched_.vector, out_channels));
     if (kernel_.input_grad[0]) {
@@ -435,7 +438,7 @@ class BackwardBuilder {
       input_grad.compute_root().vectorize(ci, vec).parallel(n);
       Stage scatter = input_grad.update();
       if (split_channels) scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-      else scatter.vectorize(ci, vec);
+      else vectorize_update(scatter, ci, vec, in_channels);
       if (kw * kh <= 25) scatter.unroll(scatter_taps_[0]).unroll(scatter_taps_[1]);
       scatter.parallel(n);
       direct_input_grad_ = true;
@@ -467,7 +470,7 @@ class BackwardBuilder {
 
     Func source = conv_source(input, width, height, same);
 
-    int block = std::min(out_channels, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
+    int block = channel_block(sched_, out_channels, sched_.channel_vectors), vec = std::min(block, sched_.vector);
     if (node_.attrs.get_bool("use_bias")) {
       bool windows = window_grad_.defined();
       RDom pixels(0, windows ? window_extent_[0] : out_width, 0, windows ? window_extent_[1] : out_height, 0, batch_, "pixels");
@@ -478,7 +481,7 @@ class BackwardBuilder {
       if (!hand_) {
       } else if (!sched_.gpu) {
         bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, vec);
-        bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z).vectorize(c, vec);
+        vectorize_update(bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z), c, vec, out_channels);
       } else {
         bias_grad.gpu_tile(c, Var("b"), Var("t"), std::min(32, out_channels), TailStrategy::GuardWithIf);
         bias_sum.compute_at(bias_grad, Var("t"));
@@ -519,7 +522,7 @@ class BackwardBuilder {
       kernel_partial.compute_root();
       if (small) {
         int vectors = std::max(1, std::min(sched_.channel_vectors, accumulators / std::max(1, taps)));
-        int small_block = std::min(out_channels, vectors * sched_.vector), small_vec = std::min(small_block, sched_.vector);
+        int small_block = channel_block(sched_, out_channels, vectors), small_vec = std::min(small_block, sched_.vector);
         kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
             .fuse(coo, k, t1).parallel(t1);
         kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
@@ -577,7 +580,7 @@ class BackwardBuilder {
                                            TailStrategy::GuardWithIf);
         return;
       }
-      int in_block = std::min(in_channels, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
+      int in_block = channel_block(sched_, in_channels, sched_.channel_vectors), in_vec = std::min(in_block, sched_.vector);
       int tile = pick_tile(out_width, sched_.pixel_tile, (in_block + sched_.vector - 1) / sched_.vector, sched_.registers);
       Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
       // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
@@ -620,7 +623,7 @@ class BackwardBuilder {
       return;
     }
     padded.compute_root().vectorize(c, std::min(sched_.vector, out_channels)).parallel(n);
-    int in_block = std::min(in_channels, sched_.channel_vectors * sched_.vector), in_vec = std::min(in_block, sched_.vector);
+    int in_block = channel_block(sched_, in_channels, sched_.channel_vectors), in_vec = std::min(in_block, sched_.vector);
     int tile = pick_tile(width, sched_.pixel_tile, (in_block + sched_.vector - 1) / sched_.vector, sched_.registers);
     Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
     input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
@@ -639,7 +642,7 @@ class BackwardBuilder {
     dpre(u, n) = pre(u, n);
     compute_root(dpre, {u, n}, node_.shape);
     RDom examples(0, batch_, "examples");
-    int block = std::min(units, sched_.channel_vectors * sched_.vector), vec = std::min(block, sched_.vector);
+    int block = channel_block(sched_, units, sched_.channel_vectors), vec = std::min(block, sched_.vector);
     if (node_.attrs.get_bool("use_bias")) {
       Func bias_sum("bias_sum"), bias_grad("bias_gradient");
       bias_sum(u) = 0.0f;
@@ -651,7 +654,7 @@ class BackwardBuilder {
         bias_sum.compute_at(bias_grad, Var("t"));
       } else {
         bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(u, vec);
-        bias_sum.update().vectorize(u, vec);
+        vectorize_update(bias_sum.update(), u, vec, units);
       }
       param_grads.emplace_back("bias", bias_grad);
     }
@@ -798,14 +801,15 @@ class BackwardBuilder {
     }
   }
 
-  void schedule_elementwise(Func f, const std::vector<Var>& vars, const Shape& shape) {
+  void schedule_elementwise(Func f, const std::vector<Var>& vars, const Shape& shape, bool in_place = false) {
     if (sched_.gpu) {
       Var block("block"), thread("thread");
       f.gpu_tile(vars[0], block, thread, std::min<int>(64, int(shape.back())), TailStrategy::GuardWithIf);
       f.gpu_blocks(vars.back());
       return;
     }
-    if (shape.back() >= sched_.vector) f.vectorize(vars[0], sched_.vector);
+    if (shape.back() >= sched_.vector)
+      f.vectorize(vars[0], sched_.vector, in_place ? TailStrategy::GuardWithIf : TailStrategy::Auto);
     if (!worth_parallel(shape)) {
     } else if (vars.size() >= 3) {
       Var both("outer");
