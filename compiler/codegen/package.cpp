@@ -122,6 +122,9 @@ struct Plan {
   bool logits_saved = false;
 };
 
+// Parameter tensors start at multiples of this many floats (128 bytes) in the parameter block.
+constexpr int64_t kParamAlignFloats = 32;
+
 Plan make_plan(const Graph& graph, const std::vector<KernelInfo>& kernels, bool gpu) {
   Plan plan{graph, kernels, graph.name, gpu, {}, {}, {}, 0, "", {}, {}, {}, -1, false};
   for (const Node& node : graph.nodes) {
@@ -131,6 +134,10 @@ Plan make_plan(const Graph& graph, const std::vector<KernelInfo>& kernels, bool 
     plan.train_storage_of.push_back(node.op == "flatten" ? plan.train_storage_of[node.inputs[0]] : node.id);
     plan.has_saved.push_back(node_keeps_saved(node, node.id == graph.output));
     for (size_t p = 0; p < node.params.size(); ++p) {
+      // Every tensor starts on a 128-byte boundary of the block (zeros between tensors). The
+      // parameter gradients share the layout, and Halide 14 stores some kernel outputs with
+      // aligned vector instructions (batchnorm's beta gradient at an odd offset faulted).
+      plan.param_floats = (plan.param_floats + kParamAlignFloats - 1) / kParamAlignFloats * kParamAlignFloats;
       plan.params.emplace_back(node.id, int(p));
       plan.param_offsets.push_back(plan.param_floats);
       plan.param_floats += shape_elements(node.params[p].shape);

@@ -34,8 +34,11 @@ int main(int argc, char **argv) {
   long param_floats = file_floats(argv[1], &params);
   long input_floats = file_floats(argv[2], &input);
   API(_model) *model = API(_create)();
-  long expected = 0;
-  for (int i = 0; i < API(_param_count)(); ++i) expected += (long)API(_param_elements)(i);
+  /* The parameter block: every tensor, each starting on a 128-byte boundary. */
+  int last = API(_param_count)() - 1;
+  long expected = last < 0 ? 0
+                           : (long)(API(_param_data)(model, last) - API(_param_data)(model, 0)) +
+                                 (long)API(_param_elements)(last);
   if (param_floats != expected || input_floats < 0) {
     fprintf(stderr, "bad input files (%ld params, expected %ld)\n", param_floats, expected);
     return 1;
