@@ -9,6 +9,9 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -53,10 +56,26 @@ const std::vector<std::string>& known_target_names() {
   return names;
 }
 
+// Halide 14 takes any CPU with AVX-512 BF16 and VNNI for a Sapphire Rapids, whose LLVM CPU
+// also has AVX-VNNI (VEX-encoded dot products). AMD Zen 4 has the first two but not AVX-VNNI:
+// kernels compiled for it died with SIGILL on `{vex} vpdpwssd`. Keep the feature only where
+// CPUID reports AVX-VNNI (leaf 7, subleaf 1, EAX bit 4).
+Target checked_host_target() {
+  Target host = get_host_target();
+#if defined(__x86_64__)
+  if (host.has_feature(Target::AVX512_SapphireRapids)) {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    bool avx_vnni = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4));
+    if (!avx_vnni) host = host.without_feature(Target::AVX512_SapphireRapids);
+  }
+#endif
+  return host;
+}
+
 TargetInfo resolve_target(const std::string& name) {
   TargetInfo info;
   info.name = name;
-  std::string host = get_host_target().without_feature(Target::JIT).to_string();
+  std::string host = checked_host_target().without_feature(Target::JIT).to_string();
   std::string halide;
   if (name == "host") halide = host;
   else if (name == "x86-64-linux-avx2") halide = "x86-64-linux-avx-avx2-f16c-fma-sse41";
@@ -92,7 +111,7 @@ TargetInfo resolve_target(const std::string& name) {
     throw UserError(SourceLoc{"--target", 0, 0}, fmt::format("target '{}': the only GPU API supported is CUDA", name));
   info.halide = target.to_string();
   info.c_compiler = info.arch == "arm-64" ? "aarch64-linux-gnu-gcc" : "cc";
-  Target here = get_host_target();
+  Target here = checked_host_target();
   info.runs_here = info.arch == "x86-64" && here.arch == Target::X86 && !info.gpu;
   for (Target::Feature feature : {Target::AVX, Target::AVX2, Target::FMA, Target::F16C, Target::SSE41, Target::AVX512,
                                   Target::AVX512_Skylake})
@@ -184,9 +203,27 @@ class KernelBuilder {
     Func value("value");
     value(c, x, y, n) = acc(c, x, y, n);
     const Node::FusedOp* pooling = nullptr;
+    Func logits, softmax_max, softmax_exp, softmax_sum;  // a softmax over the channels
     for (const Node::FusedOp& fused : node_.fused) {
       if (fused.op == "maxpool2d" || fused.op == "avgpool2d") {
         pooling = &fused;
+        continue;
+      }
+      if (fused.op == "softmax") {
+        // Over the channels of each pixel (`activation: softmax`; nothing is fused after it):
+        // the convolution goes to `logits` with its register tiles, then one pass per pixel.
+        logits = Func("logits");
+        logits(c, x, y, n) = value(c, x, y, n);
+        RDom k(0, out_channels, "k");
+        softmax_max = Func("softmax_max");
+        softmax_exp = Func("softmax_exp");
+        softmax_sum = Func("softmax_sum");
+        softmax_max(x, y, n) = maximum(logits(k, x, y, n));
+        softmax_exp(c, x, y, n) = exp(logits(c, x, y, n) - softmax_max(x, y, n));
+        softmax_sum(x, y, n) = Halide::sum(softmax_exp(k, x, y, n));
+        Func softmax("softmax");
+        softmax(c, x, y, n) = softmax_exp(c, x, y, n) / softmax_sum(x, y, n);
+        value = softmax;
         continue;
       }
       Func activated(fused.op);
@@ -252,6 +289,15 @@ class KernelBuilder {
         kernel_schedule_ = "gpu training: one thread per activation, then one per pooled value";
         return output;
       }
+      if (logits.defined()) {
+        logits.compute_root().gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, out_width),
+                                       TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+        acc.compute_at(logits, ci);
+        Var pyn("pyn");
+        output.gpu_tile(x, y, xo, yn, xi, pyn, std::min(8, out_width), 1, TailStrategy::GuardWithIf);
+        kernel_schedule_ = "gpu: threads over 32 channels x 8 pixels, then a softmax thread per pixel";
+        return output;
+      }
       output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(node_.shape[1])),
                       TailStrategy::GuardWithIf)
           .fuse(y, n, yn)
@@ -293,6 +339,16 @@ class KernelBuilder {
       int tile = register_tiles(saved_);
       output.vectorize(c, vec).parallel(n);
       kernel_schedule_ = fmt::format("cpu training: register tile {} channels x {} pixels, then pooling", block, tile);
+      return output;
+    }
+    if (logits.defined()) {
+      // The convolution with its register tiles into `logits`, then the softmax pixel by pixel.
+      logits.compute_root();
+      int tile = register_tiles(logits);
+      output.vectorize(c, vec).parallel(n);
+      for (Func f : {softmax_max, softmax_exp, softmax_sum}) f.compute_at(output, x);
+      softmax_exp.vectorize(c, vec);
+      kernel_schedule_ = fmt::format("cpu: register tile {} channels x {} pixels, then the softmax per pixel", block, tile);
       return output;
     }
     if (!pooling) {
@@ -525,13 +581,8 @@ class KernelBuilder {
     kernel_schedule_ = fmt::format("cpu: vectorized by {}, parallel over the outer dims", sched_.vector);
   }
 
-  // Output channels per register tile: 2 vectors where there are that many, else what there is.
-  int channel_block(int channels) const {
-    int two = sched_.channel_vectors * sched_.vector;
-    if (channels >= two) return two;
-    if (channels >= sched_.vector) return sched_.vector;
-    return channels;
-  }
+  // Output channels per register tile (halide_common.h): whole vectors only.
+  int channel_block(int channels) const { return cnnc::channel_block(sched_, channels, sched_.channel_vectors); }
 
   std::string kernel_schedule_;
   const Graph& graph_;
