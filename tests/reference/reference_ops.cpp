@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <stdexcept>
 
 namespace cnnc::reference {
 
@@ -30,7 +32,7 @@ int same_pad_before(int64_t in, int64_t out, int64_t window, int64_t stride) {
   return int(std::max<int64_t>((out - 1) * stride + window - in, 0) / 2);
 }
 
-Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, const float* kernel, const float* bias) {
+Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, const double* kernel, const double* bias) {
   auto [kh, kw] = attrs.get_pair("kernel");
   auto [sh, sw] = attrs.get_pair("stride");
   bool same = attrs.get_string("padding") == "same";
@@ -82,7 +84,7 @@ Tensor pool2d(const std::string& op, const Tensor& in, const Attrs& attrs, const
   return out;
 }
 
-Tensor dense(const Tensor& in, int64_t units, const float* kernel, const float* bias) {
+Tensor dense(const Tensor& in, int64_t units, const double* kernel, const double* bias) {
   int64_t features = in.per_example();
   Tensor out{in.batch, {units}, std::vector<double>(size_t(in.batch * units))};
   for (int n = 0; n < in.batch; ++n)
@@ -114,16 +116,24 @@ void activate(const std::string& op, Tensor& t) {
   }
 }
 
-}  // namespace
+// The dropout keep mask, as the package draws it (codegen/halide_common.h, dropout_keep): a
+// hash of the flat NHWC index of the value in the batch, the step and the seed.
+bool dropout_keeps(int64_t index, uint32_t seed, int64_t step, double rate) {
+  uint32_t h = uint32_t(int32_t(index)) * 0x9E3779B1u;
+  h ^= uint32_t(int32_t(step)) * 0x85EBCA77u;
+  h ^= seed * 0xC2B2AE3Du;
+  h ^= h >> 16;
+  h *= 0x7FEB352Du;
+  h ^= h >> 15;
+  h *= 0x846CA68Bu;
+  h ^= h >> 16;
+  return float(h >> 8) * (1.0f / 16777216.0f) >= float(rate);
+}
 
-std::vector<double> run_node(const Graph& graph, const Node& node, const std::vector<const float*>& inputs,
-                             const std::map<std::string, const float*>& params, int batch) {
-  std::vector<Tensor> in;
-  for (size_t i = 0; i < inputs.size(); ++i) in.push_back(from_floats(inputs[i], graph.nodes[node.inputs[i]].shape, batch));
-  auto param = [&](const std::string& name) -> const float* {
-    auto it = params.find(name);
-    return it == params.end() ? nullptr : it->second;
-  };
+using ParamLookup = std::function<const double*(const std::string&)>;
+
+Tensor compute_node(const Node& node, const std::vector<Tensor>& in, const ParamLookup& param, int batch,
+                    const Training* training) {
   Tensor out;
   const std::string& op = node.op;
   if (op == "conv2d") {
@@ -143,11 +153,22 @@ std::vector<double> run_node(const Graph& graph, const Node& node, const std::ve
     out = in[0];
     int64_t channels = out.shape.back();
     double epsilon = node.attrs.get_float("epsilon");
+    std::vector<double> mean(param("moving_mean"), param("moving_mean") + channels);
+    std::vector<double> variance(param("moving_variance"), param("moving_variance") + channels);
+    if (training) {  // the batch's statistics: mean and biased variance per channel
+      std::vector<double> sum(size_t(channels), 0.0), squares(size_t(channels), 0.0);
+      double count = double(out.data.size() / size_t(channels));
+      for (size_t k = 0; k < out.data.size(); ++k) sum[k % size_t(channels)] += out.data[k];
+      for (int64_t c = 0; c < channels; ++c) mean[size_t(c)] = sum[size_t(c)] / count;
+      for (size_t k = 0; k < out.data.size(); ++k) {
+        double centered = out.data[k] - mean[k % size_t(channels)];
+        squares[k % size_t(channels)] += centered * centered;
+      }
+      for (int64_t c = 0; c < channels; ++c) variance[size_t(c)] = squares[size_t(c)] / count;
+    }
     for (size_t k = 0; k < out.data.size(); ++k) {
-      int64_t c = int64_t(k) % channels;
-      out.data[k] = (out.data[k] - param("moving_mean")[c]) / std::sqrt(double(param("moving_variance")[c]) + epsilon) *
-                        param("gamma")[c] +
-                    param("beta")[c];
+      size_t c = k % size_t(channels);
+      out.data[k] = (out.data[k] - mean[c]) / std::sqrt(variance[c] + epsilon) * param("gamma")[c] + param("beta")[c];
     }
   } else if (op == "concat") {
     // Join along the Keras axis: view each example as [outer, axis, inner] blocks.
@@ -164,14 +185,66 @@ std::vector<double> run_node(const Graph& graph, const Node& node, const std::ve
           const double* from = &t.data[size_t(n * t.per_example() + o * block)];
           out.data.insert(out.data.end(), from, from + block);
         }
+  } else if (op == "dropout" && training) {
+    out = in[0];
+    double rate = node.attrs.get_float("rate");
+    double scale = double(float(1.0 / (1.0 - rate)));
+    for (size_t k = 0; k < out.data.size(); ++k)
+      out.data[k] = dropout_keeps(int64_t(k), training->seed, training->step, rate) ? out.data[k] * scale : 0.0;
+  } else if (op == "flatten" || op == "dropout") {
+    out = in[0];  // the values unchanged
   } else {
-    out = in[0];  // flatten, dropout at inference: the values unchanged
+    throw std::logic_error("the reference has no op '" + op + "'");
   }
+  out.shape = node.unfused_shape.empty() ? node.shape : node.unfused_shape;
   for (const Node::FusedOp& fused : node.fused) {
     if (fused.op == "maxpool2d" || fused.op == "avgpool2d") out = pool2d(fused.op, out, fused.attrs, node.shape);
     else activate(fused.op, out);
   }
-  return out.data;
+  out.shape = node.shape;
+  return out;
+}
+
+}  // namespace
+
+std::vector<double> run_node(const Graph& graph, const Node& node, const std::vector<const float*>& inputs,
+                             const std::map<std::string, const float*>& params, int batch) {
+  std::vector<Tensor> in;
+  for (size_t i = 0; i < inputs.size(); ++i) in.push_back(from_floats(inputs[i], graph.nodes[node.inputs[i]].shape, batch));
+  std::map<std::string, std::vector<double>> converted;
+  for (const ParamSpec& spec : node.params) {
+    auto it = params.find(spec.name);
+    if (it != params.end()) converted[spec.name].assign(it->second, it->second + shape_elements(spec.shape));
+  }
+  ParamLookup param = [&](const std::string& name) -> const double* {
+    auto it = converted.find(name);
+    return it == converted.end() ? nullptr : it->second.data();
+  };
+  return compute_node(node, in, param, batch, nullptr).data;
+}
+
+std::vector<double> training_forward(const Graph& graph, const std::map<std::string, std::vector<double>>& params,
+                                     const float* input, int batch, const Training& training) {
+  std::vector<Tensor> values(graph.nodes.size());
+  values[0] = from_floats(input, graph.nodes[0].shape, batch);
+  for (const Node& node : graph.nodes) {
+    if (node.id == 0) continue;
+    std::vector<Tensor> in;
+    for (int from : node.inputs) in.push_back(values[size_t(from)]);
+    ParamLookup param = [&](const std::string& name) -> const double* {
+      auto it = params.find(node.name + "." + name);
+      return it == params.end() ? nullptr : it->second.data();
+    };
+    values[size_t(node.id)] = compute_node(node, in, param, batch, &training);
+  }
+  return values[size_t(graph.output)].data;
+}
+
+double cross_entropy(const std::vector<double>& probabilities, const std::vector<int32_t>& labels) {
+  size_t classes = probabilities.size() / labels.size();
+  double total = 0;
+  for (size_t n = 0; n < labels.size(); ++n) total -= std::log(probabilities[n * classes + size_t(labels[n])]);
+  return total / double(labels.size());
 }
 
 }  // namespace cnnc::reference
