@@ -197,3 +197,23 @@ TEST_CASE("tuning: a killed cnnc tune leaves no candidate running and resumes", 
     CHECK(n == 1);
   }
 }
+
+// A candidate may take at most half the budget: one that hangs is rejected, not stopped by the
+// budget's end run after run (the default --candidate-timeout, 120 s, is far longer than this budget).
+TEST_CASE("tuning: a hanging candidate is rejected even when the budget is shorter than its time limit", "[tuning]") {
+  Scratch scratch("tune-short");
+  Subject subject;
+  fs::path log = scratch.path / "tune.log";
+  int status = std::system(("CNNC_CACHE=" + scratch.path.string() + " CNNC_TUNE_TEST_FAULT=hang@2@" +
+                            subject.kernel.function + " " + CNNC_EXECUTABLE + " tune " +
+                            test::source_path("tests/models/ops_dense.yaml") + kTuneFlags + "--budget 5 > " +
+                            log.string() + " 2>&1")
+                               .c_str());
+  INFO(read_text(log));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  bool rejected = false;
+  for (const Measurement& m : subject.measurements(TuningDb::default_path(scratch.path.string())))
+    if (m.candidate == subject.candidate(2)) rejected = !m.valid && m.note.find("timed out") != std::string::npos;
+  CHECK(rejected);
+}

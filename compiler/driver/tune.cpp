@@ -89,8 +89,8 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
                    "Halide autoschedulers to try as candidates (Mullapudi2016, Li2018, Adams2019; 'none' for none)")
       ->capture_default_str()->delimiter(',');
   tune->add_option("--candidate-timeout", options->candidate_timeout,
-                   "Seconds one candidate may take (compiling, autoscheduling and timing it; it runs in a child "
-                   "process) before it is killed and rejected as timed out")
+                   "Seconds one candidate may take (compiling, autoscheduling and timing it, in a child process; at "
+                   "most half the budget) before it is killed and rejected as timed out")
       ->capture_default_str()->check(CLI::Range(0.1, 1e6));
   tune->add_option("--json", options->json, "Write per-kernel results (for bench/plot_kernels.py) to this file");
   tune->callback([options, &action] {
@@ -139,9 +139,11 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
                 << std::flush;
       std::signal(SIGINT, on_interrupt);
       auto stop = [] { return interrupted != 0; };
-      // A candidate may take what is left of the budget, at most --candidate-timeout. Stopped by
-      // the budget (not its own limit), it is not rejected: the next run measures it.
-      auto time_limit = [&] { return std::min(options->candidate_timeout, options->budget - elapsed()); };
+      // A candidate may take --candidate-timeout, at most half the budget, and no more than what is
+      // left of the budget. Stopped by the budget (not its own limit), it is not rejected: the
+      // next run measures it, early enough (after its kernel's default) to have its whole limit.
+      double candidate_cap = std::min(options->candidate_timeout, options->budget / 2);
+      auto time_limit = [&] { return std::min(candidate_cap, options->budget - elapsed()); };
       int rejected_total = 0, measured_total = 0;
       std::vector<std::string> rejected_rows;  // kernel, candidate, reason: the final table
       nlohmann::json report = {{"model", graph.name}, {"target", target.halide}, {"batch_size", batch}};
@@ -176,7 +178,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
           double limit = time_limit();
           ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options->repetitions, kCheckBatches, limit,
                                                    stop, test_fault_for(kernel.function, 1));
-          if (child.interrupted || (child.timed_out && limit < options->candidate_timeout)) {
+          if (child.interrupted || (child.timed_out && limit < candidate_cap)) {
             complete = false;
             break;
           }
@@ -204,7 +206,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
           double limit = time_limit();
           ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options->repetitions, kCheckBatches, limit,
                                                    stop, test_fault_for(kernel.function, index));
-          if (child.interrupted || (child.timed_out && limit < options->candidate_timeout)) {
+          if (child.interrupted || (child.timed_out && limit < candidate_cap)) {
             // Not the candidate's fault: nothing recorded, the next run measures it.
             complete = false;
             break;
