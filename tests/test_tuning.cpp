@@ -145,7 +145,8 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
   REQUIRE(run(tune + "--budget 3 > /dev/null 2>&1") == 0);
   CHECK(count() > after_first);
 
-  // cnnc build applies the database's best schedule and records where it came from.
+  // cnnc build applies the database's best schedule and records where it came from; a rejected
+  // candidate, however fast it was (a schedule that skips work is), is never chosen.
   KernelInfo dense;
   for (const KernelInfo& kernel : plan_kernels(graph))
     if (graph.nodes[kernel.node].op == "dense") dense = kernel;
@@ -153,6 +154,10 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
     TuningDb db(db_path);
     db.record(Measurement{kernel_signature(graph, dense), target.halide, halide_version(), "channel_vectors=1 pixel_tile=2",
                           "tuned", 1e-9, true, ""});
+    db.record(Measurement{kernel_signature(graph, dense), target.halide, halide_version(), "channel_vectors=2 pixel_tile=3",
+                          "tuned", 1e-12, false, "output 0 differs from the default schedule's"});
+    db.record(Measurement{kernel_signature(graph, dense), target.halide, halide_version(), "autoscheduler=Li2018",
+                          "autoscheduler", 0, false, "crashed: killed by SIGILL (Illegal instruction)"});
   }
   fs::path out = cache / "package";
   REQUIRE(run(environment + CNNC_EXECUTABLE + " build -q " + model + " -o " + out.string()) == 0);

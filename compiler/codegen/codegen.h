@@ -75,12 +75,24 @@ struct KernelTiming {
   double seconds = 0;                      // best of the repetitions
   std::vector<std::vector<float>> outputs; // every output's values (for checking candidates)
 };
+// Test-only: a fault time_kernel commits on purpose right after the kernel's first run, as a
+// broken schedule would (cnnc tune's CNNC_TUNE_TEST_FAULT; see child_timing.h). Abort raises
+// SIGABRT, Segv touches an unmapped page, Hang never returns, OutOfBounds writes one value just
+// past the end of the first output. Never set outside tests.
+enum class InjectedFault { None, Abort, Segv, Hang, OutOfBounds };
+
 // Compiles `kernel` with its knobs for `target` (which must run here) with the JIT and times it
 // at `batch` examples, best of `repetitions` after a warm-up. Inputs are seeded random data.
 // Then runs it once at each of `check_batches` (outputs appended after the timed run's): a
-// schedule that fails at any of them is not ok.
+// schedule that fails at any of them is not ok. Every output buffer lies between two guard zones
+// filled with a canary pattern, checked after every run: a schedule that writes outside its
+// output is not ok ("wrote outside its output").
+//
+// This runs generated code in the calling process: a schedule that traps, crashes or loops ends
+// or stops it. cnnc tune calls it only in a child process (time_kernel_in_child, child_timing.h).
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
-                         int repetitions, const std::vector<int>& check_batches = {});
+                         int repetitions, const std::vector<int>& check_batches = {},
+                         InjectedFault fault = InjectedFault::None);
 
 // Whether a node keeps a tensor from its training forward pass for backward: with a
 // fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.

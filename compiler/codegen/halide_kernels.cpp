@@ -8,6 +8,7 @@
 #include <Halide.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -16,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <iostream>
 #include <optional>
 #include <cmath>
@@ -765,8 +767,70 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
   }
 }
 
+namespace {
+
+// An output buffer with a guard zone on each side, filled with a canary pattern that a kernel
+// writing only inside its output never changes.
+class GuardedOutput {
+ public:
+  GuardedOutput(Type type, const std::vector<int>& extents, int batched_dims) {
+    size_t elements = 1, per_example = 1;
+    for (size_t d = 0; d < extents.size(); ++d) {
+      elements *= size_t(extents[d]);
+      if (int(d) < int(extents.size()) - batched_dims) per_example *= size_t(extents[d]);
+    }
+    // At least one example's worth: a schedule that splits the batch overshoots by examples.
+    guard_bytes_ = std::max<size_t>(16384, per_example * type.bytes());
+    guard_bytes_ = (guard_bytes_ + 63) / 64 * 64;
+    data_bytes_ = elements * type.bytes();
+    storage_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (2 * guard_bytes_ + data_bytes_ + 63) / 64 * 64)));
+    if (!storage_) throw std::bad_alloc();
+    fill(0, guard_bytes_);
+    fill(guard_bytes_ + data_bytes_, guard_bytes_);
+    buffer_ = Buffer<>(type, storage_.get() + guard_bytes_, extents);
+  }
+  Buffer<>& buffer() { return buffer_; }
+  // "" if both guard zones are intact, else where the kernel wrote.
+  std::string check() const {
+    if (!intact(0, guard_bytes_)) return "before";
+    if (!intact(guard_bytes_ + data_bytes_, guard_bytes_)) return "past the end of";
+    return "";
+  }
+  // Test-only (InjectedFault::OutOfBounds): what a schedule overshooting its output by one value does.
+  void write_past_end() { storage_.get()[guard_bytes_ + data_bytes_] ^= 0xff; }
+
+ private:
+  static uint8_t canary(size_t i) { return uint8_t(0x5a ^ (i * 167) ^ (i >> 8)); }
+  void fill(size_t start, size_t size) {
+    for (size_t i = start; i < start + size; ++i) storage_.get()[i] = canary(i);
+  }
+  bool intact(size_t start, size_t size) const {
+    for (size_t i = start; i < start + size; ++i)
+      if (storage_.get()[i] != canary(i)) return false;
+    return true;
+  }
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> storage_;
+  size_t guard_bytes_ = 0, data_bytes_ = 0;
+  Buffer<> buffer_;
+};
+
+[[noreturn]] void commit_fault(InjectedFault fault) {
+  std::fflush(nullptr);
+  if (fault == InjectedFault::Abort) std::abort();
+  if (fault == InjectedFault::Segv) {
+    void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<volatile int*>(page) = 1;  // SIGSEGV: the page may not be touched
+  }
+  for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // Hang (and Segv, should it survive)
+}
+
+}  // namespace
+
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target_info, int batch,
-                         int repetitions, const std::vector<int>& check_batches) {
+                         int repetitions, const std::vector<int>& check_batches, InjectedFault fault) {
   KernelTiming timing;
   std::optional<QuietOutput> quiet;
   if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
@@ -804,19 +868,32 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
           keep.push_back(values);
         }
       }
-      std::vector<Buffer<>> outputs;
+      std::vector<std::unique_ptr<GuardedOutput>> outputs;
       for (size_t i = 0; i < build.output_extents.size(); ++i) {
         std::vector<int> extents = build.output_extents[i];
         if (build.output_batched[i]) extents.push_back(examples);
-        outputs.push_back(Buffer<>(build.output_types[i], extents));
+        outputs.push_back(std::make_unique<GuardedOutput>(build.output_types[i], extents, build.output_batched[i] ? 1 : 0));
       }
       return outputs;
     };
-    auto collect = [&](std::vector<Buffer<>>& outputs) {
-      for (Buffer<>& output : outputs) {
+    auto realization_of = [](std::vector<std::unique_ptr<GuardedOutput>>& outputs) {
+      std::vector<Buffer<>> buffers;
+      for (auto& output : outputs) buffers.push_back(output->buffer());
+      return Realization(buffers);
+    };
+    // "" if every output's guard zones are intact.
+    auto check_guards = [&](const std::vector<std::unique_ptr<GuardedOutput>>& outputs) {
+      for (size_t i = 0; i < outputs.size(); ++i)
+        if (std::string where = outputs[i]->check(); !where.empty())
+          return fmt::format("wrote outside its output: {} output {}{}", where, i,
+                             running_batch == batch ? "" : fmt::format(" at batch {}", running_batch));
+      return std::string();
+    };
+    auto collect = [&](std::vector<std::unique_ptr<GuardedOutput>>& outputs) {
+      for (auto& output : outputs) {
         std::vector<float> values;
-        if (output.type().is_float()) {
-          Buffer<float> typed = output;
+        if (output->buffer().type().is_float()) {
+          Buffer<float> typed = output->buffer();
           typed.for_each_value([&](float v) { values.push_back(v); });
         }
         timing.outputs.push_back(values);
@@ -841,24 +918,29 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
       unsigned previous = cnnc_jit_flush_denormals();
       ~FlushDenormals() { cnnc_jit_restore_fp(previous); }
     } flush;
-    std::vector<Buffer<>> outputs = prepare(batch);
-    Realization realization(outputs);
+    std::vector<std::unique_ptr<GuardedOutput>> outputs = prepare(batch);
+    Realization realization = realization_of(outputs);
     pipeline.realize(realization, target);  // warm-up
+    if (fault == InjectedFault::OutOfBounds) outputs.front()->write_past_end();
+    else if (fault != InjectedFault::None) commit_fault(fault);
+    if (timing.error = check_guards(outputs); !timing.error.empty()) return timing;
     timing.seconds = 1e30;
     for (int r = 0; r < repetitions; ++r) {
       auto start = std::chrono::steady_clock::now();
       pipeline.realize(realization, target);
       timing.seconds = std::min(timing.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
+    if (timing.error = check_guards(outputs); !timing.error.empty()) return timing;
     collect(outputs);
     // A package runs any batch size: a schedule that only works for some (an autoscheduler's
     // split of the batch, estimated at `batch`, that needs at least its factor) is no candidate.
     for (int examples : check_batches) {
       if (examples == batch) continue;
       running_batch = examples;
-      std::vector<Buffer<>> checked = prepare(examples);
-      Realization check(checked);
+      std::vector<std::unique_ptr<GuardedOutput>> checked = prepare(examples);
+      Realization check = realization_of(checked);
       pipeline.realize(check, target);
+      if (timing.error = check_guards(checked); !timing.error.empty()) return timing;
       collect(checked);
     }
     timing.ok = true;

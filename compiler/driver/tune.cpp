@@ -2,6 +2,11 @@
 // search space of schedule_space, plus Halide's autoschedulers), checks each against the
 // default schedule's output, and keeps every measurement in the tuning database. cnnc build then
 // uses the fastest valid schedule of each kernel. Interrupted runs resume where they stopped.
+//
+// Generated code never runs in this process: every candidate, and the default schedule whose
+// outputs are the reference, is compiled and timed in a child process (child_timing.h) with a
+// time limit, so that a schedule that traps, crashes, writes outside its output or loops is
+// recorded as rejected with its reason and tuning goes on.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "codegen/child_timing.h"
 #include "codegen/codegen.h"
 #include "codegen/package.h"
 #include "driver/commands.h"
@@ -64,6 +70,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
     double budget = 600;
     int64_t batch_size = 0;
     int repetitions = 5, threads = 0;
+    double candidate_timeout = 120;
     std::vector<std::string> autoschedulers = {"Mullapudi2016", "Li2018", "Adams2019"};
   };
   auto options = std::make_shared<Options>();
@@ -81,6 +88,10 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
   tune->add_option("--autoschedulers", options->autoschedulers,
                    "Halide autoschedulers to try as candidates (Mullapudi2016, Li2018, Adams2019; 'none' for none)")
       ->capture_default_str()->delimiter(',');
+  tune->add_option("--candidate-timeout", options->candidate_timeout,
+                   "Seconds one candidate may take (compiling, autoscheduling and timing it, in a child process; at "
+                   "most half the budget) before it is killed and rejected as timed out")
+      ->capture_default_str()->check(CLI::Range(0.1, 1e6));
   tune->add_option("--json", options->json, "Write per-kernel results (for bench/plot_kernels.py) to this file");
   tune->callback([options, &action] {
     action = [options] {
@@ -127,6 +138,14 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
                                graph.name, target.name, batch, options->budget, db.path())
                 << std::flush;
       std::signal(SIGINT, on_interrupt);
+      auto stop = [] { return interrupted != 0; };
+      // A candidate may take --candidate-timeout, at most half the budget, and no more than what is
+      // left of the budget. Stopped by the budget (not its own limit), it is not rejected: the
+      // next run measures it, early enough (after its kernel's default) to have its whole limit.
+      double candidate_cap = std::min(options->candidate_timeout, options->budget / 2);
+      auto time_limit = [&] { return std::min(candidate_cap, options->budget - elapsed()); };
+      int rejected_total = 0, measured_total = 0;
+      std::vector<std::string> rejected_rows;  // kernel, candidate, reason: the final table
       nlohmann::json report = {{"model", graph.name}, {"target", target.halide}, {"batch_size", batch}};
       report["kernels"] = nlohmann::json::array();
       bool complete = true;
@@ -151,8 +170,19 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
         // The default's outputs are the reference every candidate is checked against.
         KernelTiming reference;
         if (!done) {
+          if (interrupted || elapsed() > options->budget) {
+            complete = false;
+            break;
+          }
           kernel.knobs = ScheduleKnobs{};
-          reference = time_kernel(graph, kernel, target, batch, options->repetitions, kCheckBatches);
+          double limit = time_limit();
+          ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options->repetitions, kCheckBatches, limit,
+                                                   stop, test_fault_for(kernel.function, 1));
+          if (child.interrupted || (child.timed_out && limit < candidate_cap)) {
+            complete = false;
+            break;
+          }
+          reference = std::move(child.timing);
           if (!reference.ok)
             throw InternalError(fmt::format("{}: the default schedule fails: {}", kernel.function, reference.error));
           if (!measured.count("default")) {
@@ -170,14 +200,22 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
             complete = false;
             break;
           }
-          // A placeholder first: if this candidate crashes the process, the next run skips it.
           Measurement m{signature, target.halide, halide, text, knobs.autoscheduler.empty() ? "tuned" : "autoscheduler", 0,
-                        false, "crashed or was interrupted while being measured"};
-          db.record(m);
+                        false, ""};
           kernel.knobs = knobs;
-          KernelTiming timing = time_kernel(graph, kernel, target, batch, options->repetitions, kCheckBatches);
+          double limit = time_limit();
+          ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options->repetitions, kCheckBatches, limit,
+                                                   stop, test_fault_for(kernel.function, index));
+          if (child.interrupted || (child.timed_out && limit < candidate_cap)) {
+            // Not the candidate's fault: nothing recorded, the next run measures it.
+            complete = false;
+            break;
+          }
+          const KernelTiming& timing = child.timing;
           if (!timing.ok) {
-            m.note = "failed: " + timing.error.substr(0, 300);
+            // A child that crashed or ran out of time says so itself ("crashed: killed by SIGILL ...").
+            bool child_failed = timing.error.rfind("crashed: ", 0) == 0 || child.timed_out;
+            m.note = (child_failed ? "" : "failed: ") + timing.error.substr(0, 300);
           } else if (std::string difference = compare_outputs(reference, timing); !difference.empty()) {
             m.note = difference;
             m.seconds = timing.seconds;
@@ -204,6 +242,21 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
         for (auto& [text, m] : measured)
           if (text.rfind("autoscheduler=", 0) == 0)
             entry["candidates"].push_back({{"candidate", text}, {"ms", m.seconds * 1e3}, {"valid", m.valid}, {"note", m.note}});
+        // The rejected ones in the order of the search space (then any the space no longer has).
+        entry["rejected"] = nlohmann::json::array();
+        std::vector<std::string> order;
+        for (const ScheduleKnobs& knobs : candidates) order.push_back(knobs.str());
+        for (auto& [text, m] : measured)
+          if (std::find(order.begin(), order.end(), text) == order.end()) order.push_back(text);
+        for (const std::string& text : order) {
+          auto it = measured.find(text);
+          if (it == measured.end()) continue;
+          ++measured_total;
+          if (it->second.valid) continue;
+          ++rejected_total;
+          entry["rejected"].push_back({{"candidate", text}, {"reason", it->second.note}});
+          rejected_rows.push_back(fmt::format("  {:<28} {:<40} {}", kernel.function, text, it->second.note));
+        }
         report["kernels"].push_back(entry);
         if (done) std::cout << fmt::format("{}: tuned before; best {} ({:.3f} ms)\n", label, entry["tuned_candidate"].get<std::string>(),
                                            entry["tuned_ms"].get<double>());
@@ -211,9 +264,15 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
       }
       std::signal(SIGINT, SIG_DFL);
       if (!options->json.empty()) std::ofstream(options->json) << report.dump(2) << "\n";
+      // Every rejected candidate of the kernels seen in this run, this run's and earlier runs'.
+      if (!rejected_rows.empty())
+        std::cout << fmt::format("Rejected candidates (not used by cnnc build):\n  {:<28} {:<40} {}\n", "kernel", "candidate",
+                                 "reason")
+                  << fmt::format("{}\n", fmt::join(rejected_rows, "\n"));
+      std::string rejected = fmt::format("{} of {} candidates measured rejected", rejected_total, measured_total);
       if (!complete) {
-        std::cout << fmt::format("Stopped after {:.0f} s ({}); run cnnc tune again to continue where it stopped\n", elapsed(),
-                                 interrupted ? "interrupted" : "budget spent");
+        std::cout << fmt::format("Stopped after {:.0f} s ({}; {}); run cnnc tune again to continue where it stopped\n",
+                                 elapsed(), interrupted ? "interrupted" : "budget spent", rejected);
         return interrupted ? 130 : 0;
       }
       double total_default = 0, total_tuned = 0;
@@ -221,9 +280,10 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
         total_default += entry["default_ms"].get<double>();
         total_tuned += entry["tuned_ms"].get<double>();
       }
-      std::cout << fmt::format("Done in {:.0f} s: all kernels together {:.3f} ms tuned vs {:.3f} ms default ({:.2f}x); "
+      std::cout << fmt::format("Done in {:.0f} s: all kernels together {:.3f} ms tuned vs {:.3f} ms default ({:.2f}x); {}; "
                                "cnnc build now uses the tuned schedules\n",
-                               elapsed(), total_tuned, total_default, total_tuned > 0 ? total_default / total_tuned : 1.0);
+                               elapsed(), total_tuned, total_default, total_tuned > 0 ? total_default / total_tuned : 1.0,
+                               rejected);
       return 0;
     };
   });

@@ -1,0 +1,219 @@
+// cnnc tune measures every candidate in a child process: a candidate that aborts, segfaults,
+// hangs or writes outside its output is rejected with its reason and tuning goes on; a killed
+// tuner leaves no child running and resumes. The faults are made on purpose through the
+// test-only CNNC_TUNE_TEST_FAULT (codegen/child_timing.h), applied in the child to chosen
+// candidates of one kernel.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "codegen/codegen.h"
+#include "test_support.h"
+#include "tune/tuning_db.h"
+
+using namespace cnnc;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Scratch {
+  fs::path path;
+  explicit Scratch(const std::string& name)
+      : path(fs::temp_directory_path() / ("cnnc-" + name + "-" + std::to_string(getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~Scratch() { fs::remove_all(path); }
+};
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// The kernel whose candidates are made to fail, its search space and its measurements.
+struct Subject {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/ops_dense.yaml")));
+  TargetInfo target = resolve_target("host");
+  KernelInfo kernel = plan_kernels(graph).front();
+  std::string signature = kernel_signature(graph, kernel);
+  std::vector<ScheduleKnobs> space = schedule_space(graph, kernel, target);
+
+  // Candidate number `index` as cnnc tune counts them (1 = the default).
+  std::string candidate(size_t index) const { return space.at(index - 1).str(); }
+  std::vector<Measurement> measurements(const std::string& db_path) const {
+    TuningDb db(db_path);
+    return db.measurements(signature, target.halide, halide_version());
+  }
+};
+
+const char* const kTuneFlags = " --autoschedulers none --repetitions 1 --threads 1 ";
+
+// The processes of process group `group` (from /proc), other than `except`.
+std::vector<int> group_members(int group, int except) {
+  std::vector<int> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = read_text(entry.path() / "stat");
+    size_t close = stat.rfind(')');  // pid (comm) state ppid pgrp ...
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
+    if (pgrp == group && std::stoi(name) != except && state != 'Z') found.push_back(std::stoi(name));
+  }
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("tuning: candidates that abort, segfault, hang or write out of bounds are rejected and tuning goes on",
+          "[tuning]") {
+  Scratch scratch("tune-faults");
+  Subject subject;
+  REQUIRE(subject.space.size() >= 8);
+  std::string k = subject.kernel.function;
+  std::string faults = "abort@2@" + k + ",segv@3@" + k + ",hang@4@" + k + ",oob@5@" + k;
+  fs::path log = scratch.path / "tune.log";
+  std::string command = "CNNC_CACHE=" + scratch.path.string() + " CNNC_TUNE_TEST_FAULT=" + faults + " " +
+                        CNNC_EXECUTABLE + " tune " + test::source_path("tests/models/ops_dense.yaml") + kTuneFlags +
+                        "--budget 12 --candidate-timeout 2 > " + log.string() + " 2>&1";
+  auto start = std::chrono::steady_clock::now();
+  int status = std::system(command.c_str());
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::string output = read_text(log);
+  INFO(output);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(seconds < 30);  // within its budget (and the hang cut at 2 s)
+
+  std::map<std::string, Measurement> by_candidate;
+  int valid_after_faults = 0, rejected = 0;
+  for (const Measurement& m : subject.measurements(TuningDb::default_path(scratch.path.string()))) {
+    by_candidate[m.candidate] = m;
+    if (!m.valid) ++rejected;
+  }
+  for (size_t index = 6; index <= subject.space.size(); ++index)
+    if (by_candidate.count(subject.candidate(index)) && by_candidate[subject.candidate(index)].valid) ++valid_after_faults;
+  struct Expected {
+    size_t index;
+    const char* reason;
+  };
+  for (Expected expected : {Expected{2, "crashed: killed by SIGABRT"}, Expected{3, "crashed: killed by SIGSEGV"},
+                            Expected{4, "timed out"}, Expected{5, "wrote outside its output"}}) {
+    std::string candidate = subject.candidate(expected.index);
+    INFO("candidate " << expected.index << ": " << candidate);
+    REQUIRE(by_candidate.count(candidate));
+    CHECK_FALSE(by_candidate[candidate].valid);
+    CHECK_THAT(by_candidate[candidate].note, Catch::Contains(expected.reason));
+    // The final table names it with its reason.
+    CHECK_THAT(output, Catch::Contains(candidate) && Catch::Contains(expected.reason));
+  }
+  CHECK(rejected == 4);               // and nothing else of this kernel
+  CHECK(by_candidate["default"].valid);
+  CHECK(valid_after_faults >= 1);     // tuning went on after them
+  CHECK_THAT(output, Catch::Contains("Rejected candidates") && Catch::Contains("4 of "));
+  // The tuner ran no generated code, so it had no thread-pool workers when it forked.
+  CHECK_THAT(output, !Catch::Contains("warning: timing kernels in child processes"));
+}
+
+TEST_CASE("tuning: a killed cnnc tune leaves no candidate running and resumes", "[tuning]") {
+  Scratch scratch("tune-kill");
+  Subject subject;
+  std::string db_path = TuningDb::default_path(scratch.path.string());
+  std::string model = test::source_path("tests/models/ops_dense.yaml");
+  // Candidate 3 of the first kernel hangs; kill the tuner while it does.
+  pid_t tuner = fork();
+  REQUIRE(tuner >= 0);
+  if (tuner == 0) {
+    setsid();  // its own process group: the test finds its children by it
+    setenv("CNNC_CACHE", scratch.path.c_str(), 1);
+    setenv("CNNC_TUNE_TEST_FAULT", ("hang@3@" + subject.kernel.function).c_str(), 1);
+    std::string log = (scratch.path / "killed.log").string();
+    if (!freopen(log.c_str(), "w", stdout)) _exit(126);
+    dup2(1, 2);
+    execl(CNNC_EXECUTABLE, CNNC_EXECUTABLE, "tune", model.c_str(), "--autoschedulers", "none", "--repetitions", "1",
+          "--threads", "1", "--budget", "120", "--candidate-timeout", "120", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string candidate2 = subject.candidate(2), candidate3 = subject.candidate(3);
+  auto measured = [&](const std::string& candidate) {
+    if (!fs::exists(db_path)) return false;
+    for (const Measurement& m : subject.measurements(db_path))
+      if (m.candidate == candidate) return true;
+    return false;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+  while (!measured(candidate2) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  bool reached = measured(candidate2);
+  // The hanging candidate runs in a child of the tuner, in the tuner's process group.
+  std::vector<int> children;
+  while (reached && children.empty() && std::chrono::steady_clock::now() < deadline) {
+    children = group_members(tuner, tuner);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(tuner, SIGKILL);
+  int status = 0;
+  waitpid(tuner, &status, 0);
+  INFO(read_text(scratch.path / "killed.log"));
+  REQUIRE(reached);
+  CHECK(children.size() == 1);
+  CHECK_FALSE(measured(candidate3));  // it was hanging when the tuner died
+  // The child dies with the tuner.
+  auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!group_members(tuner, tuner).empty() && std::chrono::steady_clock::now() < gone)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(group_members(tuner, tuner).empty());
+
+  // The next run resumes: candidate 3 is measured now (the kill was not its fault), nothing twice.
+  fs::path log = scratch.path / "resumed.log";
+  int resumed = std::system(("CNNC_CACHE=" + scratch.path.string() + " " + CNNC_EXECUTABLE + " tune " + model + kTuneFlags +
+                             "--budget 3 > " + log.string() + " 2>&1")
+                                .c_str());
+  INFO(read_text(log));
+  CHECK(WIFEXITED(resumed));
+  CHECK(WEXITSTATUS(resumed) == 0);
+  std::map<std::string, int> times;
+  bool candidate3_valid = false;
+  for (const Measurement& m : subject.measurements(db_path)) {
+    ++times[m.candidate];
+    if (m.candidate == candidate3) candidate3_valid = m.valid;
+  }
+  CHECK(candidate3_valid);
+  for (auto& [candidate, n] : times) {
+    INFO(candidate);
+    CHECK(n == 1);
+  }
+}
+
+// A candidate may take at most half the budget: one that hangs is rejected, not stopped by the
+// budget's end run after run (the default --candidate-timeout, 120 s, is far longer than this budget).
+TEST_CASE("tuning: a hanging candidate is rejected even when the budget is shorter than its time limit", "[tuning]") {
+  Scratch scratch("tune-short");
+  Subject subject;
+  fs::path log = scratch.path / "tune.log";
+  int status = std::system(("CNNC_CACHE=" + scratch.path.string() + " CNNC_TUNE_TEST_FAULT=hang@2@" +
+                            subject.kernel.function + " " + CNNC_EXECUTABLE + " tune " +
+                            test::source_path("tests/models/ops_dense.yaml") + kTuneFlags + "--budget 5 > " +
+                            log.string() + " 2>&1")
+                               .c_str());
+  INFO(read_text(log));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  bool rejected = false;
+  for (const Measurement& m : subject.measurements(TuningDb::default_path(scratch.path.string())))
+    if (m.candidate == subject.candidate(2)) rejected = !m.valid && m.note.find("timed out") != std::string::npos;
+  CHECK(rejected);
+}
