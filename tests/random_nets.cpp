@@ -406,6 +406,7 @@ NetCheckResult check_net(const std::string& yaml, const std::string& file, uint3
     BuildOptions build;
     build.target = options.target;
     build.use_tuning = false;
+    build.guard_zones = true;  // a kernel writing outside its buffers fails, naming itself
     built.result = build_package(built.graph, build);
     built.package = rt::Package::open(built.result.dir, model_fingerprint(built.graph));
     rt::Network network(built.package);

@@ -24,11 +24,28 @@ struct BuiltModel {
   std::shared_ptr<rt::Package> package;
 };
 
+// Builds a model given as YAML text (`file` names it in messages).
+inline BuiltModel build_model_text(const std::string& yaml, const std::string& file, const std::string& target = "host") {
+  BuiltModel built;
+  built.graph = compile_graph(parse_model_text(yaml, file));
+  BuildOptions options;
+  options.target = target;
+  options.guard_zones = true;  // a kernel writing outside its buffers fails, naming itself
+  built.result = build_package(built.graph, options);
+  if (target == "host") built.package = rt::Package::open(built.result.dir, model_fingerprint(built.graph));
+  return built;
+}
+
+// Under qemu-aarch64, the ARM package's node outputs (and with `gradients`, one training step's
+// parameter gradients) against the host package's (test_targets.cpp).
+void check_arm_matches_host(const BuiltModel& host, const BuiltModel& arm, int batch, bool gradients);
+
 inline BuiltModel build_model(const std::string& relative_path, const std::string& target = "host") {
   BuiltModel built;
   built.graph = compile_graph(parse_model_file(source_path(relative_path)));
   BuildOptions options;
   options.target = target;
+  options.guard_zones = true;  // a kernel writing outside its buffers fails, naming itself
   built.result = build_package(built.graph, options);
   if (target == "host") built.package = rt::Package::open(built.result.dir, model_fingerprint(built.graph));
   return built;

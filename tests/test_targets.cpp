@@ -44,11 +44,13 @@ int run(const std::string& command) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// Builds `model` for arm-64-linux, runs it under qemu-aarch64 and compares every node's output
-// with the host package's, on the same parameters and input.
-void check_arm_matches_host(const std::string& model, int batch) {
-  test::BuiltModel host = test::build_model(model, "host");
-  test::BuiltModel arm = test::build_model(model, "arm-64-linux");
+}  // namespace
+
+// Runs the ARM package under qemu-aarch64 and compares every node's output, and with
+// `gradients` one training step's parameter gradients, with the host package's, on the same
+// parameters, input and labels.
+namespace cnnc::test {
+void check_arm_matches_host(const test::BuiltModel& host, const test::BuiltModel& arm, int batch, bool gradients) {
   std::string dir = temp_dir("arm-" + host.graph.name);
 
   rt::Network network(host.package);
@@ -57,6 +59,9 @@ void check_arm_matches_host(const std::string& model, int batch) {
   network.forward(input, batch);
   write_floats(dir + "/params.bin", network.params(), size_t(host.package->param_floats()));
   write_floats(dir + "/input.bin", input.data(), input.size());
+  std::vector<int32_t> labels;
+  for (int i = 0; i < batch; ++i) labels.push_back(int32_t((i * 7 + 3) % host.package->output_elements()));
+  write_floats(dir + "/labels.bin", reinterpret_cast<const float*>(labels.data()), labels.size());
 
   std::string name = host.graph.name;
   std::string compile = "aarch64-linux-gnu-gcc -O1 -static -DMODEL=" + name + " '-DMODEL_HEADER=\"" + name + ".h\"' -I" +
@@ -65,7 +70,8 @@ void check_arm_matches_host(const std::string& model, int batch) {
   INFO("compile: " << compile);
   REQUIRE(run(compile) == 0);
   std::string execute = "qemu-aarch64 " + dir + "/run_package " + dir + "/params.bin " + dir + "/input.bin " +
-                        std::to_string(batch) + " " + dir + "/nodes.bin";
+                        std::to_string(batch) + " " + dir + "/nodes.bin" +
+                        (gradients ? " " + dir + "/labels.bin " + dir + "/grads.bin" : "");
   INFO("run: " << execute);
   REQUIRE(run(execute) == 0);
 
@@ -85,7 +91,33 @@ void check_arm_matches_host(const std::string& model, int batch) {
     offset += size_t(count);
   }
   CHECK(offset == arm_nodes.size());
+  if (gradients) {
+    network.compute_gradients(input.data(), labels.data(), batch);
+    std::vector<float> arm_grads = read_floats(dir + "/grads.bin");
+    REQUIRE(int64_t(arm_grads.size()) == host.package->param_floats());
+    const float* expected = network.param_grads();
+    double largest = 0;
+    for (size_t i = 0; i < arm_grads.size(); ++i) largest = std::max(largest, std::fabs(double(expected[i])));
+    for (const rt::TensorInfo& info : host.package->params()) {
+      if (!info.trainable) continue;
+      double worst = 0;
+      for (int64_t i = info.offset; i < info.offset + info.elements(); ++i) {
+        double error = std::fabs(double(expected[i]) - double(arm_grads[size_t(i)]));
+        if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+      }
+      INFO("gradient of " << info.name << ": worst ARM vs host difference " << worst << " (largest gradient " << largest
+                          << ")");
+      CHECK(worst <= 1e-5 + 1e-4 * largest);
+    }
+  }
   fs::remove_all(dir);
+}
+}  // namespace cnnc::test
+
+namespace {
+
+void check_arm_matches_host(const std::string& model, int batch) {
+  test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), batch, false);
 }
 
 }  // namespace

@@ -365,6 +365,7 @@ std::string emit_call(const Plan& plan, const KernelInfo& kernel, const std::str
       if (buffer.rfind("&w[", 0) != 0) out += fmt::format("  ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
   out += fmt::format("  if (run_flushing_denormals({}({}))) return fail(model, \"kernel {} failed\");\n", kernel.function,
                      fmt::join(call.args, ", "), kernel.function);
+  out += fmt::format("  if (GUARD_CHECK(model, \"kernel {}\")) return 1;\n", kernel.function);
   if (plan.gpu)
     for (const std::string& buffer : call.outputs)
       out += fmt::format("  if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
@@ -437,12 +438,12 @@ static int prepare_training({p}_model *model, const int32_t *labels, int batch) 
     for (int i = 0; i < NODES; ++i) {{
       free_device(&model->saved_buffer[i]);
       free_device(&model->grad_buffer[i]);
-      free(model->saved_storage[i]);
-      free(model->grad_storage[i]);
+      free_floats(model->saved_storage[i]);
+      free_floats(model->grad_storage[i]);
       model->saved_storage[i] = model->grad_storage[i] = NULL;
     }}
-    free(model->logit_grad);
-    free(model->loss);
+    free_floats(model->logit_grad);
+    free_floats(model->loss);
     for (int i = 1; i < NODES; ++i) {{
       if (node_saved[i]) {{
         model->saved_storage[i] = new_floats((size_t)saved_elements[i] * (size_t)batch);
@@ -551,6 +552,7 @@ int {p}_train_step({p}_model *model, const float *input, const int32_t *labels, 
       for (const std::string& buffer : call.inputs) out += fmt::format("    ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
     out += fmt::format("    if (run_flushing_denormals({}({}))) return fail(model, \"optimizer {} failed\");\n", kernel.function,
                        fmt::join(call.args, ", "), kernel.function);
+    out += fmt::format("    if (GUARD_CHECK(model, \"optimizer {}\")) return 1;\n", kernel.function);
     if (plan.gpu)
       for (const std::string& buffer : call.outputs)
         out += fmt::format("    if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
@@ -696,14 +698,76 @@ std::string generate_plan_c(const Plan& plan) {
   double train_kernel_seconds[TRAIN_KERNELS > 0 ? TRAIN_KERNELS : 1];
 }};
 
+#ifndef CNNC_GUARD_ZONES
 /* Zeroed float storage aligned to 128 bytes, as Halide aligns its own allocations (wide vector
- * loads may assume it). Freed with free(). */
+ * loads may assume it). Freed with free_floats(). */
 static float *new_floats(size_t count) {{
   void *memory = NULL;
   if (posix_memalign(&memory, 128, (count > 0 ? count : 1) * sizeof(float)) != 0) return NULL;
   memset(memory, 0, (count > 0 ? count : 1) * sizeof(float));
   return (float *)memory;
 }}
+#define free_floats free
+#define GUARD_CHECK(model, what) 0
+#else
+/* Test builds (cnnc's tests build packages with guard zones): every block of the plan --
+ * activations, kept tensors, gradients, parameters, optimizer state -- lies between two zones
+ * of canary words, checked after every kernel, so that a kernel writing outside its buffers
+ * fails with its name instead of corrupting memory. */
+#define GUARD_FLOATS 256 /* 1 KiB on each side, a multiple of the 128-byte alignment */
+#define GUARD_WORD 0x7fa5c3e1u
+#define GUARD_BLOCKS 4096
+static struct {{ uint32_t *block; size_t count; }} guard_blocks[GUARD_BLOCKS];
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static float *new_floats(size_t count) {{
+  void *memory = NULL;
+  if (count == 0) count = 1;
+  if (posix_memalign(&memory, 128, (count + 2 * GUARD_FLOATS) * sizeof(float)) != 0) return NULL;
+  uint32_t *words = (uint32_t *)memory;
+  for (size_t i = 0; i < GUARD_FLOATS; ++i) words[i] = words[GUARD_FLOATS + count + i] = GUARD_WORD;
+  memset(words + GUARD_FLOATS, 0, count * sizeof(float));
+  pthread_mutex_lock(&guard_lock);
+  for (int i = 0; i < GUARD_BLOCKS; ++i)
+    if (!guard_blocks[i].block) {{
+      guard_blocks[i].block = words;
+      guard_blocks[i].count = count;
+      break;
+    }}
+  pthread_mutex_unlock(&guard_lock);
+  return (float *)(words + GUARD_FLOATS);
+}}
+static void free_floats(void *data) {{
+  if (!data) return;
+  uint32_t *words = (uint32_t *)data - GUARD_FLOATS;
+  pthread_mutex_lock(&guard_lock);
+  for (int i = 0; i < GUARD_BLOCKS; ++i)
+    if (guard_blocks[i].block == words) guard_blocks[i].block = NULL;
+  pthread_mutex_unlock(&guard_lock);
+  free(words);
+}}
+/* Non-zero (and the model's error set) if a guard zone was written since it was laid. */
+static int guard_violated(char *error, size_t size, const char *what) {{
+  int hit = 0;
+  pthread_mutex_lock(&guard_lock);
+  for (int b = 0; b < GUARD_BLOCKS && !hit; ++b) {{
+    uint32_t *words = guard_blocks[b].block;
+    if (!words) continue;
+    size_t count = guard_blocks[b].count;
+    for (size_t i = 0; i < GUARD_FLOATS && !hit; ++i) {{
+      if (words[i] != GUARD_WORD) {{
+        snprintf(error, size, "%s wrote %zu floats before a buffer of %zu floats", what, GUARD_FLOATS - i, count);
+        hit = 1;
+      }} else if (words[GUARD_FLOATS + count + i] != GUARD_WORD) {{
+        snprintf(error, size, "%s wrote %zu floats past the end of a buffer of %zu floats", what, i + 1, count);
+        hit = 1;
+      }}
+    }}
+  }}
+  pthread_mutex_unlock(&guard_lock);
+  return hit;
+}}
+#define GUARD_CHECK(model, what) guard_violated((model)->error, sizeof (model)->error, what)
+#endif
 
 static double now(void) {{
   struct timespec time;
@@ -841,26 +905,26 @@ void {p}_destroy({p}_model *model) {{
   if (!model) return;
   for (int i = 0; i < NODES; ++i) {{
     free_device(&model->node_buffer[i]);
-    free(model->storage[i]);
+    free_floats(model->storage[i]);
   }}
   for (int i = 0; i < PARAMS; ++i) free_device(&model->param_buffer[i]);
   for (int i = 0; i < NODES; ++i) {{
     free_device(&model->saved_buffer[i]);
     free_device(&model->grad_buffer[i]);
-    free(model->saved_storage[i]);
-    free(model->grad_storage[i]);
+    free_floats(model->saved_storage[i]);
+    free_floats(model->grad_storage[i]);
   }}
   for (int i = 0; i < PARAMS; ++i) free_device(&model->grad_param_buffer[i]);
   for (int i = 0; i < 4; ++i) free_device(&model->flat[i]);
   free_device(&model->logit_grad_buffer);
   free_device(&model->labels_buffer);
   free_device(&model->loss_buffer);
-  free(model->logit_grad);
-  free(model->loss);
-  free(model->grads);
-  free(model->state[0]);
-  free(model->state[1]);
-  free(model->params);
+  free_floats(model->logit_grad);
+  free_floats(model->loss);
+  free_floats(model->grads);
+  free_floats(model->state[0]);
+  free_floats(model->state[1]);
+  free_floats(model->params);
   free(model);
 }}
 
@@ -901,7 +965,7 @@ static int prepare({p}_model *model, const float *input, int batch, int training
   if (batch > model->capacity) {{
     for (int i = 0; i < NODES; ++i) {{
       free_device(&model->node_buffer[i]);
-      free(model->storage[i]);
+      free_floats(model->storage[i]);
       model->storage[i] = NULL;
     }}
     for (int i = 1; i < NODES; ++i) {{
@@ -1302,7 +1366,7 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   // recompiled, so that packages from an older cnnc are never reused.
   result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
                                           halide_version(), kCodegenRevision, codegen_build_stamp(),
-                                          __DATE__ " " __TIME__, schedules));
+                                          __DATE__ " " __TIME__, schedules + (options.guard_zones ? "|guard zones" : "")));
   std::string entry = cache_directory() + "/packages/" + graph.name + "-" + result.cache_key;
   auto finish = [&](const std::string& dir) {
     result.dir = dir;
@@ -1348,9 +1412,10 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   write_file(work + "/" + graph.name + ".h", generate_header(plan, target));
   write_file(work + "/plan.c", generate_plan_c(plan));
   log("compiling the plan and linking kernels.a, kernels.so");
-  run_program({target.c_compiler, "-O2", "-fPIC", "-std=c99", "-Wall", "-I", CNNC_HALIDE_INCLUDE_DIR, "-I", work, "-c",
-               work + "/plan.c", "-o", work + "/plan.o"},
-              work + "/build.log");
+  std::vector<std::string> compile_plan = {target.c_compiler, "-O2", "-fPIC", "-std=c99", "-Wall", "-I",
+                                            CNNC_HALIDE_INCLUDE_DIR, "-I", work, "-c", work + "/plan.c", "-o", work + "/plan.o"};
+  if (options.guard_zones) compile_plan.push_back("-DCNNC_GUARD_ZONES");
+  run_program(compile_plan, work + "/build.log");
   run_program({"ar", "rcs", work + "/kernels.a", work + "/kernels.o", work + "/runtime.o", work + "/plan.o"},
               work + "/build.log");
   run_program({target.c_compiler, "-shared", "-o", work + "/kernels.so", work + "/kernels.o", work + "/runtime.o",

@@ -1,9 +1,11 @@
 /* Runs a model package's forward pass from files: the cross-target check (ARM under qemu).
  * Built per model with -DMODEL=<name> -DMODEL_HEADER="<name>.h", linked with the package's kernels.a.
- *   run_package PARAMS.bin INPUT.bin BATCH NODES.bin
+ *   run_package PARAMS.bin INPUT.bin BATCH NODES.bin [LABELS.bin GRADS.bin]
  * reads every parameter (float32, checkpoint order) and the input, runs forward, and writes every
- * node's output (node order, batch x elements each). */
+ * node's output (node order, batch x elements each). With labels (int32), it then computes one
+ * training step's gradients and writes the gradient block (the parameter block's layout). */
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include MODEL_HEADER
@@ -25,8 +27,8 @@ static long file_floats(const char *path, float **out) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: run_package PARAMS.bin INPUT.bin BATCH NODES.bin\n");
+  if (argc != 5 && argc != 7) {
+    fprintf(stderr, "usage: run_package PARAMS.bin INPUT.bin BATCH NODES.bin [LABELS.bin GRADS.bin]\n");
     return 2;
   }
   int batch = atoi(argv[3]);
@@ -60,6 +62,22 @@ int main(int argc, char **argv) {
   for (int node = 0; node < API(_node_count)(); ++node)
     fwrite(API(_node_output)(model, node), 4, (size_t)(batch * API(_node_elements)(node)), file);
   fclose(file);
+  if (argc == 7) {
+    float *labels = NULL; /* int32 values, read as 4-byte words */
+    if (file_floats(argv[5], &labels) != batch) {
+      fprintf(stderr, "expected %d labels\n", batch);
+      return 1;
+    }
+    float loss = 0;
+    int correct = 0;
+    if (API(_compute_gradients)(model, input, (const int32_t *)labels, batch, &loss, &correct)) {
+      fprintf(stderr, "gradients failed: %s\n", API(_error)(model));
+      return 1;
+    }
+    file = fopen(argv[6], "wb");
+    fwrite(API(_param_grads)(model), 4, (size_t)expected, file);
+    fclose(file);
+  }
   API(_destroy)(model);
   return 0;
 }
