@@ -4,7 +4,10 @@
 // vectors (after flatten) are (i, n). Parameters keep their Keras layout: conv2d kernel
 // [kh, kw, cin, cout] is Halide (cout, cin, kw, kh), output channels contiguous, so the
 // inner loop loads a vector of output-channel weights and broadcasts one input value.
-// Every extent except the batch is a compile-time constant.
+// Every extent except the batch is a compile-time constant, and any value must work: register
+// tiles are whole vectors of channels (channel_block) whose last tile overlaps the one before
+// (ShiftInwards, pure stages), reductions are vectorized within a tile, and the optimizers guard
+// their last vector (they update the parameter block in place).
 #include <Halide.h>
 
 #include <fcntl.h>

@@ -6,6 +6,12 @@
 // and its parameters, and writes the gradients of its inputs and parameters. Reductions over the
 // batch and the pixels run in a fixed order inside each output element, never split across
 // threads, so results are bit-identical for any thread count.
+//
+// Tails (every channel count must work; docs/architecture.md, "Shapes a schedule must serve"):
+// register tiles of channels are whole vectors (channel_block), the last one overlapping the
+// one before in pure stages only; update stages vectorized over a whole row of channels guard
+// their last vector (vectorize_update); a gradient accumulated in place guards its last vector;
+// the batch is clamped (weight-gradient chunks) or rounded up on internal Funcs only (align_bounds).
 #include "codegen/codegen.h"
 #include "codegen/halide_common.h"
 
