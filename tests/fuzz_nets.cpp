@@ -1,5 +1,5 @@
 // fuzz_nets: draws random networks (random_nets.h) with new seeds and checks each one -- every
-// kernel against the reference at batches 1 and 7, one training step's gradients against finite
+// kernel against the reference at batches 1, 7 and 17, one training step's gradients against finite
 // differences -- for as long as asked. Each network runs in a child process with a time limit,
 // so that a crash or a hang is reported with its seed and the run goes on. Every failing model
 // is written to --keep DIR with the failure as a comment. scripts/fuzz-nets.sh runs it.

@@ -138,6 +138,7 @@ class Generator {
     else if (chance(0.3)) attrs += ", padding: valid";
     std::string act = keep_size ? (chance(0.5) ? "" : "relu") : activation();
     if (!act.empty()) attrs += ", activation: " + act;
+    else if (chance(0.2)) attrs += std::string(", activation: ") + one_of({"linear", "none"});
     if (chance(0.15)) attrs += ", use_bias: false";
     return emit("conv2d", attrs, {from}, {out_h, out_w, filters});
   }
@@ -164,6 +165,7 @@ class Generator {
 
   void batchnorm() {
     std::string attrs = chance(0.5) ? "" : fmt::format("epsilon: {}", one_of({0.01, 0.001}));
+    if (chance(0.3)) attrs += std::string(attrs.empty() ? "" : ", ") + fmt::format("momentum: {}", one_of({0.9, 0.5}));
     emit("batchnorm", attrs, {current_}, shape_);
   }
 
@@ -223,13 +225,15 @@ class Generator {
       std::string a = conv(base, 0, true);
       std::string b = chance(0.5) ? base : conv(base, 0, true);
       int total = shapes_.count(b) ? shapes_[b][2] : in[2];
-      emit("concat", "", {a, b}, {in[0], in[1], shapes_[a][2] + total});
+      std::string axis = one_of({"", "", "axis: -1", "axis: 3"});
+      emit("concat", axis, {a, b}, {in[0], in[1], shapes_[a][2] + total});
     } else {
       int axis = chance(0.5) ? 1 : 2;
       std::string a = chance(0.5) ? base : conv(base, in[2], true);
       std::vector<int> shape = in;
       shape[size_t(axis - 1)] *= 2;
-      emit("concat", fmt::format("axis: {}", axis), {a, base}, shape);
+      int written = chance(0.7) ? axis : axis - 4;  // 1, 2 or, counted from the end, -3, -2
+      emit("concat", fmt::format("axis: {}", written), {a, base}, shape);
     }
   }
 
@@ -422,7 +426,8 @@ NetCheckResult check_net(const std::string& yaml, const std::string& file, uint3
       if (!result.ok()) return result;
     }
     result.stage = "gradient";
-    result.message = check_gradients(built, options.gradient_batch, seed + 100);
+    int batch = options.gradient_batch > 0 ? options.gradient_batch : std::vector<int>{1, 2, 3, 5}[seed % 4];
+    result.message = check_gradients(built, batch, seed + 100);
   } catch (const std::exception& error) {
     result.message = error.what();
   }

@@ -17,8 +17,8 @@ namespace cnnc::test {
 std::string random_model_yaml(uint32_t seed);
 
 struct NetCheckOptions {
-  std::vector<int> forward_batches = {1, 7};
-  int gradient_batch = 3;
+  std::vector<int> forward_batches = {1, 7, 17};  // 17: more than a vector of 16 examples
+  int gradient_batch = 0;                        // 0: 1, 2, 3 or 5, drawn from the seed
   std::string target = "host";  // must run here
 };
 

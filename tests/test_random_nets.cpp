@@ -1,5 +1,5 @@
 // Random networks over the whole model language (random_nets.h): every kernel against the
-// double-precision reference at batches 1 and 7, and one training step's gradients against
+// double-precision reference at batches 1, 7 and 17, and one training step's gradients against
 // finite differences of the reference. Fixed seeds here; scripts/fuzz-nets.sh draws new ones
 // for as long as asked. Every network it ever caught is kept, reduced, in tests/models/regress_*.yaml.
 #include <catch2/catch.hpp>
@@ -35,7 +35,8 @@ TEST_CASE("random networks: the generator draws every op and attribute of the la
                            "concat:", "relu:", "sigmoid:", "tanh:", "softmax:", "stride: [", "kernel: [", "size: [",
                            "padding: same", "padding: valid", "use_bias: false", "activation: relu",
                            "activation: sigmoid", "activation: tanh", "activation: softmax", "axis: 1", "axis: 2",
-                           "epsilon:", "rate:", "input: {shape: [", "filters: 7", "filters: 33", "filters: 80"})
+                           "epsilon:", "momentum:", "rate:", "activation: linear", "activation: none", "axis: -1", "axis: 3",
+                           "axis: -2", "axis: -3", "input: {shape: [", "filters: 7", "filters: 33", "filters: 80"})
     CHECK(all.find(text) != std::string::npos);
   CHECK(test::random_model_yaml(5) == test::random_model_yaml(5));
   CHECK(test::random_model_yaml(5) != test::random_model_yaml(6));
