@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
   libhalide14-0-dev                             # Halide 14 (pulls LLVM 14): code generation
+  libpng-dev libjpeg-dev                        # ... whose CMake package asks for PNG and JPEG
   libyaml-cpp-dev                               # model files
   libfmt-dev                                    # formatting
   libcli11-dev                                  # command line
