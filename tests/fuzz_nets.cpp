@@ -100,7 +100,8 @@ int usage() {
                "  --keep DIR    write every failing model there (default fuzz-failures)\n"
                "  --timeout S   seconds one network may take (default 600)\n"
                "  --print SEED  print the model of one seed and exit\n"
-               "  --model FILE  check one model file (in this process) and exit\n";
+               "  --model FILE  check one model file in this process (parameters from --seed, default 42) and exit\n"
+               "  --gradient-batch B  with --model: the batch of the gradient check (default: from the seed)\n";
   return 2;
 }
 
@@ -110,28 +111,38 @@ int main(int argc, char** argv) {
   double seconds = 60, timeout = 600;
   long count = -1;
   uint32_t seed = uint32_t(std::random_device()());
-  std::string keep = "fuzz-failures";
+  std::string keep = "fuzz-failures", model;
+  bool seed_given = false;
+  int gradient_batch = 0;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) return usage();
     std::string value = argv[++i];
     if (arg == "--seconds") seconds = std::atof(value.c_str());
     else if (arg == "--count") count = std::atol(value.c_str());
-    else if (arg == "--seed") seed = uint32_t(std::strtoul(value.c_str(), nullptr, 10));
+    else if (arg == "--seed") {
+      seed = uint32_t(std::strtoul(value.c_str(), nullptr, 10));
+      seed_given = true;
+    }
     else if (arg == "--keep") keep = value;
     else if (arg == "--timeout") timeout = std::atof(value.c_str());
-    else if (arg == "--model") {
-      std::ifstream in(value);
-      if (!in) return usage();
-      std::stringstream text;
-      text << in.rdbuf();
-      cnnc::test::NetCheckResult result = cnnc::test::check_net(text.str(), value, 42);
-      std::cout << value << ": " << (result.ok() ? "ok" : result.stage + ": " + result.message) << std::endl;
-      return result.ok() ? 0 : 1;
-    } else if (arg == "--print") {
+    else if (arg == "--model") model = value;
+    else if (arg == "--gradient-batch") gradient_batch = std::atoi(value.c_str());
+    else if (arg == "--print") {
       std::cout << cnnc::test::random_model_yaml(uint32_t(std::strtoul(value.c_str(), nullptr, 10)));
       return 0;
     } else return usage();
+  }
+  if (!model.empty()) {
+    std::ifstream in(model);
+    if (!in) return usage();
+    std::stringstream text;
+    text << in.rdbuf();
+    cnnc::test::NetCheckOptions options;
+    options.gradient_batch = gradient_batch;
+    cnnc::test::NetCheckResult result = cnnc::test::check_net(text.str(), model, seed_given ? seed : 42, options);
+    std::cout << model << ": " << (result.ok() ? "ok" : result.stage + ": " + result.message) << std::endl;
+    return result.ok() ? 0 : 1;
   }
   fs::path work = fs::temp_directory_path() / ("cnnc-fuzz-nets-" + std::to_string(getpid()));
   fs::create_directories(work);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "random_nets.h"
@@ -78,7 +79,16 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
     std::ifstream in(path);
     std::stringstream text;
     text << in.rdbuf();
-    test::NetCheckResult result = test::check_net(text.str(), path.string(), 42);
+    // "(check: seed S, gradient batch B)" in a model's comment repeats the parameters it failed with.
+    uint32_t seed = 42;
+    test::NetCheckOptions options;
+    std::smatch match;
+    std::string yaml = text.str();
+    if (std::regex_search(yaml, match, std::regex(R"(\(check: seed (\d+), gradient batch (\d+)\))"))) {
+      seed = uint32_t(std::stoul(match[1]));
+      options.gradient_batch = std::stoi(match[2]);
+    }
+    test::NetCheckResult result = test::check_net(yaml, path.string(), seed, options);
     INFO(path.filename().string() << ": " << result.stage << ": " << result.message);
     CHECK(result.ok());
   }
