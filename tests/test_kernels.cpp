@@ -29,12 +29,7 @@ void check_every_kernel(const test::BuiltModel& built, int batch, uint32_t seed)
   int kernels_checked = 0;
   for (const Node& node : graph.nodes) {
     if (node.id == 0 || node.is_view) continue;
-    std::vector<const float*> inputs;
-    for (int from : node.inputs) inputs.push_back(network.node_output(from));
-    std::map<std::string, const float*> params;
-    for (const rt::TensorInfo& info : built.package->params())
-      if (info.name.rfind(node.name + ".", 0) == 0) params[info.name.substr(node.name.size() + 1)] = network.params() + info.offset;
-    std::vector<double> expected = reference::run_node(graph, node, inputs, params, batch);
+    std::vector<double> expected = test::reference_output(built, network, node, batch);
     const float* actual = network.node_output(node.id);
     REQUIRE(int64_t(expected.size()) == batch * shape_elements(node.shape));
     double worst = 0;

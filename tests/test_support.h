@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -13,6 +14,7 @@
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"
 #include "package.h"
+#include "reference/reference_ops.h"
 
 namespace cnnc::test {
 
@@ -24,10 +26,10 @@ struct BuiltModel {
   std::shared_ptr<rt::Package> package;
 };
 
-// Builds a model given as YAML text (`file` names it in messages).
-inline BuiltModel build_model_text(const std::string& yaml, const std::string& file, const std::string& target = "host") {
+// Builds (through the cache, with guard zones) the package of a compiled graph.
+inline BuiltModel build_graph(Graph graph, const std::string& target) {
   BuiltModel built;
-  built.graph = compile_graph(parse_model_text(yaml, file));
+  built.graph = std::move(graph);
   BuildOptions options;
   options.target = target;
   options.guard_zones = true;  // a kernel writing outside its buffers fails, naming itself
@@ -36,19 +38,29 @@ inline BuiltModel build_model_text(const std::string& yaml, const std::string& f
   return built;
 }
 
+// Builds a model given as YAML text (`file` names it in messages).
+inline BuiltModel build_model_text(const std::string& yaml, const std::string& file, const std::string& target = "host") {
+  return build_graph(compile_graph(parse_model_text(yaml, file)), target);
+}
+
 // Under qemu-aarch64, the ARM package's node outputs (and with `gradients`, one training step's
 // parameter gradients) against the host package's (test_targets.cpp).
 void check_arm_matches_host(const BuiltModel& host, const BuiltModel& arm, int batch, bool gradients);
 
 inline BuiltModel build_model(const std::string& relative_path, const std::string& target = "host") {
-  BuiltModel built;
-  built.graph = compile_graph(parse_model_file(source_path(relative_path)));
-  BuildOptions options;
-  options.target = target;
-  options.guard_zones = true;  // a kernel writing outside its buffers fails, naming itself
-  built.result = build_package(built.graph, options);
-  if (target == "host") built.package = rt::Package::open(built.result.dir, model_fingerprint(built.graph));
-  return built;
+  return build_graph(compile_graph(parse_model_file(source_path(relative_path))), target);
+}
+
+// The double-precision reference (tests/reference) of `node`, fed the package's own outputs of
+// the nodes before it and its parameters, after network.forward at `batch`.
+inline std::vector<double> reference_output(const BuiltModel& built, const rt::Network& network, const Node& node,
+                                            int batch) {
+  std::vector<const float*> inputs;
+  for (int from : node.inputs) inputs.push_back(network.node_output(from));
+  std::map<std::string, const float*> params;
+  for (const rt::TensorInfo& info : built.package->params())
+    if (info.name.rfind(node.name + ".", 0) == 0) params[info.name.substr(node.name.size() + 1)] = network.params() + info.offset;
+  return reference::run_node(built.graph, node, inputs, params, batch);
 }
 
 inline bool ends_with(const std::string& text, const std::string& suffix) {
