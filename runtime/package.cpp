@@ -46,7 +46,7 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
                       fmt::format("the package is for {} and cannot run on this machine", package->target_));
     for (const auto& param : manifest.at("params"))
       package->params_.push_back({param.at("name"), param.at("shape").get<std::vector<int64_t>>(),
-                                  param.at("offset"), param.at("trainable")});
+                                  param.at("offset"), param.at("trainable"), param.value("initializer", "")});
     package->param_floats_ = manifest.at("param_floats");
     for (const auto& node : manifest.at("buffers")) {
       NodeInfo info;

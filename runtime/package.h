@@ -14,6 +14,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // Keras layout
   int64_t offset = 0;          // in floats, into the model's parameter block
   bool trainable = true;
+  std::string initializer;     // "glorot_uniform", "zeros" or "ones" (Keras), declared by the op
   int64_t elements() const;
 };
 

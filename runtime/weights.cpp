@@ -17,10 +17,6 @@ namespace cnnc::rt {
 
 namespace {
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Uniform in [-limit, limit) from 24 random bits: the same on every platform and standard library.
 float uniform(std::mt19937_64& random, float limit) {
   float unit = float(random() >> 40) / float(1 << 24);
@@ -35,7 +31,7 @@ void init_params(Network& network, uint64_t seed) {
   for (const TensorInfo& info : network.package().params()) {
     float* values = data + info.offset;
     int64_t count = info.elements();
-    if (ends_with(info.name, ".kernel")) {
+    if (info.initializer == "glorot_uniform") {
       // Keras: conv kernel [kh, kw, in, out] has fan_in = kh*kw*in, fan_out = kh*kw*out;
       // dense kernel [in, out] has fan_in = in, fan_out = out.
       int64_t receptive = 1;
@@ -44,9 +40,13 @@ void init_params(Network& network, uint64_t seed) {
       double fan_out = double(receptive * info.shape.back());
       float limit = float(std::sqrt(6.0 / (fan_in + fan_out)));
       for (int64_t i = 0; i < count; ++i) values[i] = uniform(random, limit);
+    } else if (info.initializer == "zeros" || info.initializer == "ones") {
+      std::fill(values, values + count, info.initializer == "ones" ? 1.0f : 0.0f);
     } else {
-      float value = ends_with(info.name, ".gamma") || ends_with(info.name, ".moving_variance") ? 1.0f : 0.0f;
-      std::fill(values, values + count, value);
+      throw UserError(SourceLoc{network.package().dir() + "/manifest.json", 0, 0},
+                      fmt::format("parameter {}: unknown initializer '{}' (a package built by another cnnc?): rebuild "
+                                  "it with cnnc build",
+                                  info.name, info.initializer));
     }
   }
   network.params_changed();

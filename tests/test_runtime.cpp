@@ -116,6 +116,29 @@ TEST_CASE("weights: Keras-default initialization is deterministic and within the
   CHECK(std::all_of(bias, bias + 128, [](float v) { return v == 0.0f; }));
 }
 
+// Each op declares its tensors' initializers (compiler/ops); the manifest carries them.
+TEST_CASE("weights: initializers come from the ops, as in Keras (batchnorm: gamma and moving variance 1)", "[runtime]") {
+  test::BuiltModel built = test::build_model("models/resnet_small.yaml");
+  rt::Network network(built.package);
+  rt::init_params(network, 1);
+  int checked = 0;
+  for (const rt::TensorInfo& info : built.package->params()) {
+    std::string suffix = info.name.substr(info.name.rfind('.') + 1);
+    std::string expected = suffix == "kernel" ? "glorot_uniform"
+                           : suffix == "gamma" || suffix == "moving_variance" ? "ones"
+                                                                              : "zeros";
+    INFO(info.name);
+    CHECK(info.initializer == expected);
+    const float* values = network.params() + info.offset;
+    if (expected != "glorot_uniform") {
+      float value = expected == "ones" ? 1.0f : 0.0f;
+      CHECK(std::all_of(values, values + info.elements(), [&](float v) { return v == value; }));
+    }
+    ++checked;
+  }
+  CHECK(checked > 10);
+}
+
 TEST_CASE("weights: safetensors round trip, and clear errors for bad files", "[runtime]") {
   test::BuiltModel built = test::build_model("models/mnist_cnn.yaml");
   rt::Network a(built.package), b(built.package);

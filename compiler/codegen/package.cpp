@@ -1066,7 +1066,8 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
                       {"layer", node.name},
                       {"shape", shape_json(param.shape)},
                       {"offset", plan.param_offsets[i]},
-                      {"trainable", param.trainable}});
+                      {"trainable", param.trainable},
+                      {"initializer", initializer_name(param.initializer)}});
   }
   manifest["params"] = params;
   manifest["param_floats"] = plan.param_floats;

@@ -37,7 +37,7 @@ void register_conv_ops(std::vector<OpDef>& ops) {
   op.params = [](const std::vector<Shape>& in, const Attrs& attrs) {
     auto [kh, kw] = attrs.get_pair("kernel");
     int64_t filters = attrs.get_int("filters");
-    std::vector<ParamSpec> params = {{"kernel", {kh, kw, in[0][2], filters}}};
+    std::vector<ParamSpec> params = {{"kernel", {kh, kw, in[0][2], filters}, true, Initializer::GlorotUniform}};
     if (attrs.get_bool("use_bias")) params.push_back({"bias", {filters}});
     return params;
   };

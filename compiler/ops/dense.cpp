@@ -19,7 +19,7 @@ void register_dense_ops(std::vector<OpDef>& ops) {
   op.infer_shape = [](const std::vector<Shape>&, const Attrs& attrs) -> Shape { return {attrs.get_int("units")}; };
   op.params = [](const std::vector<Shape>& in, const Attrs& attrs) {
     int64_t units = attrs.get_int("units");
-    std::vector<ParamSpec> params = {{"kernel", {in[0][0], units}}};
+    std::vector<ParamSpec> params = {{"kernel", {in[0][0], units}, true, Initializer::GlorotUniform}};
     if (attrs.get_bool("use_bias")) params.push_back({"bias", {units}});
     return params;
   };

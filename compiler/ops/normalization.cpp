@@ -22,10 +22,10 @@ void register_normalization_ops(std::vector<OpDef>& ops) {
   op.infer_shape = [](const std::vector<Shape>& in, const Attrs&) { return in[0]; };
   op.params = [](const std::vector<Shape>& in, const Attrs&) {
     int64_t channels = in[0].back();
-    return std::vector<ParamSpec>{{"gamma", {channels}},
-                                  {"beta", {channels}},
-                                  {"moving_mean", {channels}, false},
-                                  {"moving_variance", {channels}, false}};
+    return std::vector<ParamSpec>{{"gamma", {channels}, true, Initializer::Ones},
+                                  {"beta", {channels}, true, Initializer::Zeros},
+                                  {"moving_mean", {channels}, false, Initializer::Zeros},
+                                  {"moving_variance", {channels}, false, Initializer::Ones}};
   };
   op.flops = [](const std::vector<Shape>&, const Shape& out, const Attrs&) {
     return saturating_mul(2, shape_elements(out));

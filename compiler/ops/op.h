@@ -87,11 +87,22 @@ struct ShapeError {
   std::string attr;
 };
 
+// How a parameter tensor starts, as in Keras: the op declares it, the manifest records it and
+// the runtime applies it (cnnc train without --resume).
+enum class Initializer {
+  Zeros,
+  Ones,
+  GlorotUniform,  // uniform in +-sqrt(6 / (fan_in + fan_out)); the fans of [kh, kw, in, out] or [in, out]
+};
+// "zeros", "ones", "glorot_uniform": the Keras names, as in manifest.json.
+const char* initializer_name(Initializer initializer);
+
 // A parameter tensor of a layer, e.g. conv2d's "kernel" [kh, kw, cin, filters] and "bias" [filters].
 struct ParamSpec {
   std::string name;
   Shape shape;
   bool trainable = true;
+  Initializer initializer = Initializer::Zeros;
 };
 
 struct OpDef {

@@ -77,6 +77,15 @@ const AttrSpec* OpDef::find_attr(const std::string& key) const {
   return nullptr;
 }
 
+const char* initializer_name(Initializer initializer) {
+  switch (initializer) {
+    case Initializer::Zeros: return "zeros";
+    case Initializer::Ones: return "ones";
+    case Initializer::GlorotUniform: return "glorot_uniform";
+  }
+  return "zeros";
+}
+
 const std::vector<OpDef>& all_ops() {
   static const std::vector<OpDef> ops = [] {
     std::vector<OpDef> list;
