@@ -183,3 +183,27 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
   for (size_t i = 0; i < x.size(); ++i) CHECK(std::fabs(x[i] - y[i]) <= 1e-5);
   fs::remove_all(cache);
 }
+
+// A gradient added to another consumer's is updated in place by the package: no autoscheduler
+// candidate for those kernels (an overlapping last vector would add values twice), the hand
+// schedules' space only; other kernels get every autoscheduler asked for.
+TEST_CASE("tuning: kernels that add a gradient in place get no autoscheduler candidates", "[tuning]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/regress_accumulate_38.yaml")));
+  TargetInfo target = resolve_target("host");
+  int in_place = 0, others = 0;
+  for (const KernelInfo& kernel : plan_training_kernels(graph, 100)) {
+    std::vector<ScheduleKnobs> candidates = tuning_candidates(graph, kernel, target, {"Mullapudi2016", "Li2018"});
+    int autoscheduled = 0;
+    for (const ScheduleKnobs& knobs : candidates) autoscheduled += knobs.autoscheduler.empty() ? 0 : 1;
+    if (adds_in_place(kernel)) {
+      ++in_place;
+      CHECK(autoscheduled == 0);
+      CHECK(!candidates.empty());
+    } else {
+      ++others;
+      CHECK(autoscheduled == 2);
+    }
+  }
+  CHECK(in_place == 1);
+  CHECK(others > 3);
+}

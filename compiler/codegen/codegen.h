@@ -68,6 +68,15 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel);
 // the default first. Autoscheduler candidates are added by the tuner.
 std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target);
 
+// What `cnnc tune` measures for a kernel: its schedule space, then each of `autoschedulers` --
+// except for a backward kernel that adds to another consumer's gradient, which the package
+// updates in place: a schedule computing some values twice (an overlapping last vector) would
+// add them twice, which the hand schedules guard against and timing with separate buffers
+// cannot see. cnnc build does not apply an autoscheduler's schedule to such a kernel either.
+std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target,
+                                             const std::vector<std::string>& autoschedulers);
+bool adds_in_place(const KernelInfo& kernel);
+
 // Result of timing one kernel with the Halide JIT on random data.
 struct KernelTiming {
   bool ok = false;

@@ -44,7 +44,7 @@ constexpr int kCodegenRevision = 1;
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-constexpr int kScheduleRevision = 2;
+constexpr int kScheduleRevision = 3;  // r3: register tiles of whole vectors in backward kernels
 
 uint64_t fnv1a(const std::string& text, uint64_t seed) {
   uint64_t hash = seed;
@@ -1334,6 +1334,22 @@ std::string cache_directory() {
   return "/tmp/cnnc-cache";
 }
 
+bool adds_in_place(const KernelInfo& kernel) {
+  return std::find(kernel.accumulate.begin(), kernel.accumulate.end(), true) != kernel.accumulate.end();
+}
+
+std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target,
+                                             const std::vector<std::string>& autoschedulers) {
+  std::vector<ScheduleKnobs> candidates = schedule_space(graph, kernel, target);
+  if (adds_in_place(kernel)) return candidates;
+  for (const std::string& name : autoschedulers) {
+    ScheduleKnobs knobs;
+    knobs.autoscheduler = name;
+    candidates.push_back(knobs);
+  }
+  return candidates;
+}
+
 void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target) {
   std::string path = TuningDb::default_path(cache_directory());
   std::error_code ignored;
@@ -1343,7 +1359,9 @@ void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const Ta
     if (kernel.reuses_inference_kernel) continue;
     std::optional<Measurement> best = db.best(kernel_signature(graph, kernel), target.halide, halide_version());
     if (!best || best->candidate == "default") continue;
-    kernel.knobs = ScheduleKnobs::parse(best->candidate);
+    ScheduleKnobs knobs = ScheduleKnobs::parse(best->candidate);
+    if (adds_in_place(kernel) && !knobs.autoscheduler.empty()) continue;  // (see tuning_candidates)
+    kernel.knobs = knobs;
     kernel.schedule_origin = best->origin;
   }
 }

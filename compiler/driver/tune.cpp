@@ -155,12 +155,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
         std::string label = fmt::format("[{}/{}] {}", w + 1, work.size(), kernel.function);
         nlohmann::json entry = {{"name", kernel.function}, {"signature", signature}};
         entry["candidates"] = nlohmann::json::array();
-        std::vector<ScheduleKnobs> candidates = schedule_space(graph, kernel, target);
-        for (const std::string& name : autoschedulers) {
-          ScheduleKnobs knobs;
-          knobs.autoscheduler = name;
-          candidates.push_back(knobs);
-        }
+        std::vector<ScheduleKnobs> candidates = tuning_candidates(graph, kernel, target, autoschedulers);
         std::map<std::string, Measurement> measured;
         for (const Measurement& m : db.measurements(signature, target.halide, halide)) {
           auto it = measured.find(m.candidate);
