@@ -177,6 +177,15 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
             complete = false;
             break;
           }
+          if (child.timed_out) {
+            // Not a fault of the default schedule: the limit (half the budget at most) is too
+            // short to compile and time it here. Nothing is recorded; a longer run tunes it.
+            std::cerr << fmt::format("{}: the default schedule needs more than the {:.1f} s a candidate may take; "
+                                     "run with a larger --budget or --candidate-timeout\n",
+                                     kernel.function, limit);
+            complete = false;
+            break;
+          }
           reference = std::move(child.timing);
           if (!reference.ok)
             throw InternalError(fmt::format("{}: the default schedule fails: {}", kernel.function, reference.error));
