@@ -87,7 +87,7 @@ TEST_CASE("tuning: candidates that abort, segfault, hang or write out of bounds 
   fs::path log = scratch.path / "tune.log";
   std::string command = "CNNC_CACHE=" + scratch.path.string() + " CNNC_TUNE_TEST_FAULT=" + faults + " " +
                         CNNC_EXECUTABLE + " tune " + test::source_path("tests/models/ops_dense.yaml") + kTuneFlags +
-                        "--budget 12 --candidate-timeout 2 > " + log.string() + " 2>&1";
+                        "--budget 30 --candidate-timeout 6 > " + log.string() + " 2>&1";
   auto start = std::chrono::steady_clock::now();
   int status = std::system(command.c_str());
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -95,7 +95,9 @@ TEST_CASE("tuning: candidates that abort, segfault, hang or write out of bounds 
   INFO(output);
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  CHECK(seconds < 30);  // within its budget (and the hang cut at 2 s)
+  // Within its budget, the hang cut at 6 s. (Limits with room to compile a candidate on a loaded
+  // machine or under the sanitizers: about 0.5 s each here when idle, several seconds under load.)
+  CHECK(seconds < 45);
 
   std::map<std::string, Measurement> by_candidate;
   int valid_after_faults = 0, rejected = 0;
@@ -180,7 +182,7 @@ TEST_CASE("tuning: a killed cnnc tune leaves no candidate running and resumes", 
   // The next run resumes: candidate 3 is measured now (the kill was not its fault), nothing twice.
   fs::path log = scratch.path / "resumed.log";
   int resumed = std::system(("CNNC_CACHE=" + scratch.path.string() + " " + CNNC_EXECUTABLE + " tune " + model + kTuneFlags +
-                             "--budget 3 > " + log.string() + " 2>&1")
+                             "--budget 12 > " + log.string() + " 2>&1")
                                 .c_str());
   INFO(read_text(log));
   CHECK(WIFEXITED(resumed));
@@ -206,7 +208,7 @@ TEST_CASE("tuning: a hanging candidate is rejected even when the budget is short
   fs::path log = scratch.path / "tune.log";
   int status = std::system(("CNNC_CACHE=" + scratch.path.string() + " CNNC_TUNE_TEST_FAULT=hang@2@" +
                             subject.kernel.function + " " + CNNC_EXECUTABLE + " tune " +
-                            test::source_path("tests/models/ops_dense.yaml") + kTuneFlags + "--budget 5 > " +
+                            test::source_path("tests/models/ops_dense.yaml") + kTuneFlags + "--budget 12 > " +
                             log.string() + " 2>&1")
                                .c_str());
   INFO(read_text(log));
