@@ -927,9 +927,9 @@ class BackwardBuilder {
   Expr batch_;
   std::vector<RVar> scatter_taps_;   // the kernel taps of a scatter-style input gradient
   std::vector<RVar> window_rvars_;   // the pooling windows of one image (x, y)
-  bool direct_input_grad_ = false;
+  bool direct_input_grad_ = false;  // input_grads[0] is a root Func that can be the output itself
   Func window_grad_;                 // behind a max pooling with indices: the gradient per window
-  std::vector<int> window_extent_;   // ... over this many windows (x, y)   // input_grads[0] is a root Func that can be the output itself
+  std::vector<int> window_extent_;   // ... over this many windows (x, y)
   std::string schedule_;
 };
 
