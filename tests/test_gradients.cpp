@@ -24,7 +24,11 @@ double mean_loss(rt::Network& network, const Problem& problem) {
          problem.batch;
 }
 
-void check_gradients(const std::string& model, uint32_t seed) {
+void check_gradients(const std::string& model) {
+  uint32_t seed = 0;
+  for (const test::GradientModel& entry : test::gradient_check_models())
+    if (entry.path == model) seed = entry.seed;
+  REQUIRE(seed != 0);  // listed in test::gradient_check_models(), so that the op walk sees it
   test::BuiltModel built = test::build_model(model);
   rt::Network network(built.package);
   test::randomize_params(network, seed);
@@ -37,8 +41,8 @@ void check_gradients(const std::string& model, uint32_t seed) {
 
   // The loss itself: -log p[label] of the forward pass, averaged (inference has no dropout).
   // (Training differs from inference where dropout drops and batchnorm uses the batch's statistics.)
-  bool dropout = false;
-  for (const rt::NodeInfo& node : built.package->nodes()) dropout = dropout || node.op == "dropout" || node.op == "batchnorm";
+  bool dropout = false;  // (or any op whose training form differs: batchnorm)
+  for (const Node& node : built.graph.nodes) dropout = dropout || (node.def && node.def->traits.training_form);
   std::vector<float> probabilities = network.forward(problem.input, problem.batch);
   double expected_loss = 0;
   for (int i = 0; i < problem.batch; ++i)
@@ -84,19 +88,19 @@ void check_gradients(const std::string& model, uint32_t seed) {
 }  // namespace
 
 TEST_CASE("gradients: convolutions with strides, same padding and fused pooling match finite differences", "[gradients]") {
-  check_gradients("tests/models/grad_conv.yaml", 11);
+  check_gradients("tests/models/grad_conv.yaml");
 }
 
 TEST_CASE("gradients: add, concat, standalone pooling, dropout and softmax match finite differences", "[gradients]") {
-  check_gradients("tests/models/grad_dag.yaml", 12);
+  check_gradients("tests/models/grad_dag.yaml");
 }
 
 TEST_CASE("gradients: ReLU and max pooling (the reference structure) match finite differences", "[gradients]") {
-  check_gradients("tests/models/grad_relu.yaml", 13);
+  check_gradients("tests/models/grad_relu.yaml");
 }
 
 TEST_CASE("gradients: dense layers with every activation match finite differences", "[gradients]") {
-  check_gradients("tests/models/ops_dense.yaml", 14);
+  check_gradients("tests/models/ops_dense.yaml");
 }
 
 TEST_CASE("gradients: backward at the window maxima only (conv + max pooling) matches finite differences", "[gradients]") {
@@ -104,9 +108,9 @@ TEST_CASE("gradients: backward at the window maxima only (conv + max pooling) ma
   int sparse = 0;
   for (const Node& node : built.graph.nodes) sparse += saves_pool_index(node) ? 1 : 0;
   CHECK(sparse == 4);  // the paths under test are taken
-  check_gradients("tests/models/grad_sparse.yaml", 15);
+  check_gradients("tests/models/grad_sparse.yaml");
 }
 
 TEST_CASE("gradients: batchnorm in training mode matches finite differences", "[gradients]") {
-  check_gradients("tests/models/grad_bn.yaml", 17);
+  check_gradients("tests/models/grad_bn.yaml");
 }

@@ -41,7 +41,7 @@ void check_every_kernel(const test::BuiltModel& built, int batch, uint32_t seed)
         worst_at = i;
       }
     }
-    INFO("model " << graph.name << ", node '" << node.name << "' (" << node.op << "), batch " << batch
+    INFO("model " << graph.name << ", node '" << node.name << "' (" << node.op_name() << "), batch " << batch
                   << ": worst error " << worst << " at " << worst_at << " (expected " << expected[worst_at]
                   << ", got " << actual[worst_at] << ")");
     CHECK(worst <= kTolerance);
@@ -90,8 +90,8 @@ TEST_CASE("fusion: the reference network runs as 4 kernels, conv+bias+relu+pool 
     if (node.id > 0 && !node.is_view) kernels.push_back(node.name);
   CHECK(kernels == std::vector<std::string>{"conv2d", "conv2d_1", "dense", "dense_1"});
   REQUIRE(graph.nodes[1].fused.size() == 2);
-  CHECK(graph.nodes[1].fused[0].op == "relu");
-  CHECK(graph.nodes[1].fused[1].op == "maxpool2d");
+  CHECK(graph.nodes[1].fused[0].def->name == "relu");
+  CHECK(graph.nodes[1].fused[1].def->name == "maxpool2d");
   CHECK(graph.nodes[1].shape == Shape{13, 13, 32});
   CHECK(graph.nodes[1].unfused_shape == Shape{26, 26, 32});
 }

@@ -53,7 +53,7 @@ void check_layers(const Graph& graph, const std::vector<ExpectedLayer>& expected
     const Node& node = graph.nodes[i + 1];
     INFO("node " << i + 1 << " '" << node.name << "'");
     CHECK(node.name == expected[i].name);
-    CHECK(node.op == expected[i].op);
+    CHECK(node.op_name() == expected[i].op);
     CHECK(node.shape == expected[i].shape);
     CHECK(node.param_count() == expected[i].params);
   }

@@ -63,6 +63,22 @@ inline std::vector<double> reference_output(const BuiltModel& built, const rt::N
   return reference::run_node(built.graph, node, inputs, params, batch);
 }
 
+// The models whose gradients test_gradients.cpp checks against finite differences, each with the
+// seed of its check (one test case per model, which finds its entry here by path). Every op of
+// the language must appear in one of them (test_op_registry.cpp).
+struct GradientModel {
+  std::string path;  // relative to the source tree
+  uint32_t seed;
+};
+inline const std::vector<GradientModel>& gradient_check_models() {
+  static const std::vector<GradientModel> models = {
+      {"tests/models/grad_conv.yaml", 11},   {"tests/models/grad_dag.yaml", 12},
+      {"tests/models/grad_relu.yaml", 13},   {"tests/models/ops_dense.yaml", 14},
+      {"tests/models/grad_sparse.yaml", 15}, {"tests/models/grad_bn.yaml", 17},
+  };
+  return models;
+}
+
 inline bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }

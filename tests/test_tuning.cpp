@@ -150,7 +150,7 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
   // candidate, however fast it was (a schedule that skips work is), is never chosen.
   KernelInfo dense;
   for (const KernelInfo& kernel : plan_kernels(graph))
-    if (graph.nodes[kernel.node].op == "dense") dense = kernel;
+    if (graph.nodes[kernel.node].def == find_op("dense")) dense = kernel;
   {
     TuningDb db(db_path);
     db.record(Measurement{kernel_signature(graph, dense), target.halide, halide_version(), "channel_vectors=1 pixel_tile=2",

@@ -103,10 +103,13 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
                          int repetitions, const std::vector<int>& check_batches = {},
                          InjectedFault fault = InjectedFault::None);
 
+// Whether a node's output is a view of its input while training (flatten; not dropout, which
+// computes a mask while training).
+bool is_training_view(const Node& node);
 // Whether a node keeps a tensor from its training forward pass for backward: with a
 // fused pooling, its activation before pooling; for the loss node with a fused softmax, its logits.
 bool node_keeps_saved(const Node& node, bool is_loss_node);
-// Whether a conv2d with a fused max pooling keeps only the index of each window's maximum
+// Whether a node with a fused max pooling (an op with traits.pool_index: conv2d) keeps only the index of each window's maximum
 // instead of its whole activation: non-overlapping windows (stride = size), valid padding. Its
 // backward then visits only those positions (a quarter of them for 2x2 windows) where there are
 // at least 8 input channels to vectorize over, else rebuilds the sparse gradient from the index.
@@ -132,6 +135,17 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
 // standalone Halide runtime into another. Records each kernel's schedule in `kernels`.
 void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target,
                      const std::string& kernels_object, const std::string& runtime_object);
+
+// Every registered op (ops/op.h) has the Halide half its traits call for (codegen/halide_op.h):
+// a forward and a backward definition unless it is a view, an activation function and its
+// derivative for an activation; and every Halide half belongs to an op. The problems found, as
+// sentences ("op 'x' has no Halide backward"); check_op_registry raises an InternalError naming
+// them. cnnc runs the check at start-up, the tests before they start.
+std::vector<std::string> op_registry_problems();
+// The build stamps (HalideOp::stamp) of the Halide halves of every op a graph uses, fused ones
+// included: part of its packages' cache key.
+std::string op_build_stamps(const Graph& graph);
+void check_op_registry();
 
 // The Halide version cnnc generates code with, e.g. "14.0.0".
 std::string halide_version();

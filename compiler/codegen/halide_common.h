@@ -1,5 +1,6 @@
 // Building blocks shared by the Halide translation units (halide_kernels.cpp: forward kernels,
-// halide_training.cpp: training kernels). Includes Halide.h: never include it elsewhere.
+// halide_training.cpp: training kernels, ops/*.cpp: the ops' Halide halves). Includes Halide.h:
+// never include it elsewhere.
 #pragma once
 
 #include <Halide.h>
@@ -130,13 +131,6 @@ inline std::vector<Var> make_vars(size_t count) {
 
 inline std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::vector<Expr>(vars.begin(), vars.end()); }
 
-inline Expr activate(const std::string& op, Expr value) {
-  if (op == "relu") return max(value, 0.0f);
-  if (op == "sigmoid") return 1.0f / (1.0f + exp(-value));
-  if (op == "tanh") return tanh(value);
-  CNNC_ASSERT(false, "not an element-wise activation: " + op);
-}
-
 // Keras 'same' padding: the padding before the first element along one axis.
 inline int same_padding_before(int input, int output, int window, int stride) {
   return std::max((output - 1) * stride + window - input, 0) / 2;
@@ -145,18 +139,18 @@ inline int same_padding_before(int input, int output, int window, int stride) {
 // Sliding-window pooling of `source` (c, x, y, n) with extents (channels, width, height).
 // Windows that stick out ('same' padding) ignore the outside: max over the real elements,
 // average divided by the number of real elements, as Keras does.
-inline Func pool2d(const std::string& op, Func source, int width, int height, const Attrs& attrs, int out_width,
-            int out_height) {
+inline Func pool2d(Pooling pooling, Func source, int width, int height, const Attrs& attrs, int out_width,
+                   int out_height) {
   auto [ph, pw] = attrs.get_pair("size");
   auto [sh, sw] = attrs.get_pair("stride");
   bool same = attrs.get_string("padding") == "same";
   int top = same ? same_padding_before(height, out_height, int(ph), int(sh)) : 0;
   int left = same ? same_padding_before(width, out_width, int(pw), int(sw)) : 0;
   Var c("c"), x("x"), y("y"), n("n");
-  Func pool(op);
+  Func pool("pool");
   Expr x0 = x * int(sw) - left, y0 = y * int(sh) - top;
   Expr result;
-  bool is_max = op == "maxpool2d";
+  bool is_max = pooling == Pooling::Max;
   for (int dy = 0; dy < ph; ++dy)
     for (int dx = 0; dx < pw; ++dx) {
       Expr xx = x0 + dx, yy = y0 + dy;

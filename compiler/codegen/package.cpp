@@ -131,7 +131,7 @@ Plan make_plan(const Graph& graph, const std::vector<KernelInfo>& kernels, bool 
     int owner = node.id;
     if (node.is_view) owner = plan.storage_of[node.inputs[0]];
     plan.storage_of.push_back(owner);
-    plan.train_storage_of.push_back(node.op == "flatten" ? plan.train_storage_of[node.inputs[0]] : node.id);
+    plan.train_storage_of.push_back(is_training_view(node) ? plan.train_storage_of[node.inputs[0]] : node.id);
     plan.has_saved.push_back(node_keeps_saved(node, node.id == graph.output));
     for (size_t p = 0; p < node.params.size(); ++p) {
       // Every tensor starts on a 128-byte boundary of the block (zeros between tensors). The
@@ -299,23 +299,21 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
   KernelCall call;
   const Graph& graph = plan.graph;
   const Node& node = graph.nodes[kernel.node];
-  bool dropout = node.op == "dropout";
+  bool random = node.def && node.def->traits.random;  // takes the model's seed and step
   switch (kernel.kind) {
     case KernelKind::Forward:
     case KernelKind::ForwardTrain:
       for (int input : kernel.inputs) call.buffer(fmt::format("&b[{}]", input), false);
       for (const std::string& name : kernel.params) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, name)), false);
-      if (dropout && kernel.kind == KernelKind::ForwardTrain) {
+      if (random && kernel.kind == KernelKind::ForwardTrain) {
         call.scalar("int32_t", "(int32_t)model->seed");
         call.scalar("int32_t", "(int32_t)model->step");
       }
       call.buffer(fmt::format("&b[{}]", node.id), true);
       if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
-      if (node.op == "batchnorm" && kernel.kind == KernelKind::ForwardTrain) {
-        // The moving statistics, updated in place.
-        call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, "moving_mean")), true);
-        call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, "moving_variance")), true);
-      }
+      if (node.def->traits.training_form && kernel.kind == KernelKind::ForwardTrain)
+        for (const ParamSpec& param : node.params)  // new values of the state (moving statistics), in place
+          if (!param.trainable) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, param.name)), true);
       break;
     case KernelKind::Backward:
       call.buffer(kernel.from_logits ? std::string("&model->logit_grad_buffer") : fmt::format("&g[{}]", node.id), false);
@@ -325,7 +323,7 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       for (const std::string& name : kernel.params) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, name)), false);
       for (size_t k = 0; k < kernel.inputs.size(); ++k)
         if (kernel.accumulate[k]) call.buffer(fmt::format("&g[{}]", kernel.inputs[k]), false);
-      if (dropout) {
+      if (random) {
         call.scalar("int32_t", "(int32_t)model->seed");
         call.scalar("int32_t", "(int32_t)model->step");
       }
@@ -1018,8 +1016,7 @@ int64_t training_kernel_flops(const Graph& graph, const KernelInfo& kernel) {
       return node.flops;
     case KernelKind::Backward: {
       bool input_grad = std::find(kernel.input_grad.begin(), kernel.input_grad.end(), true) != kernel.input_grad.end();
-      if (node.op == "conv2d" || node.op == "dense") return node.flops * (input_grad ? 2 : 1);
-      return node.flops;
+      return node.def->backward_flops ? node.def->backward_flops(node.flops, input_grad) : node.flops;
     }
     case KernelKind::Loss:
       return 4 * shape_elements(node.shape);
@@ -1046,10 +1043,10 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
   nlohmann::json nodes = nlohmann::json::array();
   for (const Node& node : graph.nodes) {
     nlohmann::json fused = nlohmann::json::array();
-    for (const Node::FusedOp& op : node.fused) fused.push_back({{"op", op.op}, {"layer", op.name}});
+    for (const Node::FusedOp& op : node.fused) fused.push_back({{"op", op.def->name}, {"layer", op.name}});
     nodes.push_back({{"id", node.id},
                      {"name", node.name},
-                     {"op", node.op},
+                     {"op", node.op_name()},
                      {"shape", shape_json(node.shape)},
                      {"inputs", node.inputs},
                      {"fused", fused},
@@ -1079,10 +1076,10 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
     arguments.push_back("output");
     const Node& node = graph.nodes[kernel.node];
     nlohmann::json fused = nlohmann::json::array();
-    for (const Node::FusedOp& op : node.fused) fused.push_back(op.op);
+    for (const Node::FusedOp& op : node.fused) fused.push_back(op.def->name);
     kernels.push_back({{"function", kernel.function},
                        {"node", kernel.node},
-                       {"op", node.op},
+                       {"op", node.op_name()},
                        {"fused", fused},
                        {"arguments", arguments},
                        {"inputs", kernel.inputs},
@@ -1186,7 +1183,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd)
     return text + fmt::format(" params={}", kernel.param_floats) + revision;
   const Node& node = graph.nodes[kernel.node];
-  text += " " + node.op;
+  text += " " + node.op_name();
   for (auto& [key, value] : node.attrs.values()) {
     if (auto* i = std::get_if<int64_t>(&value)) text += fmt::format(" {}={}", key, *i);
     else if (auto* p = std::get_if<std::pair<int64_t, int64_t>>(&value)) text += fmt::format(" {}={}x{}", key, p->first, p->second);
@@ -1197,7 +1194,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   for (int input : node.inputs) text += fmt::format(" in=[{}]", fmt::join(graph.nodes[input].shape, ","));
   text += fmt::format(" out=[{}] unfused=[{}]", fmt::join(node.shape, ","), fmt::join(node.unfused_shape, ","));
   for (const Node::FusedOp& op : node.fused) {
-    text += " +" + op.op;
+    text += " +" + op.def->name;
     if (op.attrs.has("size"))
       text += fmt::format("({}x{}/{}x{} {})", op.attrs.get_pair("size").first, op.attrs.get_pair("size").second,
                           op.attrs.get_pair("stride").first, op.attrs.get_pair("stride").second, op.attrs.get_string("padding"));
@@ -1211,16 +1208,18 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
 
 bool node_keeps_saved(const Node& node, bool is_loss_node) {
   for (const Node::FusedOp& op : node.fused) {
-    if (op.op == "maxpool2d" || op.op == "avgpool2d") return true;
-    if (op.op == "softmax" && is_loss_node) return true;
+    if (op.def->traits.pooling != Pooling::None) return true;
+    if (op.def->traits.softmax && is_loss_node) return true;
   }
   return false;
 }
 
+bool is_training_view(const Node& node) { return node.def && node.def->traits.view; }
+
 bool saves_pool_index(const Node& node) {
-  if (node.op != "conv2d" || node.inputs.empty()) return false;
+  if (!node.def || !node.def->traits.pool_index || node.inputs.empty()) return false;
   for (const Node::FusedOp& op : node.fused) {
-    if (op.op != "maxpool2d") continue;
+    if (op.def->traits.pooling != Pooling::Max) continue;
     return op.attrs.get_pair("size") == op.attrs.get_pair("stride") && op.attrs.get_string("padding") == "valid";
   }
   return false;
@@ -1230,7 +1229,7 @@ const Shape& saved_shape(const Node& node) { return saves_pool_index(node) ? nod
 
 std::optional<UserError> training_blocker(const Graph& graph) {
   const Node& out = graph.nodes[graph.output];
-  bool softmax = out.op == "softmax" || (!out.fused.empty() && out.fused.back().op == "softmax");
+  bool softmax = (out.def && out.def->traits.softmax) || (!out.fused.empty() && out.fused.back().def->traits.softmax);
   if (!softmax || out.shape.size() != 1)
     return UserError(out.loc, fmt::format("{}: categorical_crossentropy needs the last layer to end in a softmax over a "
                                           "vector of classes (e.g. dense: {{units: 10, activation: softmax}}); it gives "
@@ -1251,13 +1250,13 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
   std::vector<KernelInfo> inference = plan_kernels(graph);
   // Training forward: the inference kernel where nothing needs keeping, else a training variant.
   for (const Node& node : graph.nodes) {
-    if (node.id == 0 || node.op == "flatten") continue;
+    if (node.id == 0 || is_training_view(node)) continue;
     KernelInfo kernel;
     kernel.node = node.id;
     kernel.inputs = node.inputs;
     for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
     kernel.has_saved = node_keeps_saved(node, node.id == loss_node);
-    if (kernel.has_saved || node.op == "dropout" || node.op == "batchnorm") {
+    if (kernel.has_saved || node.def->traits.training_form) {
       kernel.kind = KernelKind::ForwardTrain;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
     } else {
@@ -1277,12 +1276,12 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
 
   // Gradients are stored per memory owner (a flatten shares its input's gradient).
   std::vector<int> owner(graph.nodes.size());
-  for (const Node& node : graph.nodes) owner[node.id] = node.op == "flatten" ? owner[node.inputs[0]] : node.id;
+  for (const Node& node : graph.nodes) owner[node.id] = is_training_view(node) ? owner[node.inputs[0]] : node.id;
   std::vector<bool> written(graph.nodes.size(), false);
   written[owner[loss_node]] = true;  // the loss writes the gradient the output node starts from
   for (int id = int(graph.nodes.size()) - 1; id >= 1; --id) {
     const Node& node = graph.nodes[id];
-    if (node.op == "flatten") continue;
+    if (is_training_view(node)) continue;
     if (!written[owner[id]]) continue;  // a dead branch: nothing flows back into it
     KernelInfo kernel;
     kernel.kind = KernelKind::Backward;
@@ -1385,7 +1384,7 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   // recompiled, so that packages from an older cnnc are never reused.
   result.cache_key = hash_hex(fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", graph.name, fingerprint, target.halide, CNNC_VERSION,
                                           halide_version(), kCodegenRevision, codegen_build_stamp(),
-                                          __DATE__ " " __TIME__, schedules + (options.guard_zones ? "|guard zones" : "")));
+                                          __DATE__ " " __TIME__, schedules + op_build_stamps(graph) + (options.guard_zones ? "|guard zones" : "")));
   std::string entry = cache_directory() + "/packages/" + graph.name + "-" + result.cache_key;
   auto finish = [&](const std::string& dir) {
     result.dir = dir;

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "codegen/codegen.h"
 #include "driver/commands.h"
 #include "support/diagnostics.h"
 
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
     return status == 0 ? 0 : 2;
   }
   try {
+    cnnc::check_op_registry();  // every op has every phase its traits call for
     return action ? action() : 0;
   } catch (const cnnc::UserError& error) {
     std::cerr << error.formatted() << "\n";

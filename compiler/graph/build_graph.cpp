@@ -132,14 +132,13 @@ Graph build_graph(const ModelSpec& model) {
     node.id = i;
     if (at == 0) {
       node.name = kInputName;
-      node.op = "input";
       node.shape = model.input_shape;
       node.loc = model.input_loc;
     } else {
       const LayerSpec& layer = model.layers[at - 1];
       node.name = layer.name;
-      node.op = layer.op;
       node.def = find_op(layer.op);
+      CNNC_ASSERT(node.def, "the front end accepted an unknown op: " + layer.op);
       node.attrs = layer.attrs;
       node.layer_index = layer.index;
       node.loc = layer.loc;

@@ -8,31 +8,29 @@ namespace cnnc {
 
 namespace {
 
-bool is_activation_op(const std::string& op) { return op == "relu" || op == "sigmoid" || op == "tanh"; }
-bool is_pooling_op(const std::string& op) { return op == "maxpool2d" || op == "avgpool2d"; }
-
+// Decided by the ops' traits (ops/op.h), never by their names.
 bool has_activation(const Node& node) {
   for (const Node::FusedOp& op : node.fused)
-    if (is_activation_op(op.op) || op.op == "softmax") return true;
+    if (op.def->traits.activation || op.def->traits.softmax) return true;
   return false;
 }
 
 bool has_pooling(const Node& node) {
   for (const Node::FusedOp& op : node.fused)
-    if (is_pooling_op(op.op)) return true;
+    if (op.def->traits.pooling != Pooling::None) return true;
   return false;
 }
 
 // May `consumer` be folded into `producer`?
 bool can_absorb(const Node& producer, const Node& consumer) {
-  const std::string& p = producer.op;
-  if (is_activation_op(consumer.op))
-    return (p == "conv2d" || p == "dense" || p == "add" || p == "batchnorm") && !has_activation(producer) &&
-           !has_pooling(producer);
+  if (!producer.def || !consumer.def) return false;  // (the input)
+  const OpTraits& p = producer.def->traits;
+  const OpTraits& c = consumer.def->traits;
+  if (c.activation) return p.takes_activation && !has_activation(producer) && !has_pooling(producer);
   // Pooling after a softmax stays separate: backward would need both the logits and the activation.
   bool softmax = false;
-  for (const Node::FusedOp& op : producer.fused) softmax = softmax || op.op == "softmax";
-  if (is_pooling_op(consumer.op)) return p == "conv2d" && !has_pooling(producer) && !softmax;
+  for (const Node::FusedOp& op : producer.fused) softmax = softmax || op.def->traits.softmax;
+  if (c.pooling != Pooling::None) return p.absorbs_pooling && !has_pooling(producer) && !softmax;
   return false;
 }
 
@@ -42,10 +40,13 @@ void fuse_kernels(Graph& graph) {
   std::vector<Node>& nodes = graph.nodes;
   for (Node& node : nodes) {
     node.unfused_shape = node.shape;
-    node.is_view = node.op == "flatten" || node.op == "dropout";
+    node.is_view = node.def && (node.def->traits.view || node.def->traits.view_at_inference);
     if (!node.attrs.has("activation")) continue;
     const std::string& activation = node.attrs.get_string("activation");
-    if (activation != "linear" && activation != "none") node.fused.push_back({activation, node.name, {}});
+    if (activation == "linear" || activation == "none") continue;
+    const OpDef* def = find_op(activation);  // (the attribute's choices are activation ops)
+    CNNC_ASSERT(def && (def->traits.activation || def->traits.softmax), "not an activation op: " + activation);
+    node.fused.push_back({def, node.name, {}});
   }
 
   std::vector<bool> removed(nodes.size(), false);
@@ -60,7 +61,7 @@ void fuse_kernels(Graph& graph) {
       if (consumers.size() != 1) break;
       Node& consumer = nodes[consumers[0]];
       if (consumer.inputs.size() != 1 || !can_absorb(producer, consumer)) break;
-      producer.fused.push_back({consumer.op, consumer.name, consumer.attrs});
+      producer.fused.push_back({consumer.def, consumer.name, consumer.attrs});
       producer.shape = consumer.shape;
       removed[consumers[0]] = true;
       // The consumer's consumers now read the producer.

@@ -16,7 +16,12 @@ int64_t saturating_add(int64_t a, int64_t b) {
 
 std::string Node::describe() const {
   if (layer_index == 0) return "the input";
-  return fmt::format("layer {} '{}' ({})", layer_index, name, op);
+  return fmt::format("layer {} '{}' ({})", layer_index, name, op_name());
+}
+
+const std::string& Node::op_name() const {
+  static const std::string input = "input";
+  return def ? def->name : input;
 }
 
 int64_t Node::param_count() const {

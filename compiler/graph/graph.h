@@ -16,8 +16,7 @@ namespace cnnc {
 struct Node {
   int id = 0;                  // index in Graph::nodes
   std::string name;            // unique; "input" for the input node
-  std::string op;              // op name, or "input"
-  const OpDef* def = nullptr;  // nullptr for the input node
+  const OpDef* def = nullptr;  // the op (its traits and hooks); nullptr for the input node
   Attrs attrs;
   std::vector<int> inputs;     // ids of the producing nodes
   Shape shape;                 // output shape per example (batch excluded)
@@ -27,10 +26,10 @@ struct Node {
   SourceLoc loc;
 
   // Operations fused into this node by fuse_kernels, applied to its result in order: an
-  // activation ("relu", "sigmoid", "tanh", "softmax") and/or a pooling ("maxpool2d", "avgpool2d").
-  // Each keeps the layer it came from (name, attributes) for messages and the manifest.
+  // activation (traits.activation or traits.softmax) and/or a pooling (traits.pooling). Each keeps
+  // the layer it came from (name, attributes) for messages and the manifest.
   struct FusedOp {
-    std::string op;
+    const OpDef* def = nullptr;
     std::string name;
     Attrs attrs;
   };
@@ -41,6 +40,9 @@ struct Node {
   // no kernel, the buffer is shared.
   bool is_view = false;
 
+  // The op's name as in YAML ("conv2d"), or "input". For messages, printing and the manifest:
+  // the compiler decides by def's traits and hooks, never by this name.
+  const std::string& op_name() const;
   // "layer 3 'conv2d_1' (conv2d)", or "the input".
   std::string describe() const;
   int64_t param_count() const;

@@ -60,10 +60,10 @@ std::string format_summary(const Graph& graph) {
   for (const Node& node : graph.nodes) {
     std::vector<std::string> inputs;
     for (int from : node.inputs) inputs.push_back(graph.nodes[from].name);
-    std::string label = fmt::format("{} ({})", node.name, node.op);
+    std::string label = fmt::format("{} ({})", node.name, node.op_name());
     if (node.attrs.has("activation") && node.attrs.get_string("activation") != "linear" &&
         node.attrs.get_string("activation") != "none")
-      label = fmt::format("{} ({}+{})", node.name, node.op, node.attrs.get_string("activation"));
+      label = fmt::format("{} ({}+{})", node.name, node.op_name(), node.attrs.get_string("activation"));
     out += row(label, shape_str(node.shape), with_commas(node.param_count()), with_commas(node.flops),
                fmt::format("{}", fmt::join(inputs, ", ")));
   }
@@ -86,11 +86,11 @@ std::string format_graph(const Graph& graph) {
     std::vector<std::string> inputs, attrs;
     for (int from : node.inputs) inputs.push_back(fmt::format("%{}", from));
     for (auto& [key, value] : node.attrs.values()) attrs.push_back(fmt::format("{}: {}", key, attr_str(value)));
-    out += fmt::format("  %{} {} = {}({})", node.id, node.name, node.op, fmt::join(inputs, ", "));
+    out += fmt::format("  %{} {} = {}({})", node.id, node.name, node.op_name(), fmt::join(inputs, ", "));
     if (!attrs.empty()) out += fmt::format(" {{{}}}", fmt::join(attrs, ", "));
     if (!node.fused.empty()) {
       std::vector<std::string> fused;
-      for (const Node::FusedOp& op : node.fused) fused.push_back(fmt::format("{} '{}'", op.op, op.name));
+      for (const Node::FusedOp& op : node.fused) fused.push_back(fmt::format("{} '{}'", op.def->name, op.name));
       out += fmt::format(" + fused[{}]", fmt::join(fused, ", "));
     }
     if (node.is_view) out += " view";

@@ -20,10 +20,14 @@ OpDef activation_op(const std::string& name, const std::string& summary, int64_t
 }  // namespace
 
 void register_activation_ops(std::vector<OpDef>& ops) {
-  ops.push_back(activation_op("relu", "max(x, 0)", 1));
-  ops.push_back(activation_op("sigmoid", "1 / (1 + exp(-x))", 4));
-  ops.push_back(activation_op("tanh", "hyperbolic tangent", 4));
-  ops.push_back(activation_op("softmax", "exp(x) / sum(exp(x)) over the last axis", 4));
+  for (OpDef op : {activation_op("relu", "max(x, 0)", 1), activation_op("sigmoid", "1 / (1 + exp(-x))", 4),
+                   activation_op("tanh", "hyperbolic tangent", 4)}) {
+    op.traits.activation = true;
+    ops.push_back(op);
+  }
+  OpDef softmax = activation_op("softmax", "exp(x) / sum(exp(x)) over the last axis", 4);
+  softmax.traits.softmax = true;
+  ops.push_back(softmax);
 }
 
 }  // namespace cnnc

@@ -21,6 +21,9 @@ void register_conv_ops(std::vector<OpDef>& ops) {
   use_bias.help = "add a learned bias per output channel";
   op.attrs = {filters, kernel, stride, padding_attr(), activation_attr(), use_bias};
   op.input_rank = 3;
+  op.traits.takes_activation = true;
+  op.traits.absorbs_pooling = true;
+  op.traits.pool_index = true;
 
   op.infer_shape = [](const std::vector<Shape>& in, const Attrs& attrs) -> Shape {
     auto [kh, kw] = attrs.get_pair("kernel");
@@ -45,6 +48,8 @@ void register_conv_ops(std::vector<OpDef>& ops) {
     auto [kh, kw] = attrs.get_pair("kernel");
     return saturating_mul(saturating_mul(2, shape_elements(out)), saturating_mul(kh * kw, in[0][2]));
   };
+  // The weight gradient does the forward FLOPs once, the input gradient once more.
+  op.backward_flops = [](int64_t forward, bool input_gradient) { return saturating_mul(forward, input_gradient ? 2 : 1); };
   ops.push_back(op);
 }
 

@@ -16,6 +16,7 @@ void register_dense_ops(std::vector<OpDef>& ops) {
   use_bias.help = "add a learned bias per output";
   op.attrs = {units, activation_attr(), use_bias};
   op.input_rank = 1;
+  op.traits.takes_activation = true;
   op.infer_shape = [](const std::vector<Shape>&, const Attrs& attrs) -> Shape { return {attrs.get_int("units")}; };
   op.params = [](const std::vector<Shape>& in, const Attrs& attrs) {
     int64_t units = attrs.get_int("units");
@@ -26,6 +27,7 @@ void register_dense_ops(std::vector<OpDef>& ops) {
   op.flops = [](const std::vector<Shape>& in, const Shape& out, const Attrs&) {
     return saturating_mul(2, saturating_mul(in[0][0], out[0]));
   };
+  op.backward_flops = [](int64_t forward, bool input_gradient) { return saturating_mul(forward, input_gradient ? 2 : 1); };
   ops.push_back(op);
 }
 

@@ -11,6 +11,7 @@ void register_merge_ops(std::vector<OpDef>& ops) {
   add.summary = "element-wise sum of two or more inputs of the same shape";
   add.min_inputs = 2;
   add.max_inputs = -1;
+  add.traits.takes_activation = true;
   add.infer_shape = [](const std::vector<Shape>& in, const Attrs&) {
     for (size_t i = 1; i < in.size(); ++i)
       if (in[i] != in[0])

@@ -30,6 +30,8 @@ void register_normalization_ops(std::vector<OpDef>& ops) {
   op.flops = [](const std::vector<Shape>&, const Shape& out, const Attrs&) {
     return saturating_mul(2, shape_elements(out));
   };
+  op.traits.takes_activation = true;
+  op.traits.training_form = true;  // batch statistics; updates moving_mean and moving_variance
   ops.push_back(op);
 }
 

@@ -1,10 +1,14 @@
 // The op interface: what the compiler knows about each kind of layer, independent of code generation.
 //
-// An op is data plus hooks. The data (name, attribute schema, input arity) drives the front end:
-// unknown attributes, wrong types, missing required values and defaults are all handled from the
-// schema, so an op never parses YAML itself. The hooks infer the output shape, list the parameter
-// tensors and count FLOPs. Halide definitions live in compiler/codegen/ (kept out of here so that
-// the front end and the tests that use it never include Halide.h).
+// An op is one OpDef: data plus hooks, registered once (ops/<family>.cpp) and found by the
+// compiler through the OpDef itself, never by comparing names. The data (name, attribute schema,
+// input arity) drives the front end: unknown attributes, wrong types, missing required values and
+// defaults are all handled from the schema, so an op never parses YAML itself. The hooks infer the
+// output shape, list the parameter tensors with their initializers and count FLOPs; the traits
+// tell the later passes how to fuse, store and train it. The op's Halide half (forward,
+// backward, schedule space) is registered under the same name in compiler/codegen/ops/ (kept out
+// of here so that the front end and the tests that use it never include Halide.h); the two are
+// checked against each other at start-up (check_op_registry, codegen.h).
 //
 // Shapes are per example, batch excluded: [H, W, C] for images, [N] for vectors.
 #pragma once
@@ -55,6 +59,7 @@ struct AttrSpec {
   double min = 1, max = 2147483647.0;
   bool max_exclusive = false;
   std::vector<std::string> choices;  // Enum only
+  bool activation_choices = false;   // Enum: choices are activation_names() (see activation_attr)
   std::string help;                  // one line, for docs and error messages
 };
 
@@ -105,6 +110,33 @@ struct ParamSpec {
   Initializer initializer = Initializer::Zeros;
 };
 
+// A window reduction over H and W (maxpool2d, avgpool2d).
+enum class Pooling { None, Max, Average };
+
+// How the passes after shape inference treat an op, beyond its math. All false for a plain op
+// with its own kernel in inference and training, which is what a new op gets by default.
+struct OpTraits {
+  // Fusion (graph/fuse_kernels.cpp). An element-wise activation is a value of `activation:` and,
+  // as a layer right after an op that takes_activation, becomes part of that op's kernel.
+  bool activation = false;
+  // The softmax over the last axis: a value of `activation:` (fused only that way), and what a
+  // classifier trained with categorical cross-entropy must end in.
+  bool softmax = false;
+  bool takes_activation = false;    // a following activation layer fuses into its kernel
+  Pooling pooling = Pooling::None;  // a pooling: fuses into a preceding op that absorbs_pooling
+  bool absorbs_pooling = false;
+  // With an absorbed non-overlapping max pooling, training keeps only where each window's maximum
+  // is, and backward visits those positions alone (conv2d; see saves_pool_index in codegen.h).
+  bool pool_index = false;
+  // Memory (codegen planning). A view's output is its input reinterpreted: no kernel, one buffer.
+  bool view = false;               // always (flatten)
+  bool view_at_inference = false;  // at inference only; computes while training (dropout)
+  // Training. Its training forward differs from inference (own kernel); that kernel also writes
+  // the new value of every non-trainable parameter, in place (batchnorm's moving statistics).
+  bool training_form = false;
+  bool random = false;  // training kernels take the model's seed and step (dropout)
+};
+
 struct OpDef {
   std::string name;     // as written in YAML: "conv2d"
   std::string summary;  // one line
@@ -120,17 +152,27 @@ struct OpDef {
   // Forward floating-point operations per example: 2 per multiply-accumulate in conv2d and dense,
   // about 1 per element visited elsewhere.
   std::function<int64_t(const std::vector<Shape>& inputs, const Shape& output, const Attrs& attrs)> flops;
+  // FLOPs per example of its backward kernel, from the forward FLOPs and whether an input gradient
+  // is computed; unset: the forward FLOPs (conv2d and dense: twice them with an input gradient).
+  std::function<int64_t(int64_t forward_flops, bool input_gradient)> backward_flops;
+  OpTraits traits;
 
   const AttrSpec* find_attr(const std::string& key) const;
 };
 
-// Every op of the model language, in documentation order.
-const std::vector<OpDef>& all_ops();
+// Every op of the model language, built-in ones in documentation order, then any added with
+// register_op. The OpDefs never move: a pointer to one identifies the op for good.
+std::vector<const OpDef*> all_ops();
 // The op called `name`, or nullptr.
 const OpDef* find_op(const std::string& name);
 std::vector<std::string> op_names();
+// Adds an op to the language (the built-in ones register themselves; tests add toy ops). Call it
+// before compiling a model that uses it, together with its Halide half (register_halide_op,
+// codegen/halide_op.h). Throws std::logic_error if the name is taken.
+const OpDef& register_op(OpDef op);
 
-// Activations accepted by `activation:` on conv2d and dense ("linear" and "none" mean none).
+// Values accepted by `activation:` on conv2d and dense: "linear" and "none" (no activation),
+// then every op with the activation or softmax trait.
 const std::vector<std::string>& activation_names();
 
 // Registration hooks, one per op family file (ops/<family>.cpp).
@@ -142,7 +184,8 @@ void register_shape_ops(std::vector<OpDef>& ops);
 void register_normalization_ops(std::vector<OpDef>& ops);
 void register_merge_ops(std::vector<OpDef>& ops);
 
-// Shared attribute specs.
+// Shared attribute specs. activation_attr's choices are activation_names(), filled in once every
+// built-in op is registered.
 AttrSpec activation_attr();
 AttrSpec padding_attr();
 // Keras output size of a sliding window along one axis (valid: floor, same: ceil).

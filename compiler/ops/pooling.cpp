@@ -9,10 +9,11 @@ namespace cnnc {
 
 namespace {
 
-OpDef pooling_op(const std::string& name, const std::string& summary) {
+OpDef pooling_op(const std::string& name, const std::string& summary, Pooling pooling) {
   OpDef op;
   op.name = name;
   op.summary = summary;
+  op.traits.pooling = pooling;
   AttrSpec size{"size", AttrKind::IntPair};
   size.default_value = std::pair<int64_t, int64_t>(2, 2);
   size.help = "window size: an integer or [height, width]";
@@ -42,8 +43,8 @@ OpDef pooling_op(const std::string& name, const std::string& summary) {
 }  // namespace
 
 void register_pooling_ops(std::vector<OpDef>& ops) {
-  ops.push_back(pooling_op("maxpool2d", "max over each window"));
-  ops.push_back(pooling_op("avgpool2d", "average over each window"));
+  ops.push_back(pooling_op("maxpool2d", "max over each window", Pooling::Max));
+  ops.push_back(pooling_op("avgpool2d", "average over each window", Pooling::Average));
 }
 
 }  // namespace cnnc

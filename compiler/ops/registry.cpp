@@ -1,5 +1,8 @@
 // The op registry, attribute storage and helpers shared by the op families.
 #include <climits>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -86,8 +89,18 @@ const char* initializer_name(Initializer initializer) {
   return "zeros";
 }
 
-const std::vector<OpDef>& all_ops() {
-  static const std::vector<OpDef> ops = [] {
+namespace {
+
+// The ops, built-in ones first. A deque: registering never moves an OpDef.
+struct Registry {
+  std::deque<OpDef> ops;
+  std::vector<std::string> activations;
+  std::mutex mutex;
+};
+
+Registry& registry() {
+  static Registry* instance = [] {
+    auto* r = new Registry;
     std::vector<OpDef> list;
     register_conv_ops(list);
     register_pooling_ops(list);
@@ -96,32 +109,61 @@ const std::vector<OpDef>& all_ops() {
     register_activation_ops(list);
     register_normalization_ops(list);
     register_merge_ops(list);
-    return list;
+    r->activations = {"linear", "none"};
+    for (const OpDef& op : list)
+      if (op.traits.activation || op.traits.softmax) r->activations.push_back(op.name);
+    for (OpDef& op : list) {
+      for (AttrSpec& attr : op.attrs)
+        if (attr.activation_choices) attr.choices = r->activations;
+      r->ops.push_back(std::move(op));
+    }
+    return r;
   }();
+  return *instance;
+}
+
+}  // namespace
+
+std::vector<const OpDef*> all_ops() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<const OpDef*> ops;
+  for (const OpDef& op : r.ops) ops.push_back(&op);
   return ops;
 }
 
 const OpDef* find_op(const std::string& name) {
-  for (const OpDef& op : all_ops())
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const OpDef& op : r.ops)
     if (op.name == name) return &op;
   return nullptr;
 }
 
 std::vector<std::string> op_names() {
   std::vector<std::string> names;
-  for (const OpDef& op : all_ops()) names.push_back(op.name);
+  for (const OpDef* op : all_ops()) names.push_back(op->name);
   return names;
 }
 
-const std::vector<std::string>& activation_names() {
-  static const std::vector<std::string> names = {"linear", "none", "relu", "sigmoid", "tanh", "softmax"};
-  return names;
+const OpDef& register_op(OpDef op) {
+  if (find_op(op.name)) throw std::logic_error("op '" + op.name + "' is already registered");
+  if (!op.infer_shape || !op.params || !op.flops)
+    throw std::logic_error("op '" + op.name + "' lacks infer_shape, params or flops");
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (AttrSpec& attr : op.attrs)
+    if (attr.activation_choices) attr.choices = r.activations;
+  r.ops.push_back(std::move(op));
+  return r.ops.back();
 }
+
+const std::vector<std::string>& activation_names() { return registry().activations; }
 
 AttrSpec activation_attr() {
   AttrSpec spec{"activation", AttrKind::Enum};
   spec.default_value = std::string("linear");
-  spec.choices = activation_names();
+  spec.activation_choices = true;  // (filled in by registry(): the activations may come later)
   spec.help = "activation applied to the output";
   return spec;
 }

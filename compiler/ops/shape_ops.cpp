@@ -10,6 +10,7 @@ void register_shape_ops(std::vector<OpDef>& ops) {
   flatten.infer_shape = [](const std::vector<Shape>& in, const Attrs&) { return Shape{shape_elements(in[0])}; };
   flatten.params = [](const std::vector<Shape>&, const Attrs&) { return std::vector<ParamSpec>{}; };
   flatten.flops = [](const std::vector<Shape>&, const Shape&, const Attrs&) { return int64_t(0); };
+  flatten.traits.view = true;
   ops.push_back(flatten);
 
   OpDef dropout;
@@ -24,6 +25,9 @@ void register_shape_ops(std::vector<OpDef>& ops) {
   dropout.infer_shape = [](const std::vector<Shape>& in, const Attrs&) { return in[0]; };
   dropout.params = [](const std::vector<Shape>&, const Attrs&) { return std::vector<ParamSpec>{}; };
   dropout.flops = [](const std::vector<Shape>&, const Shape& out, const Attrs&) { return shape_elements(out); };
+  dropout.traits.view_at_inference = true;
+  dropout.traits.training_form = true;
+  dropout.traits.random = true;
   ops.push_back(dropout);
 }
 

@@ -10,18 +10,6 @@ namespace cnnc::reference {
 
 namespace {
 
-// A batch of NHWC (or N x features) values.
-struct Tensor {
-  int batch = 0;
-  Shape shape;  // per example
-  std::vector<double> data;
-  int64_t per_example() const { return shape_elements(shape); }
-  double& at(int n, int64_t y, int64_t x, int64_t c) { return data[size_t(((n * shape[0] + y) * shape[1] + x) * shape[2] + c)]; }
-  double at(int n, int64_t y, int64_t x, int64_t c) const {
-    return data[size_t(((n * shape[0] + y) * shape[1] + x) * shape[2] + c)];
-  }
-};
-
 Tensor from_floats(const float* values, const Shape& shape, int batch) {
   Tensor tensor{batch, shape, {}};
   tensor.data.assign(values, values + batch * tensor.per_example());
@@ -57,7 +45,7 @@ Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, cons
   return out;
 }
 
-Tensor pool2d(const std::string& op, const Tensor& in, const Attrs& attrs, const Shape& out_shape) {
+Tensor pool2d(bool is_max, const Tensor& in, const Attrs& attrs, const Shape& out_shape) {
   auto [ph, pw] = attrs.get_pair("size");
   auto [sh, sw] = attrs.get_pair("stride");
   bool same = attrs.get_string("padding") == "same";
@@ -79,7 +67,7 @@ Tensor pool2d(const std::string& op, const Tensor& in, const Attrs& attrs, const
               sum += value;
               ++count;
             }
-          out.at(n, y, x, c) = op == "maxpool2d" ? best : sum / count;
+          out.at(n, y, x, c) = is_max ? best : sum / count;
         }
   return out;
 }
@@ -107,13 +95,10 @@ void softmax(Tensor& t) {
   }
 }
 
-void activate(const std::string& op, Tensor& t) {
-  if (op == "softmax") return softmax(t);
-  for (double& v : t.data) {
-    if (op == "relu") v = std::max(v, 0.0);
-    else if (op == "sigmoid") v = 1.0 / (1.0 + std::exp(-v));
-    else if (op == "tanh") v = std::tanh(v);
-  }
+// An element-wise function applied to every value.
+Tensor map_values(Tensor t, double (*f)(double)) {
+  for (double& v : t.data) v = f(v);
+  return t;
 }
 
 // The dropout keep mask, as the package draws it (codegen/halide_common.h, dropout_keep): a
@@ -130,82 +115,122 @@ bool dropout_keeps(int64_t index, uint32_t seed, int64_t step, double rate) {
   return float(h >> 8) * (1.0f / 16777216.0f) >= float(rate);
 }
 
-using ParamLookup = std::function<const double*(const std::string&)>;
+// The built-in ops' references, by op name.
+std::map<std::string, ReferenceOp>& registry() {
+  static std::map<std::string, ReferenceOp>* ops = [] {
+    auto* r = new std::map<std::string, ReferenceOp>;
+    auto& ops = *r;
+    ops["conv2d"] = [](const ReferenceArgs& a) {
+      return conv2d(a.in[0], a.attrs, a.out_shape, a.param("kernel"), a.param("bias"));
+    };
+    ops["dense"] = [](const ReferenceArgs& a) {
+      return dense(a.in[0], a.attrs.get_int("units"), a.param("kernel"), a.param("bias"));
+    };
+    ops["maxpool2d"] = [](const ReferenceArgs& a) { return pool2d(true, a.in[0], a.attrs, a.out_shape); };
+    ops["avgpool2d"] = [](const ReferenceArgs& a) { return pool2d(false, a.in[0], a.attrs, a.out_shape); };
+    ops["relu"] = [](const ReferenceArgs& a) { return map_values(a.in[0], [](double v) { return std::max(v, 0.0); }); };
+    ops["sigmoid"] = [](const ReferenceArgs& a) {
+      return map_values(a.in[0], [](double v) { return 1.0 / (1.0 + std::exp(-v)); });
+    };
+    ops["tanh"] = [](const ReferenceArgs& a) { return map_values(a.in[0], [](double v) { return std::tanh(v); }); };
+    ops["softmax"] = [](const ReferenceArgs& a) {
+      Tensor out = a.in[0];
+      softmax(out);
+      return out;
+    };
+    ops["add"] = [](const ReferenceArgs& a) {
+      Tensor out = a.in[0];
+      for (size_t i = 1; i < a.in.size(); ++i)
+        for (size_t k = 0; k < out.data.size(); ++k) out.data[k] += a.in[i].data[k];
+      return out;
+    };
+    ops["batchnorm"] = [](const ReferenceArgs& a) {
+      Tensor out = a.in[0];
+      int64_t channels = out.shape.back();
+      double epsilon = a.attrs.get_float("epsilon");
+      std::vector<double> mean(a.param("moving_mean"), a.param("moving_mean") + channels);
+      std::vector<double> variance(a.param("moving_variance"), a.param("moving_variance") + channels);
+      if (a.training) {  // the batch's statistics: mean and biased variance per channel
+        std::vector<double> sum(size_t(channels), 0.0), squares(size_t(channels), 0.0);
+        double count = double(out.data.size() / size_t(channels));
+        for (size_t k = 0; k < out.data.size(); ++k) sum[k % size_t(channels)] += out.data[k];
+        for (int64_t c = 0; c < channels; ++c) mean[size_t(c)] = sum[size_t(c)] / count;
+        for (size_t k = 0; k < out.data.size(); ++k) {
+          double centered = out.data[k] - mean[k % size_t(channels)];
+          squares[k % size_t(channels)] += centered * centered;
+        }
+        for (int64_t c = 0; c < channels; ++c) variance[size_t(c)] = squares[size_t(c)] / count;
+      }
+      for (size_t k = 0; k < out.data.size(); ++k) {
+        size_t c = k % size_t(channels);
+        out.data[k] = (out.data[k] - mean[c]) / std::sqrt(variance[c] + epsilon) * a.param("gamma")[c] + a.param("beta")[c];
+      }
+      return out;
+    };
+    ops["concat"] = [](const ReferenceArgs& a) {
+      // Join along the Keras axis: view each example as [outer, axis, inner] blocks.
+      int64_t rank = int64_t(a.out_shape.size());
+      int64_t axis = a.attrs.get_int("axis");
+      int64_t index = axis < 0 ? rank + axis : axis - 1;
+      int batch = a.in[0].batch;
+      Tensor out{batch, a.out_shape, {}};
+      int64_t outer = 1;
+      for (int64_t d = 0; d < index; ++d) outer *= a.out_shape[size_t(d)];
+      for (int n = 0; n < batch; ++n)
+        for (int64_t o = 0; o < outer; ++o)
+          for (const Tensor& t : a.in) {
+            int64_t block = t.per_example() / outer;
+            const double* from = &t.data[size_t(n * t.per_example() + o * block)];
+            out.data.insert(out.data.end(), from, from + block);
+          }
+      return out;
+    };
+    ops["dropout"] = [](const ReferenceArgs& a) {
+      Tensor out = a.in[0];  // at inference: the values unchanged
+      if (!a.training) return out;
+      double rate = a.attrs.get_float("rate");
+      double scale = double(float(1.0 / (1.0 - rate)));
+      for (size_t k = 0; k < out.data.size(); ++k)
+        out.data[k] = dropout_keeps(int64_t(k), a.training->seed, a.training->step, rate) ? out.data[k] * scale : 0.0;
+      return out;
+    };
+    ops["flatten"] = [](const ReferenceArgs& a) { return a.in[0]; };  // the values unchanged
+    return r;
+  }();
+  return *ops;
+}
+
+const ReferenceOp& reference_of(const OpDef& def) {
+  auto it = registry().find(def.name);
+  if (it == registry().end()) throw std::logic_error("the reference has no op '" + def.name + "'");
+  return it->second;
+}
 
 Tensor compute_node(const Node& node, const std::vector<Tensor>& in, const ParamLookup& param, int batch,
                     const Training* training) {
-  Tensor out;
-  const std::string& op = node.op;
-  if (op == "conv2d") {
-    out = conv2d(in[0], node.attrs, node.unfused_shape, param("kernel"), param("bias"));
-  } else if (op == "dense") {
-    out = dense(in[0], node.attrs.get_int("units"), param("kernel"), param("bias"));
-  } else if (op == "maxpool2d" || op == "avgpool2d") {
-    out = pool2d(op, in[0], node.attrs, node.unfused_shape);
-  } else if (op == "relu" || op == "sigmoid" || op == "tanh" || op == "softmax") {
-    out = in[0];
-    activate(op, out);
-  } else if (op == "add") {
-    out = in[0];
-    for (size_t i = 1; i < in.size(); ++i)
-      for (size_t k = 0; k < out.data.size(); ++k) out.data[k] += in[i].data[k];
-  } else if (op == "batchnorm") {
-    out = in[0];
-    int64_t channels = out.shape.back();
-    double epsilon = node.attrs.get_float("epsilon");
-    std::vector<double> mean(param("moving_mean"), param("moving_mean") + channels);
-    std::vector<double> variance(param("moving_variance"), param("moving_variance") + channels);
-    if (training) {  // the batch's statistics: mean and biased variance per channel
-      std::vector<double> sum(size_t(channels), 0.0), squares(size_t(channels), 0.0);
-      double count = double(out.data.size() / size_t(channels));
-      for (size_t k = 0; k < out.data.size(); ++k) sum[k % size_t(channels)] += out.data[k];
-      for (int64_t c = 0; c < channels; ++c) mean[size_t(c)] = sum[size_t(c)] / count;
-      for (size_t k = 0; k < out.data.size(); ++k) {
-        double centered = out.data[k] - mean[k % size_t(channels)];
-        squares[k % size_t(channels)] += centered * centered;
-      }
-      for (int64_t c = 0; c < channels; ++c) variance[size_t(c)] = squares[size_t(c)] / count;
-    }
-    for (size_t k = 0; k < out.data.size(); ++k) {
-      size_t c = k % size_t(channels);
-      out.data[k] = (out.data[k] - mean[c]) / std::sqrt(variance[c] + epsilon) * param("gamma")[c] + param("beta")[c];
-    }
-  } else if (op == "concat") {
-    // Join along the Keras axis: view each example as [outer, axis, inner] blocks.
-    int64_t rank = int64_t(node.unfused_shape.size());
-    int64_t axis = node.attrs.get_int("axis");
-    int64_t index = axis < 0 ? rank + axis : axis - 1;
-    out = Tensor{batch, node.unfused_shape, {}};
-    int64_t outer = 1;
-    for (int64_t d = 0; d < index; ++d) outer *= node.unfused_shape[d];
-    for (int n = 0; n < batch; ++n)
-      for (int64_t o = 0; o < outer; ++o)
-        for (const Tensor& t : in) {
-          int64_t block = t.per_example() / outer;
-          const double* from = &t.data[size_t(n * t.per_example() + o * block)];
-          out.data.insert(out.data.end(), from, from + block);
-        }
-  } else if (op == "dropout" && training) {
-    out = in[0];
-    double rate = node.attrs.get_float("rate");
-    double scale = double(float(1.0 / (1.0 - rate)));
-    for (size_t k = 0; k < out.data.size(); ++k)
-      out.data[k] = dropout_keeps(int64_t(k), training->seed, training->step, rate) ? out.data[k] * scale : 0.0;
-  } else if (op == "flatten" || op == "dropout") {
-    out = in[0];  // the values unchanged
-  } else {
-    throw std::logic_error("the reference has no op '" + op + "'");
-  }
-  out.shape = node.unfused_shape.empty() ? node.shape : node.unfused_shape;
+  const Shape& own_shape = node.unfused_shape.empty() ? node.shape : node.unfused_shape;
+  Tensor out = reference_of(*node.def)(ReferenceArgs{in, node.attrs, own_shape, param, training});
+  out.batch = batch;
+  out.shape = own_shape;
+  ParamLookup none = [](const std::string&) -> const double* { return nullptr; };
   for (const Node::FusedOp& fused : node.fused) {
-    if (fused.op == "maxpool2d" || fused.op == "avgpool2d") out = pool2d(fused.op, out, fused.attrs, node.shape);
-    else activate(fused.op, out);
+    // A fused pooling gives the node's shape; an activation keeps the shape.
+    const Shape& shape = fused.def->traits.pooling != Pooling::None ? node.shape : out.shape;
+    out = reference_of(*fused.def)(ReferenceArgs{{out}, fused.attrs, shape, none, training});
+    out.shape = shape;
   }
   out.shape = node.shape;
   return out;
 }
 
 }  // namespace
+
+void register_reference_op(const std::string& name, ReferenceOp op) {
+  if (!registry().emplace(name, std::move(op)).second)
+    throw std::logic_error("op '" + name + "' already has a reference");
+}
+
+bool has_reference_op(const std::string& name) { return registry().count(name) != 0; }
 
 std::vector<double> run_node(const Graph& graph, const Node& node, const std::vector<const float*>& inputs,
                              const std::map<std::string, const float*>& params, int batch) {

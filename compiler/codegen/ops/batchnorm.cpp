@@ -1,0 +1,94 @@
+// batchnorm's Halide half: inference (moving statistics), training forward (batch statistics,
+// updating the moving ones) and backward. The op itself: ops/normalization.cpp.
+#include "codegen/halide_op.h"
+
+#include <tuple>
+
+namespace cnnc {
+
+namespace {
+
+Func batchnorm_forward(ForwardContext& ctx) {
+  return elementwise_kernel(ctx, [&](const std::vector<Var>& vars, std::vector<Func>&) {
+    std::vector<Expr> at = as_exprs(vars);
+    Func value("value");
+    float epsilon = float(ctx.node.attrs.get_float("epsilon"));
+    Expr channel = vars[0];
+    if (!ctx.train) {
+      // Inference form: (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta.
+      Expr scale = ctx.params.at("gamma")(channel) / sqrt(ctx.params.at("moving_variance")(channel) + epsilon);
+      value(at) = (ctx.inputs[0](at) - ctx.params.at("moving_mean")(channel)) * scale + ctx.params.at("beta")(channel);
+      return value;
+    }
+    // Training form (Keras): normalize with this batch's mean and (biased) variance per
+    // channel, and move the moving statistics towards them (new values as extra outputs).
+    float momentum = float(ctx.node.attrs.get_float("momentum"));
+    auto [batch_mean, batch_variance] = batch_statistics(ctx.inputs[0], ctx.input_shape(), vars[0]);
+    Expr scale = ctx.params.at("gamma")(channel) / sqrt(batch_variance(channel) + epsilon);
+    value(at) = (ctx.inputs[0](at) - batch_mean(channel)) * scale + ctx.params.at("beta")(channel);
+    Var c("c");
+    Func moving_mean("moving_mean_out"), moving_variance("moving_variance_out");
+    moving_mean(c) = momentum * ctx.params.at("moving_mean")(c) + (1.0f - momentum) * batch_mean(c);
+    moving_variance(c) = momentum * ctx.params.at("moving_variance")(c) + (1.0f - momentum) * batch_variance(c);
+    ctx.state = {moving_mean, moving_variance};  // the non-trainable parameters, in order
+    if (ctx.hand) {
+      int channels = int(ctx.node.shape.back());
+      for (Func f : {batch_mean, batch_variance}) f.compute_root().vectorize(f.args()[0], std::min(channels, ctx.sched.vector));
+    }
+    return value;
+  });
+}
+
+
+// batchnorm in training mode (batch statistics, recomputed from the input): with xhat the
+// normalized input and N the values per channel, d(beta) = sum of pre, d(gamma) = sum of
+// pre * xhat, d(input) = gamma / sqrt(var + eps) / N * (N pre - d(beta) - xhat d(gamma)).
+void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::map<std::string, ImageParam>& params,
+                        const std::vector<Var>& vars, Func& input_grad,
+                        std::vector<std::pair<std::string, Func>>& param_grads) {
+  const Shape& shape = ctx.node.shape;
+  std::vector<Expr> at = as_exprs(vars);
+  Var c = vars[0];
+  auto [mean, variance] = batch_statistics(input, shape, c);
+  ChannelReduction all = per_channel(shape, ctx.batch, c);
+  const std::vector<Expr>& point = all.point;
+  Expr count = all.count;
+  float epsilon = float(ctx.node.attrs.get_float("epsilon"));
+  Func inverse_std("inverse_std");
+  inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
+  Func dpre("dpre");
+  dpre(at) = pre(at);
+  auto xhat = [&](const std::vector<Expr>& p) { return (input(p) - mean(p[0])) * inverse_std(p[0]); };
+  Func beta_grad("beta_gradient"), gamma_grad("gamma_gradient");
+  beta_grad(c) = Halide::sum(dpre(point));
+  gamma_grad(c) = Halide::sum(dpre(point) * xhat(point));
+  input_grad = Func("input_gradient");
+  input_grad(at) = params.at("gamma")(c) * inverse_std(c) / count * (count * dpre(at) - beta_grad(c) - xhat(at) * gamma_grad(c));
+  param_grads.emplace_back("gamma", gamma_grad);
+  param_grads.emplace_back("beta", beta_grad);
+  if (!ctx.hand) return;
+  ctx.compute_root(dpre, vars, shape);
+  int lanes = std::min(int(shape.back()), ctx.sched.vector);
+  for (Func f : {mean, variance, inverse_std}) f.compute_root().vectorize(c, lanes);
+  if (!ctx.sched.gpu) {
+    beta_grad.vectorize(c, lanes);
+    gamma_grad.vectorize(c, lanes);
+  }
+  ctx.schedule = "batchnorm backward: per-channel sums in order, then one pass";
+}
+
+
+}  // namespace
+
+void register_batchnorm_halide() {
+  HalideOp op;
+  op.stamp = __DATE__ " " __TIME__;
+  op.forward = batchnorm_forward;
+  op.backward = [](BackwardContext& ctx) {
+    std::vector<Var> vars = make_vars(ctx.node.shape.size() + 1);
+    batchnorm_backward(ctx, ctx.pre, ctx.inputs[0], ctx.params, vars, ctx.input_grads[0], ctx.param_grads);
+  };
+  register_halide_op("batchnorm", op);
+}
+
+}  // namespace cnnc

@@ -1,0 +1,647 @@
+// conv2d's Halide half: the forward kernel with its fused activation and pooling, the backward
+// kernel, and their schedule space. The op itself: ops/conv.cpp.
+#include "codegen/halide_op.h"
+
+#include <tuple>
+
+namespace cnnc {
+
+namespace {
+
+// conv2d + bias, then the fused activation and pooling.
+Func conv2d_forward(ForwardContext& ctx) {
+  const Shape& in = ctx.input_shape();
+  int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+  int out_height = int(ctx.node.unfused_shape[0]), out_width = int(ctx.node.unfused_shape[1]);
+  int out_channels = int(ctx.node.unfused_shape[2]);
+  auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
+  auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+  Var c("c"), x("x"), y("y"), n("n");
+
+  Func source("source");
+  if (ctx.node.attrs.get_string("padding") == "same") {
+    int top = same_padding_before(height, out_height, int(kh), int(sh));
+    int left = same_padding_before(width, out_width, int(kw), int(sw));
+    Func padded("padded");
+    Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+    padded(c, x, y, n) = select(inside, ctx.inputs[0](c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+    source(c, x, y, n) = padded(c, x - left, y - top, n);
+  } else {
+    source(c, x, y, n) = ctx.inputs[0](c, x, y, n);
+  }
+
+  // The algorithm: acc(c, x, y, n) = bias(c) + sum over (ci, kx, ky) of w * in.
+  RDom r(0, in_channels, 0, int(kw), 0, int(kh), "r");
+  Func acc("acc");
+  acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
+  acc(c, x, y, n) += ctx.params.at("kernel")(c, r.x, r.y, r.z) * source(r.x, x * int(sw) + r.y, y * int(sh) + r.z, n);
+
+  Func value("value");
+  value(c, x, y, n) = acc(c, x, y, n);
+  const Node::FusedOp* pooling = nullptr;
+  Func logits, softmax_max, softmax_exp, softmax_sum;  // a softmax over the channels
+  for (const Node::FusedOp& fused : ctx.node.fused) {
+    if (fused.def->traits.pooling != Pooling::None) {
+      pooling = &fused;
+      continue;
+    }
+    if (fused.def->traits.softmax) {
+      // Over the channels of each pixel (`activation: softmax`; nothing is fused after it):
+      // the convolution goes to `logits` with its register tiles, then one pass per pixel.
+      logits = Func("logits");
+      logits(c, x, y, n) = value(c, x, y, n);
+      RDom k(0, out_channels, "k");
+      softmax_max = Func("softmax_max");
+      softmax_exp = Func("softmax_exp");
+      softmax_sum = Func("softmax_sum");
+      softmax_max(x, y, n) = maximum(logits(k, x, y, n));
+      softmax_exp(c, x, y, n) = exp(logits(c, x, y, n) - softmax_max(x, y, n));
+      softmax_sum(x, y, n) = Halide::sum(softmax_exp(k, x, y, n));
+      Func softmax("softmax");
+      softmax(c, x, y, n) = softmax_exp(c, x, y, n) / softmax_sum(x, y, n);
+      value = softmax;
+      continue;
+    }
+    Func activated(fused.def->name);
+    activated(c, x, y, n) = halide_op(*fused.def).activate(value(c, x, y, n));
+    value = activated;
+  }
+  Func output("output");
+  if (pooling) {
+    int pooled_height = int(ctx.node.shape[0]), pooled_width = int(ctx.node.shape[1]);
+    Func pool = pool2d(pooling->def->traits.pooling, value, out_width, out_height, pooling->attrs, pooled_width, pooled_height);
+    output(c, x, y, n) = pool(c, x, y, n);
+  } else {
+    output(c, x, y, n) = value(c, x, y, n);
+  }
+
+  bool index_only = pooling && ctx.train && saves_pool_index(ctx.node);
+  if (index_only) {
+    // Training keeps only where each window's maximum is (the first one, row by row): the
+    // output is a Tuple (maximum, index), computed like inference with fused pooling.
+    auto [ph, pw] = pooling->attrs.get_pair("size");
+    Expr best, best_index;
+    for (int dy = 0; dy < ph; ++dy)
+      for (int dx = 0; dx < pw; ++dx) {
+        Expr v = value(c, x * int(pw) + dx, y * int(ph) + dy, n);
+        Expr index = int(dy * pw + dx);
+        if (!best.defined()) {
+          best = v;
+          best_index = index;
+          continue;
+        }
+        best_index = select(v > best, index, best_index);
+        best = max(best, v);
+      }
+    output = Func("output");
+    output(c, x, y, n) = Tuple(best, best_index);
+    ctx.tuple_saved = true;
+  } else if (pooling && ctx.train) {
+    // Training keeps the activation before pooling for backward: compute it whole, then pool it.
+    ctx.saved = Func("saved");
+    ctx.saved(c, x, y, n) = value(c, x, y, n);
+    Func pool = pool2d(pooling->def->traits.pooling, ctx.saved, out_width, out_height, pooling->attrs, int(ctx.node.shape[1]),
+                       int(ctx.node.shape[0]));
+    output = Func("output");
+    output(c, x, y, n) = pool(c, x, y, n);
+  }
+
+  // The schedule.
+  if (!ctx.hand) return output;
+  if (ctx.sched.gpu) {
+    // One thread per output value; its accumulator (and for pooling its whole window) lives
+    // in registers.
+    Var co("co"), xo("xo"), ci("ci"), xi("xi"), yn("yn");
+    if (pooling && ctx.train && !index_only) {
+      ctx.saved.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, out_width), TailStrategy::GuardWithIf)
+          .fuse(y, n, yn)
+          .gpu_blocks(yn);
+      acc.compute_at(ctx.saved, ci);
+      Var pyn("pyn");
+      output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(ctx.node.shape[1])),
+                      TailStrategy::GuardWithIf)
+          .fuse(y, n, pyn)
+          .gpu_blocks(pyn);
+      ctx.schedule = "gpu training: one thread per activation, then one per pooled value";
+      return output;
+    }
+    if (logits.defined()) {
+      logits.compute_root().gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, out_width),
+                                     TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+      acc.compute_at(logits, ci);
+      Var pyn("pyn");
+      output.gpu_tile(x, y, xo, yn, xi, pyn, std::min(8, out_width), 1, TailStrategy::GuardWithIf);
+      ctx.schedule = "gpu: threads over 32 channels x 8 pixels, then a softmax thread per pixel";
+      return output;
+    }
+    output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(ctx.node.shape[1])),
+                    TailStrategy::GuardWithIf)
+        .fuse(y, n, yn)
+        .gpu_blocks(yn);
+    acc.compute_at(output, ci);
+    ctx.schedule = "gpu: threads over 32 channels x 8 pixels, accumulator per thread";
+    return output;
+  }
+  int block = ctx.channel_block(out_channels), vec = std::min(ctx.sched.vector, block);
+  Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+  int vectors = (block + ctx.sched.vector - 1) / ctx.sched.vector;
+  // Parallel grain: rows x images where a row is enough work for a task (conv2: ~150 kFLOP),
+  // whole images where rows are small (conv1: 15 kFLOP rows ran 2-6x slower as tasks).
+  int64_t row_flops = int64_t(out_width) * out_channels * kh * kw * in_channels * 2;
+  auto parallelize = [&](Func f, int64_t flops) {
+    if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
+    else f.parallel(n);
+  };
+  // With few input channels (conv1: one), the kernel slice of a channel block is a handful of
+  // vectors: a tile small enough to keep it in registers beside the accumulators saves
+  // reloading it for every pixel (conv1: ~1.8x faster than the widest tile, 18 + 2 x 6 + 1
+  // registers on AVX-512). Unless a tuned pixel_tile says otherwise.
+  int preferred_tile = ctx.sched.pixel_tile;
+  int weight_vectors = in_channels * int(kh * kw) * vectors;
+  if (!ctx.sched.pixel_tile_tuned && weight_vectors + 2 * vectors + 1 <= ctx.sched.registers)
+    preferred_tile = std::min(preferred_tile, (ctx.sched.registers - weight_vectors - 1) / vectors);
+  // Output tile of `block` channels x `tile` pixels; the accumulator for it stays in registers
+  // through the whole reduction (input channels innermost, then kernel taps).
+  auto register_tiles = [&](Func f) {
+    int tile = pick_tile(out_width, preferred_tile, vectors, ctx.sched.registers);
+    f.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(ci).unroll(xi);
+    parallelize(f, row_flops);
+    acc.compute_at(f, co).vectorize(c, vec).unroll(c).unroll(x);
+    acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+    return tile;
+  };
+  if (pooling && ctx.train && !index_only) {
+    // Register tiles as without pooling for the kept activation, then the pooling.
+    int tile = register_tiles(ctx.saved);
+    output.vectorize(c, vec).parallel(n);
+    ctx.schedule = fmt::format("cpu training: register tile {} channels x {} pixels, then pooling", block, tile);
+    return output;
+  }
+  if (logits.defined()) {
+    // The convolution with its register tiles into `logits`, then the softmax pixel by pixel.
+    logits.compute_root();
+    int tile = register_tiles(logits);
+    output.vectorize(c, vec).parallel(n);
+    for (Func f : {softmax_max, softmax_exp, softmax_sum}) f.compute_at(output, x);
+    softmax_exp.vectorize(c, vec);
+    ctx.schedule = fmt::format("cpu: register tile {} channels x {} pixels, then the softmax per pixel", block, tile);
+    return output;
+  }
+  if (!pooling) {
+    int tile = register_tiles(output);
+    ctx.schedule = fmt::format("cpu: register tile {} channels x {} pixels, parallel over rows x batch", block, tile);
+    return output;
+  }
+  // Fused pooling: per pooled row and channel block, compute the conv rows it needs (all
+  // columns) into a small buffer, tile by tile with the same register tile, then pool them.
+  auto [ph, pw] = pooling->attrs.get_pair("size");
+  int64_t pool_stride_x = pooling->attrs.get_pair("stride").second;
+  int needed_width = std::min(out_width, int((ctx.node.shape[1] - 1) * pool_stride_x + pw));
+  int tile = pick_tile(needed_width, preferred_tile, vectors, ctx.sched.registers);
+  output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
+  parallelize(output, row_flops * ph);
+  value.compute_at(output, co)
+      .split(x, xo, xi, tile, TailStrategy::ShiftInwards)
+      .reorder(c, xi, xo, y)
+      .vectorize(c, vec)
+      .unroll(c)
+      .unroll(xi);
+  acc.compute_at(value, xo).vectorize(c, vec).unroll(c).unroll(x);
+  acc.update().reorder(c, x, r.x, r.y, r.z, y, n).vectorize(c, vec).unroll(c).unroll(x);
+  ctx.schedule = fmt::format("cpu: fused pooling; register tile {} channels x {} pixels per pooled row", block, tile);
+  return output;
+}
+
+// conv2d backward. Behind a fused non-overlapping max pooling that kept only the index of each
+// window's maximum (saves_pool_index), the gradient reaches one position per window: with at
+// least 8 input channels the kernel visits those positions alone (conv_backward_at_maxima), else
+// it rebuilds the sparse gradient from the index and runs the dense backward.
+struct Conv2dBackward {
+  BackwardContext& ctx;
+  Func window_grad;                // behind a max pooling with indices: the gradient per window
+  std::vector<int> window_extent;  // ... over this many windows (x, y)
+  std::vector<RVar> scatter_taps;  // the kernel taps of a scatter-style input gradient
+  std::vector<RVar> window_rvars;  // the pooling windows of one image (x, y)
+
+  void define() {
+    bool sparse = saves_pool_index(ctx.node);
+    if (sparse && ctx.graph.nodes[ctx.node.inputs[0]].shape[2] >= 8) {
+      conv_backward_at_maxima(ctx.gradient, ctx.saved, ctx.output, ctx.inputs[0], ctx.params, ctx.input_grads[0],
+                              ctx.param_grads);
+      return;
+    }
+    Func pre = sparse ? gradient_from_index(ctx.gradient, ctx.saved, ctx.output) : ctx.pre;
+    conv_backward(pre, ctx.inputs[0], ctx.params, ctx.input_grads[0], ctx.param_grads);
+  }
+
+  // The conv's input as its kernel reads it: zero outside the image where the padding is 'same'.
+  static Func conv_source(ImageParam input, int width, int height, bool same) {
+    Var c("c"), x("x"), y("y"), n("n");
+    Func source("source");
+    if (same) {
+      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+    } else {
+      source(c, x, y, n) = input(c, x, y, n);
+    }
+    return source;
+  }
+
+  // The fused max pooling's window (height, width) and the activation before it (nullptr for none).
+  std::tuple<int, int, const OpDef*> max_pool_window() const {
+    std::pair<int64_t, int64_t> window;
+    const OpDef* activation = nullptr;
+    for (const Node::FusedOp& fused : ctx.node.fused) {
+      if (fused.def->traits.pooling == Pooling::Max) window = fused.attrs.get_pair("size");
+      else activation = fused.def;
+    }
+    return {int(window.first), int(window.second), activation};
+  }
+
+  // The gradient with respect to the conv output of a conv + activation + max pooling that kept
+  // the index of each window's maximum: the window's gradient (times the activation's derivative,
+  // whose value there is the pooled output) at its maximum, zero elsewhere.
+  Func gradient_from_index(ImageParam gradient, ImageParam index, ImageParam output) {
+    auto [ph, pw, activation] = max_pool_window();
+    int pooled_height = int(ctx.node.shape[0]), pooled_width = int(ctx.node.shape[1]);
+    Var c("c"), x("x"), y("y"), n("n");
+    Expr px = min(x / pw, pooled_width - 1), py = min(y / ph, pooled_height - 1);
+    Expr inside = x < pooled_width * pw && y < pooled_height * ph;
+    Expr hit = index(c, px, py, n) == (y - py * ph) * pw + (x - px * pw);
+    Expr g = gradient(c, px, py, n);
+    if (activation) g = g * halide_op(*activation).derivative(output(c, px, py, n));
+    Func d("gradient_from_index");
+    d(c, x, y, n) = select(inside && hit, g, 0.0f);
+    // Each window's gradient lands once, at its maximum: sums over all positions (the bias
+    // gradient) equal sums over the windows.
+    Expr window_g = gradient(c, x, y, n);
+    if (activation) window_g = window_g * halide_op(*activation).derivative(output(c, x, y, n));
+    window_grad = Func("gradient_per_window");
+    window_grad(c, x, y, n) = window_g;
+    window_extent = {pooled_width, pooled_height};
+    return d;
+  }
+
+  // conv2d with a fused non-overlapping max pooling that kept the index of each window's
+  // maximum: the gradient reaches only those positions (one per window), so the bias, weight and
+  // input gradients visit the pooled positions alone instead of every conv output.
+  void conv_backward_at_maxima(ImageParam gradient, ImageParam index, ImageParam output, ImageParam input,
+                               std::map<std::string, ImageParam>& params, Func& input_grad,
+                               std::vector<std::pair<std::string, Func>>& param_grads) {
+    const Shape& in = ctx.graph.nodes[ctx.node.inputs[0]].shape;
+    const Shape& conv_out = ctx.node.unfused_shape;
+    int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+    int out_channels = int(conv_out[2]);
+    int pooled_height = int(ctx.node.shape[0]), pooled_width = int(ctx.node.shape[1]);
+    auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
+    auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+    bool same = ctx.node.attrs.get_string("padding") == "same";
+    int top = same ? same_padding_before(height, int(conv_out[0]), int(kh), int(sh)) : 0;
+    int left = same ? same_padding_before(width, int(conv_out[1]), int(kw), int(sw)) : 0;
+    auto [window_height, window_width, activation] = max_pool_window();
+    int ph = window_height, pw = window_width;  // (lambdas below capture them)
+    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co");
+
+    // The gradient at each window's maximum: the pooled gradient times the activation's
+    // derivative there, whose value is the pooled output.
+    Func at_max("gradient_at_maximum");
+    Expr g = gradient(c, x, y, n);
+    at_max(c, x, y, n) = activation ? g * halide_op(*activation).derivative(output(c, x, y, n)) : g;
+    // Where the maximum of window (x, y) is, in conv output coordinates.
+    auto max_x = [&](Expr channel, Expr px, Expr py, Expr image) {
+      return px * pw + clamp(index(channel, px, py, image), 0, ph * pw - 1) % pw;
+    };
+    auto max_y = [&](Expr channel, Expr px, Expr py, Expr image) {
+      return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
+    };
+    Func source = conv_source(input, width, height, same);
+
+    RDom windows(0, pooled_width, 0, pooled_height, 0, ctx.batch, "windows");
+    if (ctx.node.attrs.get_bool("use_bias")) {
+      Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+      bias_sum(c) = 0.0f;
+      bias_sum(c) += at_max(c, windows.x, windows.y, windows.z);
+      bias_grad(c) = bias_sum(c);
+      param_grads.emplace_back("bias", bias_grad);
+      if (ctx.hand && !ctx.sched.gpu) {
+        bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, std::min(out_channels, ctx.sched.vector));
+        vectorize_update(bias_sum.update().reorder(c, windows.x, windows.y, windows.z), c,
+                         std::min(out_channels, ctx.sched.vector), out_channels);
+      }
+    }
+
+    // d(kernel), input channels contiguous: per output channel, the input patch at each maximum.
+    Func patch_acc("patch_acc"), patch_sum("patch_sum"), kernel_grad("kernel_gradient");
+    Func per_image("patch_per_image"), partial("patch_partial");
+    RDom images;
+    Var k("k");
+    int chunks = ctx.sched.batch_chunks;
+    bool per_image_tiles = ctx.hand && !ctx.sched.gpu;
+    if (per_image_tiles) {
+      // CPU: image by image (the image, a few KB, stays in L1), one output channel's patch sums
+      // in registers over the image's windows, then added to the channel's partial sum of the
+      // batch chunk. Looping channels outside images instead streams the whole batch's input
+      // through the cache once per output channel. Fixed batch chunks in parallel, summed in
+      // order: the same result for any thread count.
+      RDom win(0, pooled_width, 0, pooled_height, "win");
+      Expr wx = max_x(co, win.x, win.y, n), wy = max_y(co, win.x, win.y, n);
+      per_image(ci, kx, ky, co, n) = 0.0f;
+      per_image(ci, kx, ky, co, n) += at_max(co, win.x, win.y, n) *
+                                      source(ci, wx * int(sw) + kx - left, wy * int(sh) + ky - top, n);
+      Expr chunk = (ctx.batch + chunks - 1) / chunks;
+      images = RDom(0, chunk, "images");
+      images.where(k * chunk + images < ctx.batch);
+      partial(ci, kx, ky, co, k) = 0.0f;
+      partial(ci, kx, ky, co, k) += per_image(ci, kx, ky, co, min(k * chunk + images, ctx.batch - 1));
+      Expr total = partial(ci, kx, ky, co, 0);
+      for (int j = 1; j < chunks; ++j) total = total + partial(ci, kx, ky, co, j);
+      kernel_grad(co, ci, kx, ky) = total;
+      window_rvars = {win.x, win.y};
+    } else {
+      Expr mx = max_x(co, windows.x, windows.y, windows.z), my = max_y(co, windows.x, windows.y, windows.z);
+      patch_acc(ci, kx, ky, co) = 0.0f;
+      patch_acc(ci, kx, ky, co) += at_max(co, windows.x, windows.y, windows.z) *
+                                   source(ci, mx * int(sw) + kx - left, my * int(sh) + ky - top, windows.z);
+      patch_sum(ci, kx, ky, co) = patch_acc(ci, kx, ky, co);
+      kernel_grad(co, ci, kx, ky) = patch_sum(ci, kx, ky, co);
+    }
+    param_grads.emplace_back("kernel", kernel_grad);
+
+    Func transposed("transposed");
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    if (ctx.kernel.input_grad[0]) {
+      // d(input): each maximum adds its gradient times the kernel to the input patch it read.
+      // Output channel outermost, then the windows, then the taps: one channel's kernel slice
+      // (taps x input channels) is reused at every window's maximum while it is in cache.
+      RDom r(0, int(kw), 0, int(kh), 0, pooled_width, 0, pooled_height, 0, out_channels, "r");
+      Expr cx = max_x(r[4], r[2], r[3], n), cy = max_y(r[4], r[2], r[3], n);
+      Expr ix = cx * int(sw) + r[0] - left, iy = cy * int(sh) + r[1] - top;
+      if (same) r.where(ix >= 0 && ix < width && iy >= 0 && iy < height);
+      input_grad = Func("input_gradient");
+      input_grad(ci, x, y, n) = 0.0f;
+      input_grad(ci, clamp(ix, 0, width - 1), clamp(iy, 0, height - 1), n) +=
+          at_max(r[4], r[2], r[3], n) * transposed(ci, r[4], r[0], r[1]);
+      scatter_taps = {r[0], r[1]};
+    }
+    if (!ctx.hand) return;
+    int vec = std::min(ctx.sched.vector, in_channels);
+    at_max.compute_root().vectorize(c, std::min(ctx.sched.vector, out_channels));
+    if (ctx.worth_parallel(ctx.node.shape)) at_max.parallel(n);
+    transposed.compute_root();
+    ctx.schedule = fmt::format("backward at the {}x{} window maxima only", ph, pw);
+    if (ctx.sched.gpu) {
+      patch_sum.compute_root().gpu_tile(ci, co, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, in_channels), 1,
+                                        TailStrategy::GuardWithIf);
+      patch_acc.compute_at(patch_sum, Var("t0"));
+      if (ctx.kernel.input_grad[0]) {
+        input_grad.compute_root().gpu_blocks(n).gpu_threads(ci);
+        input_grad.update().gpu_blocks(n).gpu_threads(ci);
+      }
+      return;
+    }
+    // Per batch chunk (a task each), image by image, per output channel: a register tile of all
+    // input channels x kernel taps.
+    Var cio("cio"), cii("cii");
+    bool split_channels = in_channels % vec == 0 && in_channels / vec <= 4;
+    partial.compute_root().vectorize(ci, vec).parallel(k);
+    Stage add = partial.update();
+    add.reorder(ci, kx, ky, co, images, k);
+    if (split_channels) add.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+    else vectorize_update(add, ci, vec, in_channels);
+    add.unroll(kx).unroll(ky).parallel(k);
+    per_image.compute_at(partial, co).vectorize(ci, vec).unroll(kx).unroll(ky);
+    Stage sum = per_image.update();
+    sum.reorder(ci, kx, ky, window_rvars[0], window_rvars[1]);
+    if (split_channels) sum.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+    else vectorize_update(sum, ci, vec, in_channels);
+    sum.unroll(kx).unroll(ky);
+    kernel_grad.vectorize(co, std::min(ctx.sched.vector, out_channels));
+    if (ctx.kernel.input_grad[0]) {
+      // Images are independent: one task each, no two tasks write the same gradient. The image's
+      // gradient (a few KB) stays in L1 while the windows add to it; the taps are unrolled so
+      // that a window's maximum is located once for all of them.
+      input_grad.compute_root().vectorize(ci, vec).parallel(n);
+      Stage scatter = input_grad.update();
+      if (split_channels) scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
+      else vectorize_update(scatter, ci, vec, in_channels);
+      if (kw * kh <= 25) scatter.unroll(scatter_taps[0]).unroll(scatter_taps[1]);
+      scatter.parallel(n);
+      ctx.direct_input_grad = true;
+    }
+  }
+
+  // conv2d: d(bias) = sum of pre over pixels and batch; d(kernel) = correlation of the input with
+  // pre; d(input) = pre convolved with the flipped kernel (strides and padding respected).
+  void conv_backward(Func pre, ImageParam input, std::map<std::string, ImageParam>& params, Func& input_grad,
+                     std::vector<std::pair<std::string, Func>>& param_grads) {
+    const Shape& in = ctx.graph.nodes[ctx.node.inputs[0]].shape;
+    const Shape& out = ctx.node.unfused_shape;
+    int height = int(in[0]), width = int(in[1]), in_channels = int(in[2]);
+    int out_height = int(out[0]), out_width = int(out[1]), out_channels = int(out[2]);
+    auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
+    auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+    bool same = ctx.node.attrs.get_string("padding") == "same";
+    int top = same ? same_padding_before(height, out_height, int(kh), int(sh)) : 0;
+    int left = same ? same_padding_before(width, out_width, int(kw), int(sw)) : 0;
+    Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co"), k("k");
+
+    Func dpre("dpre");  // materialized: three reductions read it
+    dpre(c, x, y, n) = pre(c, x, y, n);
+    // Behind a max pooling that kept its indices, with no input gradient to compute, only the
+    // weight gradient reads dpre (the bias sums the windows): it is computed one row at a time
+    // where that reduction needs it instead of in full.
+    bool dpre_per_row = ctx.hand && !ctx.sched.gpu && window_grad.defined() && !ctx.kernel.input_grad[0];
+    if (!dpre_per_row) ctx.compute_root(dpre, {c, x, y, n}, out);
+
+    Func source = conv_source(input, width, height, same);
+
+    int block = channel_block(ctx.sched, out_channels, ctx.sched.channel_vectors), vec = std::min(block, ctx.sched.vector);
+    if (ctx.node.attrs.get_bool("use_bias")) {
+      bool windows = window_grad.defined();
+      RDom pixels(0, windows ? window_extent[0] : out_width, 0, windows ? window_extent[1] : out_height, 0, ctx.batch, "pixels");
+      Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+      bias_sum(c) = 0.0f;
+      bias_sum(c) += windows ? window_grad(c, pixels.x, pixels.y, pixels.z) : dpre(c, pixels.x, pixels.y, pixels.z);
+      bias_grad(c) = bias_sum(c);
+      if (!ctx.hand) {
+      } else if (!ctx.sched.gpu) {
+        bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, vec);
+        vectorize_update(bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z), c, vec, out_channels);
+      } else {
+        bias_grad.gpu_tile(c, Var("b"), Var("t"), std::min(32, out_channels), TailStrategy::GuardWithIf);
+        bias_sum.compute_at(bias_grad, Var("t"));
+      }
+      param_grads.emplace_back("bias", bias_grad);
+    }
+
+    // d(kernel)(co, ci, kx, ky) = sum over the batch and the pixels of dpre(co) * input(ci). The batch
+    // is split in a fixed number of chunks whose partial sums run in parallel and are added in
+    // order, so the result is the same for any thread count.
+    int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
+    Expr chunk = (ctx.batch + chunks - 1) / chunks;
+    RDom r(0, out_width, 0, out_height, 0, chunk, "r");
+    r.where(k * chunk + r.z < ctx.batch);
+    Expr image = min(k * chunk + r.z, ctx.batch - 1);  // the clamp only bounds the region: `where` skips the rest
+    Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
+    kernel_acc(co, ci, kx, ky, k) = 0.0f;
+    kernel_acc(co, ci, kx, ky, k) +=
+        dpre(co, r.x, r.y, image) * source(ci, r.x * int(sw) + kx - left, r.y * int(sh) + ky - top, image);
+    kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
+    Expr total = kernel_partial(co, ci, kx, ky, 0);
+    for (int j = 1; j < chunks; ++j) total = total + kernel_partial(co, ci, kx, ky, j);
+    kernel_grad(co, ci, kx, ky) = total;
+    param_grads.emplace_back("kernel", kernel_grad);
+    if (!ctx.hand) {
+    } else if (ctx.sched.gpu) {
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), kk("kk");
+      kernel_grad.fuse(kx, ky, kk).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
+                                             TailStrategy::GuardWithIf).gpu_blocks(kk);
+      kernel_acc.compute_at(kernel_grad, t0);
+    } else {
+      // Register tile: `block` output channels by `tile` input channels; where the input has few
+      // channels (conv1: one), by every (ci, kx, ky) instead, so that enough accumulators stay busy.
+      int accumulators = ctx.sched.channel_vectors * ctx.sched.pixel_tile;
+      int taps = in_channels * int(kw * kh);
+      bool small = in_channels * 2 < ctx.sched.pixel_tile;
+      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
+      kernel_partial.compute_root();
+      if (small) {
+        int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, taps)));
+        int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
+        kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
+            .fuse(coo, k, t1).parallel(t1);
+        kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
+        kernel_acc.update().reorder(co, ci, kx, ky, r.x, r.y, r.z, k).vectorize(co, small_vec).unroll(co).unroll(ci)
+            .unroll(kx).unroll(ky);
+        ctx.schedule = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
+                                small_block, taps, chunks);
+      } else {
+        int tile = std::min(in_channels, ctx.sched.pixel_tile);
+        kernel_partial.split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, coo, cio, kx, ky, k)
+            .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, kx, t2).fuse(t2, ky, t3).fuse(t3, k, t4).parallel(t4);
+        kernel_acc.compute_at(kernel_partial, t4).vectorize(co, vec).unroll(co).unroll(ci);
+        kernel_acc.update().reorder(co, ci, r.x, r.y, r.z, kx, ky, k).vectorize(co, vec).unroll(co).unroll(ci);
+        ctx.schedule = fmt::format("weight gradient: register tile {} channels x {} input channels, {} batch chunks",
+                                block, tile, chunks);
+      }
+      kernel_grad.vectorize(co, vec);
+      if (dpre_per_row) {
+        dpre.compute_at(kernel_acc, r.y).vectorize(c, std::min(vec, out_channels));
+        ctx.schedule += ", the gradient at the pooling maxima expanded one row at a time";
+      }
+    }
+
+    if (!ctx.kernel.input_grad[0]) return;
+    Func transposed("transposed");  // weights with input channels contiguous
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    if (sw == 1 && sh == 1) {
+      // Stride 1: a GEMM over the real output pixels, then col2im. cols(ci, kx, ky, ox, oy) =
+      // sum over co of w(co, ci, kx, ky) * dpre(co, ox, oy) does exactly the forward FLOPs (a
+      // direct convolution of the zero-padded gradient does ~40% more); d(input)(ci, x, y) then
+      // adds the kh x kw columns that land on (x, y).
+      Var ox("ox"), oy("oy");
+      RDom rc(0, out_channels, "rc");
+      Func cols_acc("cols_acc"), cols("cols");
+      cols_acc(ci, kx, ky, ox, oy, n) = 0.0f;
+      cols_acc(ci, kx, ky, ox, oy, n) += transposed(ci, rc, kx, ky) * dpre(rc, ox, oy, n);
+      cols(ci, kx, ky, ox, oy, n) = cols_acc(ci, kx, ky, ox, oy, n);
+      Expr sum = 0.0f;
+      for (int dy = 0; dy < kh; ++dy)
+        for (int dx = 0; dx < kw; ++dx) {
+          Expr px = x + left - dx, py = y + top - dy;
+          Expr valid = px >= 0 && px < out_width && py >= 0 && py < out_height;
+          sum = sum + select(valid, cols(ci, dx, dy, clamp(px, 0, out_width - 1), clamp(py, 0, out_height - 1), n), 0.0f);
+        }
+      input_grad = Func("input_gradient");
+      input_grad(ci, x, y, n) = sum;
+      if (!ctx.hand) return;
+      transposed.compute_root();
+      if (ctx.sched.gpu) {
+        Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), q("q");
+        cols.compute_root().fuse(kx, ky, q).gpu_tile(ci, ox, b0, b1, t0, t1, std::min(32, in_channels),
+                                                      std::min(8, out_width), TailStrategy::GuardWithIf);
+        cols_acc.compute_at(cols, t0);
+        input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
+                                           TailStrategy::GuardWithIf);
+        return;
+      }
+      int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
+      int tile = pick_tile(out_width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
+      Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
+      // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
+      input_grad.compute_root().vectorize(ci, std::min(in_channels, ctx.sched.vector)).parallel(n);
+      cols.compute_at(input_grad, n)
+          .split(ci, cio, cii, in_block)
+          .split(ox, oxo, oxi, tile)
+          .reorder(cii, oxi, cio, oxo, kx, ky, oy)
+          .vectorize(cii, in_vec)
+          .unroll(cii)
+          .unroll(oxi);
+      cols_acc.compute_at(cols, cio).vectorize(ci, in_vec).unroll(ci).unroll(ox);
+      cols_acc.update().reorder(ci, ox, rc, kx, ky, oy, n).vectorize(ci, in_vec).unroll(ci).unroll(ox);
+      return;
+    }
+    // Strided: d(input)(ci, x, y, n) = sum over (co, kx, ky) of w(co, ci, kx, ky) * dpre(co, ox, oy, n)
+    // where ox * stride + kx - left == x: the convolution of the zero-padded dpre with the
+    // flipped kernel, keeping the taps that land on the stride.
+    Func padded("dpre_padded");  // zero outside the output: no bounds test in the inner loop
+    padded(c, x, y, n) = select(x >= 0 && x < out_width && y >= 0 && y < out_height,
+                                dpre(c, clamp(x, 0, out_width - 1), clamp(y, 0, out_height - 1), n), 0.0f);
+    RDom rin(0, out_channels, 0, int(kw), 0, int(kh), "rin");
+    Expr sx = x + left - rin.y, sy = y + top - rin.z;
+    Expr valid = sx % int(sw) == 0 && sy % int(sh) == 0;
+    Expr value = select(valid, padded(rin.x, sx / int(sw), sy / int(sh), n), 0.0f);
+    Func input_sum("input_sum");
+    input_sum(ci, x, y, n) = 0.0f;
+    input_sum(ci, x, y, n) += transposed(ci, rin.x, rin.y, rin.z) * value;
+    input_grad = Func("input_gradient");
+    input_grad(ci, x, y, n) = input_sum(ci, x, y, n);
+    if (!ctx.hand) return;
+    transposed.compute_root();
+    if (ctx.sched.gpu) {
+      padded.compute_root().gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, out_channels), 4,
+                                     TailStrategy::GuardWithIf);
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
+      input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
+                                         TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+      input_sum.compute_at(input_grad, t0);
+      return;
+    }
+    padded.compute_root().vectorize(c, std::min(ctx.sched.vector, out_channels)).parallel(n);
+    int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
+    int tile = pick_tile(width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
+    Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
+    input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
+        .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
+    input_sum.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
+    input_sum.update().reorder(ci, x, rin.x, rin.y, rin.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+  }
+
+};
+
+}  // namespace
+
+// The register-tile knobs (halide_kernels.cpp, tile_space) of forward, training forward and
+// backward kernels; backward adds the batch chunks of the weight gradient.
+void register_conv2d_halide() {
+  HalideOp op;
+  op.stamp = __DATE__ " " __TIME__;
+  op.forward = conv2d_forward;
+  op.backward = [](BackwardContext& ctx) { Conv2dBackward{ctx, {}, {}, {}, {}}.define(); };
+  op.schedule_space = [](const KernelInfo& kernel) {
+    std::vector<ScheduleKnobs> space = register_tile_space();
+    if (kernel.kind != KernelKind::Backward) return space;
+    std::vector<ScheduleKnobs> chunked;
+    for (const ScheduleKnobs& base : space)
+      for (int chunks : {2, 8}) {
+        ScheduleKnobs knobs = base;
+        knobs.batch_chunks = chunks;
+        chunked.push_back(knobs);
+      }
+    space.insert(space.end(), chunked.begin(), chunked.end());
+    return space;
+  };
+  register_halide_op("conv2d", op);
+}
+
+}  // namespace cnnc
