@@ -61,7 +61,6 @@ class Reader {
     if (mark.is_null() || mark.line < 0) return fallback;
     return SourceLoc{file_, mark.line + 1, mark.column + 1};
   }
-  SourceLoc file_loc() const { return SourceLoc{file_, 0, 0}; }
 
   [[noreturn]] void fail(const SourceLoc& loc, const std::string& message) const { throw UserError(loc, message); }
 
