@@ -34,7 +34,9 @@ struct PackageResult {
   double seconds = 0;
 };
 
-// Builds (or fetches from the cache) the package of a graph that went through fuse_kernels.
+// Builds (or fetches from the cache) the package of a graph that went through fuse_kernels, in
+// steps: plan the kernels, choose schedules, then (unless the cache has the package) generate
+// kernels, emit the plan's C, the header and the manifest, compile and link, store in the cache.
 PackageResult build_package(const Graph& graph, const BuildOptions& options);
 
 // Identifies a model's computation: the fused graph's ops, attributes, shapes and parameter
