@@ -103,6 +103,7 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
 
   // 1. Plan the kernels (inference and training) and the plan's memory.
   Plan plan = make_plan(graph, target.gpu);
+  if (options.dump_kernel_plan) *options.dump_kernel_plan << format_kernel_plan(plan);
   // 2. Choose schedules: the tuning database's best where it has one, else the defaults.
   if (options.use_tuning) choose_schedules(plan, target);
 

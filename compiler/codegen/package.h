@@ -25,6 +25,8 @@ struct BuildOptions {
   // Test builds: every buffer of the plan between guard zones checked after each kernel; a
   // kernel that writes outside its buffers fails with its name (see tests/random_nets.cpp).
   bool guard_zones = false;
+  // Where to print the plan of kernels once planned (`--dump-after plan-kernels`), or nullptr.
+  std::ostream* dump_kernel_plan = nullptr;
 };
 
 struct PackageResult {
