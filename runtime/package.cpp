@@ -73,30 +73,12 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
   package->handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!package->handle_) throw UserError(SourceLoc{library, 0, 0}, fmt::format("cannot load the kernels: {}", dlerror()));
   Package& p = *package;
-  p.create_ = reinterpret_cast<void* (*)()>(p.resolve("create"));
-  p.destroy_ = reinterpret_cast<void (*)(void*)>(p.resolve("destroy"));
-  p.param_data_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("param_data"));
-  p.params_changed_ = reinterpret_cast<void (*)(void*)>(p.resolve("params_changed"));
-  p.forward_ = reinterpret_cast<int (*)(void*, const float*, int, float*)>(p.resolve("forward"));
-  p.node_output_ = reinterpret_cast<const float* (*)(const void*, int)>(p.resolve("node_output"));
-  p.error_ = reinterpret_cast<const char* (*)(const void*)>(p.resolve("error"));
-  p.set_threads_ = reinterpret_cast<void (*)(int)>(p.resolve("set_threads"));
-  p.kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("kernel_count"));
-  p.trainable_ = reinterpret_cast<int (*)()>(p.resolve("trainable"));
-  p.set_optimizer_ = reinterpret_cast<int (*)(void*, const char*, float, float, float, float, float)>(p.resolve("set_optimizer"));
-  p.train_step_ = reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("train_step"));
-  p.compute_gradients_ =
-      reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("compute_gradients"));
-  p.param_grads_ = reinterpret_cast<const float* (*)(const void*)>(p.resolve("param_grads"));
-  p.optimizer_state_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("optimizer_state"));
-  p.step_ = reinterpret_cast<int64_t (*)(const void*)>(p.resolve("step"));
-  p.set_step_ = reinterpret_cast<void (*)(void*, int64_t)>(p.resolve("set_step"));
-  p.set_seed_ = reinterpret_cast<void (*)(void*, uint32_t)>(p.resolve("set_seed"));
-  p.train_kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("train_kernel_count"));
-  p.train_kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("train_kernel_name"));
-  p.train_kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("train_kernel_seconds"));
-  p.kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("kernel_name"));
-  p.kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("kernel_seconds"));
+  // Every function of the C API (c_api.def) must be there.
+#define CNNC_API_DOC(text)
+#define CNNC_API(return_type, name, parameters) p.name##_ = reinterpret_cast<decltype(p.name##_)>(p.resolve(#name));
+#include "codegen/c_api.def"
+#undef CNNC_API
+#undef CNNC_API_DOC
   return package;
 }
 

@@ -17,6 +17,66 @@ namespace cnnc {
 // cache key (package.cpp).
 const char* emit_c_build_stamp() { return __DATE__ " " __TIME__; }
 
+namespace {
+
+// One entry of c_api.def: a function, or (doc set) the comment before the functions that follow.
+struct ApiEntry {
+  const char* doc;
+  const char* return_type;
+  const char* name;
+  const char* parameters;
+};
+
+const std::vector<ApiEntry>& c_api() {
+  static const std::vector<ApiEntry> entries = {
+#define CNNC_API_DOC(text) {text, nullptr, nullptr, nullptr},
+#define CNNC_API(return_type, name, parameters) {nullptr, #return_type, #name, #parameters},
+#include "codegen/c_api.def"
+#undef CNNC_API
+#undef CNNC_API_DOC
+  };
+  return entries;
+}
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+// The declarations of <name>.h, with their comments, from c_api.def.
+std::string c_api_declarations(const std::string& p, const std::string& upper) {
+  std::string out;
+  for (const ApiEntry& entry : c_api()) {
+    if (entry.doc) {
+      out += replace_all(replace_all(entry.doc, "{p}", p), "{P}", upper) + "\n";
+      continue;
+    }
+    std::string type = replace_all(entry.return_type, "MODEL", p + "_model");
+    std::string parameters = replace_all(entry.parameters, "MODEL", p + "_model");
+    std::string line = fmt::format("{}{}{}_{}{};", type, type.back() == '*' ? "" : " ", p, entry.name, parameters);
+    // Long declarations break after the last parameter that fits in 110 columns, the rest aligned.
+    size_t open = line.find('(');
+    while (line.size() > 110) {
+      size_t cut = line.rfind(", ", 108);
+      if (cut == std::string::npos || cut < open) break;
+      out += line.substr(0, cut + 1) + "\n";
+      line = std::string(open + 1, ' ') + line.substr(cut + 2);
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> c_api_functions() {
+  std::vector<std::string> names;
+  for (const ApiEntry& entry : c_api())
+    if (!entry.doc) names.push_back(entry.name);
+  return names;
+}
+
 std::string generate_header(const Plan& plan, const TargetInfo& target) {
   const Graph& graph = plan.graph;
   const std::string& p = plan.prefix;
@@ -49,71 +109,7 @@ extern "C" {{
 #define {upper}_PARAM_FLOATS {floats}
 
 typedef struct {p}_model {p}_model;
-
-/* Creates a model with every parameter zero; NULL if out of memory. */
-{p}_model *{p}_create(void);
-void {p}_destroy({p}_model *model);
-
-/* Parameter tensors, in checkpoint order: name ("conv2d.kernel"), rank, shape, element count. */
-int {p}_param_count(void);
-const char *{p}_param_name(int index);
-int {p}_param_rank(int index);
-int64_t {p}_param_dim(int index, int axis);
-int64_t {p}_param_elements(int index);
-/* Writable storage of parameter `index` (all parameters are one contiguous block, in order). */
-float *{p}_param_data({p}_model *model, int index);
-/* Call after writing parameters (needed for GPU targets, harmless elsewhere). */
-void {p}_params_changed({p}_model *model);
-
-/* Runs the network on `batch` examples: input holds batch * {upper}_INPUT_SIZE floats,
- * output receives batch * {upper}_OUTPUT_SIZE floats. */
-int {p}_forward({p}_model *model, const float *input, int batch, float *output);
-
-/* Graph nodes (after fusion), for inspection and tests: name, floats per example, and the
- * node's output from the last forward call (host memory). */
-int {p}_node_count(void);
-const char *{p}_node_name(int node);
-int64_t {p}_node_elements(int node);
-const float *{p}_node_output(const {p}_model *model, int node);
-
-/* Training (see docs/c-api.md). {p}_trainable() is 0 where the model cannot be trained
- * (then the functions below fail with the reason in {p}_error). Labels are class indices. */
-int {p}_trainable(void);
-/* kind: "adam" (learning_rate, beta_1, beta_2, epsilon) or "sgd" (learning_rate, momentum). */
-int {p}_set_optimizer({p}_model *model, const char *kind, float learning_rate, float beta_1, float beta_2,
-                      float epsilon, float momentum);
-/* One step: forward, softmax cross-entropy loss, backward, optimizer update. loss_sum receives
- * the summed loss of the batch, correct the number of correct predictions (either may be NULL). */
-int {p}_train_step({p}_model *model, const float *input, const int32_t *labels, int batch, float *loss_sum,
-                   int *correct);
-/* Forward and backward without the update: gradients of the mean loss land in {p}_param_grads. */
-int {p}_compute_gradients({p}_model *model, const float *input, const int32_t *labels, int batch,
-                          float *loss_sum, int *correct);
-const float *{p}_param_grads(const {p}_model *model);
-/* Optimizer state, {upper}_PARAM_FLOATS floats per slot: slot 0 is Adam's m or SGD's velocity,
- * slot 1 Adam's v. With the step count, enough to resume training exactly. */
-float *{p}_optimizer_state({p}_model *model, int slot);
-int64_t {p}_step(const {p}_model *model);
-void {p}_set_step({p}_model *model, int64_t step);
-/* Seed of dropout masks (a mask is a function of seed, step and position). */
-void {p}_set_seed({p}_model *model, uint32_t seed);
-
-/* Kernels in execution order, and the seconds each took in the last forward call. */
-int {p}_kernel_count(void);
-const char *{p}_kernel_name(int kernel);
-double {p}_kernel_seconds(const {p}_model *model, int kernel);
-/* The same for the training kernels, timed in the last training step. */
-int {p}_train_kernel_count(void);
-const char *{p}_train_kernel_name(int kernel);
-double {p}_train_kernel_seconds(const {p}_model *model, int kernel);
-
-/* The last error message of this model, or "". */
-const char *{p}_error(const {p}_model *model);
-/* Threads used by the kernels, the caller included (0: HL_NUM_THREADS if set, else one per core
- * this process may run on). The package's own pool: its workers spin 0.5 ms after a parallel
- * loop before they sleep. Kernels flush denormals to zero; the caller's FP mode is restored. */
-void {p}_set_threads(int threads);
-
+{declarations}
 #ifdef __cplusplus
 }}
 #endif
@@ -123,7 +119,8 @@ void {p}_set_threads(int threads);
                      fmt::arg("p", p), fmt::arg("version", CNNC_VERSION), fmt::arg("target", target.name),
                      fmt::arg("upper", upper), fmt::arg("in_shape", shape_comment),
                      fmt::arg("in_size", shape_elements(input.shape)), fmt::arg("out_size", shape_elements(output.shape)),
-                     fmt::arg("tensors", plan.params.size()), fmt::arg("floats", plan.param_floats));
+                     fmt::arg("tensors", plan.params.size()), fmt::arg("floats", plan.param_floats),
+                     fmt::arg("declarations", c_api_declarations(p, upper)));
 }
 
 namespace {

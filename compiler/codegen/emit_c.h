@@ -4,13 +4,17 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "codegen/plan.h"
 #include "codegen/target.h"
 
 namespace cnnc {
 
-// The text of `<name>.h` for this plan and target.
+// The functions of the C API (c_api.def) without their prefix, in the header's order.
+std::vector<std::string> c_api_functions();
+
+// The text of `<name>.h` for this plan and target; its declarations come from c_api.def.
 std::string generate_header(const Plan& plan, const TargetInfo& target);
 
 // The text of plan.c: compiled with -std=c99 against HalideRuntime.h and `<name>.h`
