@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "manifest_schema.h"
 #include "support/diagnostics.h"
 
 namespace cnnc::rt {
@@ -22,81 +23,63 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
   std::ifstream in(manifest_path);
   if (!in)
     throw UserError(SourceLoc{manifest_path, 0, 0}, "cannot open the package manifest; build the package with cnnc build");
-  nlohmann::json manifest;
+  nlohmann::json json;
   try {
-    in >> manifest;
+    in >> json;
   } catch (const nlohmann::json::exception& error) {
     throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is not valid JSON: {}", error.what()));
   }
   std::shared_ptr<Package> package(new Package());
   package->dir_ = dir;
+  if (!manifest::known_format(json))
+    throw UserError(SourceLoc{manifest_path, 0, 0}, "unknown package format; rebuild with this cnnc");
+  manifest::Manifest manifest;
   try {
-    if (manifest.at("format") != "cnnc-package-1")
-      throw UserError(SourceLoc{manifest_path, 0, 0}, "unknown package format; rebuild with this cnnc");
-    std::string hash = manifest.at("model_hash");
-    if (!expected_model_hash.empty() && hash != expected_model_hash)
-      throw UserError(SourceLoc{manifest_path, 0, 0},
-                      fmt::format("this package was built from a different model (hash {}, expected {}); "
-                                  "rebuild it with cnnc build",
-                                  hash, expected_model_hash));
-    package->model_name_ = manifest.at("model");
-    package->target_ = manifest.at("target").at("name");
-    if (manifest.at("target").at("arch") != "x86-64")
-      throw UserError(SourceLoc{manifest_path, 0, 0},
-                      fmt::format("the package is for {} and cannot run on this machine", package->target_));
-    for (const auto& param : manifest.at("params"))
-      package->params_.push_back({param.at("name"), param.at("shape").get<std::vector<int64_t>>(),
-                                  param.at("offset"), param.at("trainable"), param.value("initializer", "")});
-    package->param_floats_ = manifest.at("param_floats");
-    for (const auto& node : manifest.at("buffers")) {
-      NodeInfo info;
-      info.name = node.at("name");
-      info.op = node.at("op");
-      info.shape = node.at("shape").get<std::vector<int64_t>>();
-      info.inputs = node.at("inputs").get<std::vector<int>>();
-      for (const auto& fused : node.at("fused")) info.fused.push_back(fused.at("op"));
-      info.view = node.at("view");
-      info.flops = node.at("flops");
-      package->nodes_.push_back(info);
-    }
-    package->output_node_ = manifest.at("output").at("node");
-    if (manifest.contains("untrainable_reason")) package->untrainable_reason_ = manifest.at("untrainable_reason");
-    for (const auto& kernel : manifest.at("kernels"))
-      package->kernel_flops_.emplace_back(kernel.at("function"), kernel.at("flops_per_example"));
-    for (const auto& kernel : manifest.at("training_kernels"))
-      package->kernel_flops_.emplace_back(kernel.at("function"), kernel.at("flops_per_example"));
+    manifest = json.get<manifest::Manifest>();
   } catch (const nlohmann::json::exception& error) {
     throw UserError(SourceLoc{manifest_path, 0, 0}, fmt::format("the manifest is incomplete: {}", error.what()));
   }
+  if (!expected_model_hash.empty() && manifest.model_hash != expected_model_hash)
+    throw UserError(SourceLoc{manifest_path, 0, 0},
+                    fmt::format("this package was built from a different model (hash {}, expected {}); "
+                                "rebuild it with cnnc build",
+                                manifest.model_hash, expected_model_hash));
+  package->model_name_ = manifest.model;
+  package->target_ = manifest.target.name;
+  if (manifest.target.arch != "x86-64")
+    throw UserError(SourceLoc{manifest_path, 0, 0},
+                    fmt::format("the package is for {} and cannot run on this machine", package->target_));
+  for (const manifest::Param& param : manifest.params)
+    package->params_.push_back({param.name, param.shape, param.offset, param.trainable, param.initializer});
+  package->param_floats_ = manifest.param_floats;
+  for (const manifest::Buffer& buffer : manifest.buffers) {
+    NodeInfo info;
+    info.name = buffer.name;
+    info.op = buffer.op;
+    info.shape = buffer.shape;
+    info.inputs = buffer.inputs;
+    for (const manifest::FusedOp& fused : buffer.fused) info.fused.push_back(fused.op);
+    info.view = buffer.view;
+    info.flops = buffer.flops;
+    package->nodes_.push_back(info);
+  }
+  package->output_node_ = manifest.output.node;
+  package->untrainable_reason_ = manifest.untrainable_reason;
+  for (const manifest::Kernel& kernel : manifest.kernels)
+    package->kernel_flops_.emplace_back(kernel.function, kernel.flops_per_example);
+  for (const manifest::TrainingKernel& kernel : manifest.training_kernels)
+    package->kernel_flops_.emplace_back(kernel.function, kernel.flops_per_example);
 
   std::string library = dir + "/kernels.so";
   package->handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!package->handle_) throw UserError(SourceLoc{library, 0, 0}, fmt::format("cannot load the kernels: {}", dlerror()));
   Package& p = *package;
-  p.create_ = reinterpret_cast<void* (*)()>(p.resolve("create"));
-  p.destroy_ = reinterpret_cast<void (*)(void*)>(p.resolve("destroy"));
-  p.param_data_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("param_data"));
-  p.params_changed_ = reinterpret_cast<void (*)(void*)>(p.resolve("params_changed"));
-  p.forward_ = reinterpret_cast<int (*)(void*, const float*, int, float*)>(p.resolve("forward"));
-  p.node_output_ = reinterpret_cast<const float* (*)(const void*, int)>(p.resolve("node_output"));
-  p.error_ = reinterpret_cast<const char* (*)(const void*)>(p.resolve("error"));
-  p.set_threads_ = reinterpret_cast<void (*)(int)>(p.resolve("set_threads"));
-  p.kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("kernel_count"));
-  p.trainable_ = reinterpret_cast<int (*)()>(p.resolve("trainable"));
-  p.set_optimizer_ = reinterpret_cast<int (*)(void*, const char*, float, float, float, float, float)>(p.resolve("set_optimizer"));
-  p.train_step_ = reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("train_step"));
-  p.compute_gradients_ =
-      reinterpret_cast<int (*)(void*, const float*, const int32_t*, int, float*, int*)>(p.resolve("compute_gradients"));
-  p.param_grads_ = reinterpret_cast<const float* (*)(const void*)>(p.resolve("param_grads"));
-  p.optimizer_state_ = reinterpret_cast<float* (*)(void*, int)>(p.resolve("optimizer_state"));
-  p.step_ = reinterpret_cast<int64_t (*)(const void*)>(p.resolve("step"));
-  p.set_step_ = reinterpret_cast<void (*)(void*, int64_t)>(p.resolve("set_step"));
-  p.set_seed_ = reinterpret_cast<void (*)(void*, uint32_t)>(p.resolve("set_seed"));
-  p.train_kernel_count_ = reinterpret_cast<int (*)()>(p.resolve("train_kernel_count"));
-  p.train_kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("train_kernel_name"));
-  p.train_kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("train_kernel_seconds"));
-  p.kernel_name_ = reinterpret_cast<const char* (*)(int)>(p.resolve("kernel_name"));
-  p.kernel_seconds_ = reinterpret_cast<double (*)(const void*, int)>(p.resolve("kernel_seconds"));
+  // Every function of the C API (c_api.def) must be there.
+#define CNNC_API_DOC(text)
+#define CNNC_API(return_type, name, parameters) p.name##_ = reinterpret_cast<decltype(p.name##_)>(p.resolve(#name));
+#include "codegen/c_api.def"
+#undef CNNC_API
+#undef CNNC_API_DOC
   return package;
 }
 

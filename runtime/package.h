@@ -70,30 +70,15 @@ class Package {
   std::string untrainable_reason_;
   std::vector<std::pair<std::string, int64_t>> kernel_flops_;
 
-  // The package's C API (see the generated <name>.h).
-  void* (*create_)() = nullptr;
-  void (*destroy_)(void*) = nullptr;
-  float* (*param_data_)(void*, int) = nullptr;
-  void (*params_changed_)(void*) = nullptr;
-  int (*forward_)(void*, const float*, int, float*) = nullptr;
-  const float* (*node_output_)(const void*, int) = nullptr;
-  const char* (*error_)(const void*) = nullptr;
-  void (*set_threads_)(int) = nullptr;
-  int (*trainable_)() = nullptr;
-  int (*set_optimizer_)(void*, const char*, float, float, float, float, float) = nullptr;
-  int (*train_step_)(void*, const float*, const int32_t*, int, float*, int*) = nullptr;
-  int (*compute_gradients_)(void*, const float*, const int32_t*, int, float*, int*) = nullptr;
-  const float* (*param_grads_)(const void*) = nullptr;
-  float* (*optimizer_state_)(void*, int) = nullptr;
-  int64_t (*step_)(const void*) = nullptr;
-  void (*set_step_)(void*, int64_t) = nullptr;
-  void (*set_seed_)(void*, uint32_t) = nullptr;
-  int (*train_kernel_count_)() = nullptr;
-  const char* (*train_kernel_name_)(int) = nullptr;
-  double (*train_kernel_seconds_)(const void*, int) = nullptr;
-  int (*kernel_count_)() = nullptr;
-  const char* (*kernel_name_)(int) = nullptr;
-  double (*kernel_seconds_)(const void*, int) = nullptr;
+  // The package's C API (see the generated <name>.h), one pointer per function of c_api.def,
+  // named after it (create_, forward_, ...); the model is opaque here.
+#define MODEL void
+#define CNNC_API_DOC(text)
+#define CNNC_API(return_type, name, parameters) return_type(*name##_) parameters = nullptr;
+#include "codegen/c_api.def"
+#undef CNNC_API
+#undef CNNC_API_DOC
+#undef MODEL
 };
 
 // One instance of a network: its parameters and activations.

@@ -25,6 +25,8 @@ struct BuildOptions {
   // Test builds: every buffer of the plan between guard zones checked after each kernel; a
   // kernel that writes outside its buffers fails with its name (see tests/random_nets.cpp).
   bool guard_zones = false;
+  // Where to print the plan of kernels once planned (`--dump-after plan-kernels`), or nullptr.
+  std::ostream* dump_kernel_plan = nullptr;
 };
 
 struct PackageResult {
@@ -34,7 +36,9 @@ struct PackageResult {
   double seconds = 0;
 };
 
-// Builds (or fetches from the cache) the package of a graph that went through fuse_kernels.
+// Builds (or fetches from the cache) the package of a graph that went through fuse_kernels, in
+// steps: plan the kernels, choose schedules, then (unless the cache has the package) generate
+// kernels, emit the plan's C, the header and the manifest, compile and link, store in the cache.
 PackageResult build_package(const Graph& graph, const BuildOptions& options);
 
 // Identifies a model's computation: the fused graph's ops, attributes, shapes and parameter

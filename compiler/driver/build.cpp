@@ -35,9 +35,10 @@ void add_build_command(CLI::App& app, CommandAction& action) {
   build->add_option("--name", options->name,
                     "C prefix of the package's symbols and header (default: the model's name:)");
   std::vector<std::string> passes = pass_names();
+  passes.push_back("plan-kernels");  // the package build's first step (codegen/plan_kernels.h)
   passes.push_back("all");
   build->add_option("--dump-after", options->dump_after,
-                    fmt::format("Print the graph IR after this pass ({})", fmt::join(passes, ", ")))
+                    fmt::format("Print the graph IR after this pass, or the kernels planned ({})", fmt::join(passes, ", ")))
       ->check(CLI::IsMember(passes));
   build->add_flag("--no-cache", options->no_cache,
                   "Compile even if the cache ($CNNC_CACHE, default ~/.cache/cnnc) has this package");
@@ -67,6 +68,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
       build.use_cache = !options->no_cache;
       build.use_tuning = !options->no_tuning;
       build.log = options->quiet ? nullptr : &std::cerr;
+      if (options->dump_after == "plan-kernels" || options->dump_after == "all") build.dump_kernel_plan = &std::cout;
       PackageResult result = build_package(graph, build);
       if (!options->quiet)
         std::cout << fmt::format("{}: package for {} in {} ({}, {:.2f} s)\n", options->model, options->target,

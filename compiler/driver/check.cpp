@@ -4,8 +4,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "codegen/plan.h"
 #include "driver/commands.h"
 #include "frontend/parse_model.h"
+#include "graph/passes.h"
 #include "graph/pipeline.h"
 #include "graph/print.h"
 
@@ -21,10 +23,12 @@ void add_check_command(CLI::App& app, CommandAction& action) {
   CLI::App* check = app.add_subcommand("check", "Validate a model file and print its summary (layers, shapes, "
                                                 "parameters, FLOPs, memory)");
   check->add_option("model", options->model, "Model file (YAML), e.g. models/mnist_cnn.yaml")->required();
-  // check stops before the code-generation passes; `cnnc build --dump-after` shows those.
+  // check stops before the code-generation passes; `cnnc build --dump-after` shows those. The
+  // kernels planned are the exception: planning needs no Halide, so check can show them too.
   check->add_option("--dump-after", options->dump_after,
-                    "Print the graph IR after this pass (build-graph, infer-shapes, or all)")
-      ->check(CLI::IsMember({"build-graph", "infer-shapes", "all"}));
+                    "Print the graph IR after this pass (build-graph, infer-shapes, or all), or the kernels a "
+                    "package would run (plan-kernels: fuses a copy of the graph)")
+      ->check(CLI::IsMember({"build-graph", "infer-shapes", "plan-kernels", "all"}));
   check->add_flag("-q,--quiet", options->quiet, "Print nothing on success; only errors and the exit status");
   check->callback([options, &action] {
     action = [options] {
@@ -35,6 +39,11 @@ void add_check_command(CLI::App& app, CommandAction& action) {
       pipeline.fuse = false;
       Graph graph = compile_graph(model, pipeline);
       for (const std::string& warning : graph.warnings) std::cerr << warning << "\n";
+      if (options->dump_after == "plan-kernels") {
+        Graph fused = graph;
+        fuse_kernels(fused);
+        std::cout << format_kernel_plan(make_plan(fused, /*gpu=*/false));
+      }
       if (!options->quiet) std::cout << format_summary(graph);
       return 0;
     };

@@ -1,0 +1,54 @@
+// Choosing schedules: the tuning database's best measurement of each kernel, and what
+// `cnnc tune` may measure (see schedules.h).
+#include "codegen/schedules.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+
+#include "codegen/codegen.h"
+#include "codegen/package.h"
+#include "tune/tuning_db.h"
+
+namespace fs = std::filesystem;
+
+namespace cnnc {
+
+bool adds_in_place(const KernelInfo& kernel) {
+  return std::find(kernel.accumulate.begin(), kernel.accumulate.end(), true) != kernel.accumulate.end();
+}
+
+std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target,
+                                             const std::vector<std::string>& autoschedulers) {
+  std::vector<ScheduleKnobs> candidates = schedule_space(graph, kernel, target);
+  if (adds_in_place(kernel)) return candidates;
+  for (const std::string& name : autoschedulers) {
+    ScheduleKnobs knobs;
+    knobs.autoscheduler = name;
+    candidates.push_back(knobs);
+  }
+  return candidates;
+}
+
+void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target) {
+  std::string path = TuningDb::default_path(cache_directory());
+  std::error_code ignored;
+  if (!fs::exists(path, ignored)) return;  // nothing tuned yet: never create the database here
+  TuningDb db(path);
+  for (KernelInfo& kernel : kernels) {
+    if (kernel.reuses_inference_kernel) continue;
+    std::optional<Measurement> best = db.best(kernel_signature(graph, kernel), target.halide, halide_version());
+    if (!best || best->candidate == "default") continue;
+    ScheduleKnobs knobs = ScheduleKnobs::parse(best->candidate);
+    if (adds_in_place(kernel) && !knobs.autoscheduler.empty()) continue;  // (see tuning_candidates)
+    kernel.knobs = knobs;
+    kernel.schedule_origin = best->origin;
+  }
+}
+
+void choose_schedules(Plan& plan, const TargetInfo& target) {
+  apply_tuning(plan.graph, plan.kernels, target);
+  apply_tuning(plan.graph, plan.training, target);
+}
+
+}  // namespace cnnc
