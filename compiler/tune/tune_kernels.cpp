@@ -1,6 +1,8 @@
 // The tuning loop of `cnnc tune` (see tune_kernels.h).
 #include "tune/tune_kernels.h"
 
+#include "codegen/plan.h"
+
 #include <algorithm>
 #include <cmath>
 #include <csignal>
@@ -58,15 +60,13 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
   const std::vector<std::string>& autoschedulers = options.autoschedulers;
   int batch = options.batch;
 
-  // Every kernel of the package: inference, then training; one entry per signature.
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  if (training_unsupported_reason(graph).empty())
-    for (const KernelInfo& kernel : plan_training_kernels(graph, [&] {
-           int64_t floats = 0;
-           for (const Node& node : graph.nodes) floats += node.param_count();
-           return floats;
-         }()))
-      if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
+  // Every kernel of the package, as cnnc build plans it (make_plan: the optimizers' size is the
+  // parameter block's, padding between tensors included): inference, then training; one entry
+  // per signature.
+  Plan plan = make_plan(graph, target.gpu);
+  std::vector<KernelInfo> kernels = plan.kernels;
+  for (const KernelInfo& kernel : plan.training)
+    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
   std::map<std::string, bool> seen;
   std::vector<std::pair<KernelInfo, std::string>> work;
   for (const KernelInfo& kernel : kernels) {
