@@ -143,6 +143,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
     else if (auto* p = std::get_if<std::pair<int64_t, int64_t>>(&value)) text += fmt::format(" {}={}x{}", key, p->first, p->second);
     else if (auto* d = std::get_if<double>(&value)) text += fmt::format(" {}={}", key, *d);
     else if (auto* b = std::get_if<bool>(&value)) text += fmt::format(" {}={}", key, *b);
+    else if (auto* q = std::get_if<Padding4>(&value)) text += fmt::format(" {}={},{},{},{}", key, (*q)[0], (*q)[1], (*q)[2], (*q)[3]);
     else text += fmt::format(" {}={}", key, std::get<std::string>(value));
   }
   for (int input : node.inputs) text += fmt::format(" in=[{}]", fmt::join(graph.nodes[input].shape, ","));

@@ -196,6 +196,27 @@ AttrValue read_attr(const Reader& reader, const AttrSpec& spec, const YAML::Node
       reader.fail(reader.loc(node, at), fmt::format("{}: expected an integer or a list [height, width], found {}",
                                                     what, Reader::describe(node)));
     }
+    case AttrKind::Padding: {
+      // n, [rows, cols] or [[top, bottom], [left, right]], as Keras ZeroPadding2D.
+      auto read = [&](const YAML::Node& n) { return reader.read_int(n, at, what, spec.min, spec.max); };
+      const char* forms = "an integer, [rows, columns] or [[top, bottom], [left, right]]";
+      if (node.IsScalar()) {
+        int64_t v = read(node);
+        return Padding4{v, v, v, v};
+      }
+      if (!node.IsSequence() || node.size() != 2)
+        reader.fail(reader.loc(node, at),
+                    fmt::format("{}: expected {}, found {}", what, forms,
+                                node.IsSequence() ? fmt::format("a list of {}", node.size()) : Reader::describe(node)));
+      if (node[0].IsScalar() && node[1].IsScalar()) {
+        int64_t rows = read(node[0]), cols = read(node[1]);
+        return Padding4{rows, rows, cols, cols};
+      }
+      for (const YAML::Node& side : {node[0], node[1]})
+        if (!side.IsSequence() || side.size() != 2)
+          reader.fail(reader.loc(side, at), fmt::format("{}: expected {}; each side a list of 2 integers", what, forms));
+      return Padding4{read(node[0][0]), read(node[0][1]), read(node[1][0]), read(node[1][1])};
+    }
     case AttrKind::Enum: {
       std::string value = reader.read_string(node, at, what);
       if (std::find(spec.choices.begin(), spec.choices.end(), value) == spec.choices.end())

@@ -32,6 +32,7 @@ std::string attr_str(const AttrValue& value) {
   if (auto* p = std::get_if<std::pair<int64_t, int64_t>>(&value)) return fmt::format("[{}, {}]", p->first, p->second);
   if (auto* d = std::get_if<double>(&value)) return fmt::format("{}", *d);
   if (auto* b = std::get_if<bool>(&value)) return *b ? "true" : "false";
+  if (auto* q = std::get_if<Padding4>(&value)) return fmt::format("[[{}, {}], [{}, {}]]", (*q)[0], (*q)[1], (*q)[2], (*q)[3]);
   return std::get<std::string>(value);
 }
 

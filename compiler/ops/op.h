@@ -13,6 +13,7 @@
 // Shapes are per example, batch excluded: [H, W, C] for images, [N] for vectors.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -43,9 +44,11 @@ enum class AttrKind {
   Float,    // number
   Bool,     // true / false
   Enum,     // one of AttrSpec::choices
+  Padding,  // n, [h, w] or [[top, bottom], [left, right]] (stored as {top, bottom, left, right})
 };
 
-using AttrValue = std::variant<int64_t, std::pair<int64_t, int64_t>, double, bool, std::string>;
+using Padding4 = std::array<int64_t, 4>;  // top, bottom, left, right
+using AttrValue = std::variant<int64_t, std::pair<int64_t, int64_t>, double, bool, std::string, Padding4>;
 
 struct AttrSpec {
   AttrSpec(std::string name_, AttrKind kind_, bool required_ = false)
@@ -74,6 +77,7 @@ class Attrs {
   double get_float(const std::string& key) const;
   bool get_bool(const std::string& key) const;
   const std::string& get_string(const std::string& key) const;
+  const Padding4& get_padding(const std::string& key) const;
   // Where the user wrote this attribute; the layer's own position when it came from a default.
   const SourceLoc* loc(const std::string& key) const;
 

@@ -69,6 +69,12 @@ const std::string& Attrs::get_string(const std::string& key) const {
   return std::get<std::string>(value);
 }
 
+const Padding4& Attrs::get_padding(const std::string& key) const {
+  const AttrValue& value = get(key);
+  CNNC_ASSERT(std::holds_alternative<Padding4>(value), "attribute '" + key + "' is not a padding");
+  return std::get<Padding4>(value);
+}
+
 const SourceLoc* Attrs::loc(const std::string& key) const {
   auto it = locs_.find(key);
   return it == locs_.end() ? nullptr : &it->second;
