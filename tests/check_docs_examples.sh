@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Checks the error examples of a Markdown document against the compiler.
+# Checks the examples of a Markdown document against the compiler.
 #
-# An example is a fenced block opened by ```yaml title=FILENAME, holding a model file, followed by
-# a fenced ```text block holding exactly what `cnnc check FILENAME` prints on stderr. For each one
-# this writes FILENAME into a scratch directory, runs `$CNNC check FILENAME` there, and fails unless
-# the exit status is 1 and stderr is the text block. Finding no example at all is a failure too.
+# An error example is a fenced block opened by ```yaml title=FILENAME, holding a model file,
+# followed by a fenced ```text block holding exactly what `cnnc check FILENAME` prints on stderr.
+# For each one this writes FILENAME into a scratch directory, runs `$CNNC check FILENAME` there,
+# and fails unless the exit status is 1 and stderr is the text block. Finding no error example at
+# all is a failure too. A plain ```yaml block whose first line starts with `name:` is a whole
+# model: `cnnc check` must accept it (exit status 0).
 #
 # Usage: CNNC=build/cnnc bash tests/check_docs_examples.sh docs/dsl.md
 set -euo pipefail
@@ -21,7 +23,8 @@ trap 'rm -rf "$scratch"' EXIT
 # Split the document into $scratch/N/FILENAME and $scratch/N/expected, one directory per example.
 # A yaml block with a title must be followed (after blank lines only) by a text block.
 count=0
-state=prose  # prose | model | after_model | expected
+valid=0
+state=prose  # prose | model | after_model | expected | valid_first | valid
 line_number=0
 while IFS= read -r line || [[ -n $line ]]; do
   line_number=$((line_number + 1))
@@ -39,7 +42,32 @@ while IFS= read -r line || [[ -n $line ]]; do
         printf '%s:%s\n' "$name" "$line_number" > "$example/.source"
         : > "$example/$name"
         state=model
+      elif [[ $line == '```yaml' ]]; then
+        state=valid_first
       fi
+      ;;
+    valid_first)
+      if [[ $line == name:* ]]; then
+        valid=$((valid + 1))
+        mkdir "$scratch/valid$valid"
+        printf '%s\n' "$line_number" > "$scratch/valid$valid/.source"
+        printf '%s\n' "$line" > "$scratch/valid$valid/model.yaml"
+        state=valid
+      elif [[ $line == '```' ]]; then
+        state=prose
+      else
+        state=fragment
+      fi
+      ;;
+    valid)
+      if [[ $line == '```' ]]; then
+        state=prose
+      else
+        printf '%s\n' "$line" >> "$scratch/valid$valid/model.yaml"
+      fi
+      ;;
+    fragment)
+      [[ $line == '```' ]] && state=prose
       ;;
     model)
       if [[ $line == '```' ]]; then
@@ -93,8 +121,22 @@ for ((i = 1; i <= count; i++)); do
   fi
 done
 
+for ((i = 1; i <= valid; i++)); do
+  example=$scratch/valid$i
+  read -r source_line < "$example/.source"
+  status=0
+  (cd "$example" && "$cnnc" check model.yaml > .stdout 2> .stderr) || status=$?
+  if ((status != 0)); then
+    echo "FAIL $doc:$source_line (a model): cnnc check exits with $status, expected 0" >&2
+    cat "$example/.stderr" >&2
+    failures=$((failures + 1))
+  else
+    echo "ok   $doc:$source_line (a model)"
+  fi
+done
+
 if ((failures > 0)); then
-  echo "$failures of $count examples failed" >&2
+  echo "$failures of $((count + valid)) examples failed" >&2
   exit 1
 fi
-echo "all $count examples match"
+echo "all $count error examples and $valid models match"

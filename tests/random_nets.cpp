@@ -42,7 +42,8 @@ class Generator {
     if (!vector_input) {
       int blocks = uniform(1, 4);
       for (int b = 0; b < blocks; ++b) image_block();
-      emit("flatten", "", {current_}, {shape_[0] * shape_[1] * shape_[2]});
+      if (chance(0.75)) emit("flatten", "", {current_}, {shape_[0] * shape_[1] * shape_[2]});
+      else emit(chance(0.5) ? "global_avgpool2d" : "global_maxpool2d", "", {current_}, {shape_[2]});
     }
     int hidden = uniform(0, 2);
     for (int h = 0; h < hidden; ++h) vector_block();
@@ -78,9 +79,13 @@ class Generator {
   std::string activation() {
     double r = std::uniform_real_distribution<double>(0, 1)(random_);
     if (r < 0.25) return "";
-    if (r < 0.6) return "relu";
-    if (r < 0.78) return "sigmoid";
-    if (r < 0.96) return "tanh";
+    if (r < 0.55) return "relu";
+    if (r < 0.67) return "sigmoid";
+    if (r < 0.79) return "tanh";
+    if (r < 0.83) return "relu6";
+    if (r < 0.87) return "leaky_relu";
+    if (r < 0.91) return "elu";
+    if (r < 0.95) return "hard_sigmoid";
     return "softmax";
   }
 
@@ -123,9 +128,15 @@ class Generator {
       sh = one_of({1, 1, 1, 2, 2, 3});
       sw = chance(0.85) ? sh : uniform(1, 3);
     }
+    int dh = 1, dw = 1;  // dilation: only without a stride, as in Keras
+    if (sh == 1 && sw == 1 && chance(0.15)) {
+      dh = uniform(1, 3);
+      dw = chance(0.7) ? dh : uniform(1, 3);
+    }
+    int span_h = (kh - 1) * dh + 1, span_w = (kw - 1) * dw + 1;
     bool same = keep_size || chance(0.5);
-    if (!same && (kh > height || kw > width)) same = true;
-    int out_h = window_out(height, kh, sh, same), out_w = window_out(width, kw, sw, same);
+    if (!same && (span_h > height || span_w > width)) same = true;
+    int out_h = window_out(height, span_h, sh, same), out_w = window_out(width, span_w, sw, same);
     if (filters > 0 && int64_t(out_h) * out_w * filters * kh * kw * in_channels > 3 * kMaxMacs) kh = kw = 1;
     if (filters == 0) {
       filters = channels();
@@ -134,6 +145,7 @@ class Generator {
     }
     std::string attrs = fmt::format("filters: {}, kernel: {}", filters, pair(kh, kw));
     if (sh != 1 || sw != 1) attrs += ", stride: " + pair(sh, sw);
+    if (dh != 1 || dw != 1) attrs += ", dilation: " + pair(dh, dw);
     if (same) attrs += ", padding: same";
     else if (chance(0.3)) attrs += ", padding: valid";
     std::string act = keep_size ? (chance(0.5) ? "" : "relu") : activation();
@@ -170,8 +182,11 @@ class Generator {
   }
 
   void activation_layer() {
-    std::string act = activation();
-    emit(act.empty() ? "relu" : act, "", {current_}, shape_);
+    // Every activation as a layer, those with attributes as often as the rest.
+    std::string act = chance(0.5) ? activation() : one_of<std::string>({"leaky_relu", "elu", "relu6", "hard_sigmoid"});
+    std::string attrs;
+    if ((act == "leaky_relu" || act == "elu") && chance(0.5)) attrs = fmt::format("alpha: {}", one_of({0.0, 0.05, 0.5, 1.5}));
+    emit(act.empty() ? "relu" : act, attrs, {current_}, shape_);
   }
 
   void image_block() {
@@ -187,12 +202,43 @@ class Generator {
       batchnorm();
       if (chance(0.5)) activation_layer();  // fused into the batchnorm
     } else if (r < 0.8) {
-      dropout();
+      if (chance(0.5)) dropout();
+      else resize();
     } else if (r < 0.9) {
       residual_add();
     } else {
       concat();
     }
+  }
+
+  // zero_padding2d in each of its forms, or upsampling2d, within the size limits.
+  void resize() {
+    int height = shape_[0], width = shape_[1], channels_here = shape_[2];
+    if (chance(0.5)) {
+      int sh = uniform(1, 3), sw = chance(0.7) ? sh : uniform(1, 3);
+      if (int64_t(height) * sh * width * sw * channels_here > kMaxElements) sh = sw = 1;
+      emit("upsampling2d", chance(0.3) && sh == 2 && sw == 2 ? "" : "size: " + pair(sh, sw), {current_},
+           {height * sh, width * sw, channels_here});
+      return;
+    }
+    int t = uniform(0, 2), b = uniform(0, 2), l = uniform(0, 2), rr = uniform(0, 2);
+    std::string attrs;
+    double form = std::uniform_real_distribution<double>(0, 1)(random_);
+    if (form < 0.2) {
+      attrs = "";  // the default, 1 on every side
+      t = b = l = rr = 1;
+    } else if (form < 0.45) {
+      attrs = fmt::format("padding: {}", t);
+      b = l = rr = t;
+    } else if (form < 0.7) {
+      attrs = fmt::format("padding: [{}, {}]", t, l);
+      b = t;
+      rr = l;
+    } else {
+      attrs = fmt::format("padding: [[{}, {}], [{}, {}]]", t, b, l, rr);
+    }
+    if (int64_t(height + t + b) * (width + l + rr) * channels_here > kMaxElements) return;
+    emit("zero_padding2d", attrs, {current_}, {height + t + b, width + l + rr, channels_here});
   }
 
   // A residual block: convolutions that keep the size, added to each other or to their input.

@@ -11,9 +11,9 @@ namespace cnnc::test {
 // A random model (YAML text) drawn from `seed`: an image or vector input; convolutions with 1 to
 // 80 filters, square and rectangular kernels 1-5, strides 1-3, same/valid padding, every
 // activation, with or without bias, fused or standalone max/average pooling (windows 1-3, any
-// stride and padding), batchnorm, dropout, activation layers, residual `add`s (2 or 3 inputs)
-// and `concat`s along channels, height or width, then flatten, dense layers of 1 to 80 units and
-// a softmax classifier. Shapes stay small enough for the double-precision reference.
+// stride and padding), batchnorm, dropout, activation layers (with their alpha), residual `add`s
+// (2 or 3 inputs) and `concat`s along channels, height or width, then flatten or global
+// pooling, dense layers of 1 to 80 units and a softmax classifier. Shapes stay small enough for the double-precision reference.
 std::string random_model_yaml(uint32_t seed);
 
 struct NetCheckOptions {

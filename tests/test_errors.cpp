@@ -222,7 +222,7 @@ TEST_CASE("an unknown activation, with a suggestion", "[errors]") {
   check_error(error_of("input: {shape: [8, 8, 1]}\n"
                        "layers:\n"
                        "  - conv2d: {filters: 2, kernel: 1, activation: rleu}\n"),
-              3, 49, {"'activation'", "unknown value 'rleu'", "did you mean 'relu'?", "sigmoid, tanh, softmax"});
+              3, 49, {"'activation'", "unknown value 'rleu'", "did you mean 'relu'?", "sigmoid, tanh, relu6, leaky_relu, elu, hard_sigmoid, softmax"});
   check_error(error_of("input: {shape: [8, 8, 1]}\n"
                        "layers:\n"
                        "  - conv2d: {filters: 2, kernel: 1, padding: vaild}\n"),
@@ -507,4 +507,35 @@ TEST_CASE("a model name that would clash with the Halide runtime's symbols is re
     CHECK(error.loc().column == 7);
     CHECK_THAT(error.message(), Catch::Contains("'halide_net' is reserved"));
   }
+}
+
+TEST_CASE("zero_padding2d, upsampling2d and activation attributes: errors at the value written", "[errors]") {
+  const std::string head = "input: {shape: [4, 4, 2]}\nlayers:\n";
+  // A negative side: the value's own column.
+  check_error(error_of(head + "  - zero_padding2d: {padding: [[1, -1], [0, 0]]}\n"), 3, 36, {"'padding'", "in [0, 4096]", "'-1'"});
+  // Neither an integer, a pair nor a pair of pairs.
+  check_error(error_of(head + "  - zero_padding2d: {padding: [1, 2, 3]}\n"), 3, 31,
+              {"'padding'", "[[top, bottom], [left, right]]", "a list of 3"});
+  check_error(error_of(head + "  - zero_padding2d: {padding: [[1, 2], 3]}\n"), 3, 40, {"'padding'", "each side a list of 2"});
+  check_error(error_of(head + "  - zero_padding2d: {padding: same}\n"), 3, 31, {"'padding'", "integer"});
+  // Keras's other key name is not ours.
+  check_error(error_of(head + "  - upsampling2d: {size: 2, interpolation: nearest}\n"), 3, 29, {"unknown key 'interpolation'"});
+  check_error(error_of(head + "  - upsampling2d: {size: [2, 0]}\n"), 3, 30, {"'size'", "in [1, 64]"});
+  check_error(error_of(head + "  - upsampling2d: {size: 100}\n"), 3, 26, {"'size'", "in [1, 64]"});
+  // alpha is an attribute of the layers leaky_relu and elu, never negative.
+  check_error(error_of(head + "  - leaky_relu: {alpha: -0.1}\n"), 3, 25, {"'alpha'", "in [0, 1000]"});
+  check_error(error_of(head + "  - relu6: {alpha: 0.1}\n"), 3, 13, {"unknown key 'alpha'"});
+  // global pooling needs an image.
+  check_error(error_of("input: {shape: [8]}\nlayers:\n  - global_avgpool2d\n"), 3, 5, {"global_avgpool2d", "rank 3"});
+}
+
+TEST_CASE("conv2d dilation: stride and dilation together, and a dilated kernel larger than the input", "[errors]") {
+  const std::string head = "input: {shape: [6, 6, 2]}\nlayers:\n";
+  // "  - conv2d: {filters: 2, kernel: 3, stride: 2, dilation: " is 57 characters.
+  check_error(error_of(head + "  - conv2d: {filters: 2, kernel: 3, stride: 2, dilation: 2}\n"), 3, 58,
+              {"stride 2x2 and dilation 2x2", "not both"});
+  // A 3x3 kernel dilated by 3 spans 7 > 6 rows: the error is at the kernel.
+  check_error(error_of(head + "  - conv2d: {filters: 2, kernel: 3, dilation: 3}\n"), 3, 34,
+              {"kernel 7x7 (dilated) is larger than the input 6x6", "padding: same"});
+  check_error(error_of(head + "  - conv2d: {filters: 2, kernel: 3, dilation: [1, 0]}\n"), 3, 51, {"'dilation'", "in [1, 64]"});
 }

@@ -114,3 +114,19 @@ TEST_CASE("gradients: backward at the window maxima only (conv + max pooling) ma
 TEST_CASE("gradients: batchnorm in training mode matches finite differences", "[gradients]") {
   check_gradients("tests/models/grad_bn.yaml");
 }
+
+TEST_CASE("gradients: relu6, leaky_relu, elu, hard_sigmoid and global pooling match finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_activations.yaml");
+}
+
+TEST_CASE("gradients: zero_padding2d and upsampling2d match finite differences", "[gradients]") {
+  check_gradients("tests/models/grad_spatial.yaml");
+}
+
+TEST_CASE("gradients: dilated convolutions, with and without a fused max pooling, match finite differences", "[gradients]") {
+  test::BuiltModel built = test::build_model("tests/models/grad_dilated.yaml");
+  int sparse = 0;
+  for (const Node& node : built.graph.nodes) sparse += saves_pool_index(node) ? 1 : 0;
+  CHECK(sparse == 2);  // both index paths are taken
+  check_gradients("tests/models/grad_dilated.yaml");
+}

@@ -33,14 +33,20 @@ void check_seeds(uint32_t first, uint32_t count, const std::string& target = "ho
 
 TEST_CASE("random networks: the generator draws every op and attribute of the language", "[random]") {
   std::string all;
-  for (uint32_t seed = 1; seed <= 200; ++seed) all += test::random_model_yaml(seed);
+  for (uint32_t seed = 1; seed <= 400; ++seed) all += test::random_model_yaml(seed);
   for (const char* text : {"conv2d:", "maxpool2d:", "avgpool2d:", "dense:", "flatten:", "dropout:", "batchnorm:", "add:",
                            "concat:", "relu:", "sigmoid:", "tanh:", "softmax:", "stride: [", "kernel: [", "size: [",
                            "padding: same", "padding: valid", "use_bias: false", "activation: relu",
                            "activation: sigmoid", "activation: tanh", "activation: softmax", "axis: 1", "axis: 2",
                            "epsilon:", "momentum:", "rate:", "activation: linear", "activation: none", "axis: -1", "axis: 3",
-                           "axis: -2", "axis: -3", "input: {shape: [", "filters: 7", "filters: 33", "filters: 80"})
+                           "axis: -2", "axis: -3", "input: {shape: [", "filters: 7", "filters: 33", "filters: 80",
+                           "global_avgpool2d:", "global_maxpool2d:", "relu6:", "leaky_relu:", "elu:", "hard_sigmoid:",
+                           "activation: relu6", "activation: leaky_relu", "activation: elu", "activation: hard_sigmoid",
+                           "alpha: 0,", "alpha: 1.5", "zero_padding2d: {name", "padding: [[", "upsampling2d:",
+                           "size: [1, 3]", "dilation: 2", "dilation: ["}) {
+    INFO("drawn: " << text);
     CHECK(all.find(text) != std::string::npos);
+  }
   CHECK(test::random_model_yaml(5) == test::random_model_yaml(5));
   CHECK(test::random_model_yaml(5) != test::random_model_yaml(6));
 }

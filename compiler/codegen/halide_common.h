@@ -131,6 +131,10 @@ inline std::vector<Var> make_vars(size_t count) {
 
 inline std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::vector<Expr>(vars.begin(), vars.end()); }
 
+// A tap's offset in the input: `tap` times the dilation (the tap itself where there is none, so
+// that undilated kernels are defined exactly as before dilation existed).
+inline Expr dilated(Expr tap, int dilation) { return dilation == 1 ? tap : tap * dilation; }
+
 // Keras 'same' padding: the padding before the first element along one axis.
 inline int same_padding_before(int input, int output, int window, int stride) {
   return std::max((output - 1) * stride + window - input, 0) / 2;

@@ -155,6 +155,7 @@ void register_builtin_halide_ops() {
     register_merge_halide();
     register_batchnorm_halide();
     register_dropout_halide();
+    register_spatial_halide();
   });
 }
 
@@ -269,7 +270,7 @@ Func elementwise_kernel(ForwardContext& ctx,
   Func value = define(vars, inner);
   for (const Node::FusedOp& fused : ctx.node.fused) {
     Func activated(fused.def->name);
-    activated(at) = halide_op(*fused.def).activate(value(at));
+    activated(at) = halide_op(*fused.def).activate(value(at), fused.attrs);
     value = activated;
   }
   Func output("output");

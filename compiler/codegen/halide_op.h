@@ -105,8 +105,11 @@ struct BackwardContext {
 struct HalideOp {
   std::function<Func(ForwardContext&)> forward;
   std::function<void(BackwardContext&)> backward;
-  std::function<Expr(Expr value)> activate;       // the activation of a value
-  std::function<Expr(Expr activated)> derivative;  // its derivative, from the activation's output
+  // An activation: its value, and its derivative from its own output. `attrs` are the layer's
+  // (an activation layer, fused or not), or empty for a value of `activation:` on another op:
+  // then the op's defaults for that use (leaky_relu: 0.2, as Keras's activation; 0.3 as a layer).
+  std::function<Expr(Expr value, const Attrs& attrs)> activate;
+  std::function<Expr(Expr activated, const Attrs& attrs)> derivative;
   // Knob settings cnnc tune measures for one of the op's kernels besides the default (see
   // schedule_space, codegen.h); unset: none.
   std::function<std::vector<ScheduleKnobs>(const KernelInfo& kernel)> schedule_space;
@@ -133,5 +136,6 @@ void register_activation_halide();
 void register_merge_halide();
 void register_batchnorm_halide();
 void register_dropout_halide();
+void register_spatial_halide();
 
 }  // namespace cnnc

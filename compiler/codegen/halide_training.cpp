@@ -46,7 +46,7 @@ Func epilogue_backward(BackwardContext& ctx) {
       // The activation's own output: kept before pooling, else the node's output.
       Expr activated = pooled ? ctx.saved(at) : ctx.output(at);
       Func d(fused.def->name + "_gradient");
-      d(at) = g(at) * halide_op(*fused.def).derivative(activated);
+      d(at) = g(at) * halide_op(*fused.def).derivative(activated, fused.attrs);
       g = d;
     }
   }

@@ -1,4 +1,6 @@
-// maxpool2d and avgpool2d: sliding-window reductions over H and W, Keras semantics.
+// maxpool2d and avgpool2d: sliding-window reductions over H and W, Keras semantics; and
+// global_avgpool2d, global_maxpool2d: the whole image per channel, [H, W, C] to [C] (Keras
+// GlobalAveragePooling2D / GlobalMaxPooling2D).
 // With padding 'same', max pooling ignores the padding and average pooling divides by the number
 // of real (non-padding) elements in the window, as Keras does.
 #include <fmt/format.h>
@@ -40,11 +42,24 @@ OpDef pooling_op(const std::string& name, const std::string& summary, Pooling po
   return op;
 }
 
+OpDef global_pooling_op(const std::string& name, const std::string& summary) {
+  OpDef op;
+  op.name = name;
+  op.summary = summary;
+  op.input_rank = 3;
+  op.infer_shape = [](const std::vector<Shape>& in, const Attrs&) { return Shape{in[0][2]}; };
+  op.params = [](const std::vector<Shape>&, const Attrs&) { return std::vector<ParamSpec>{}; };
+  op.flops = [](const std::vector<Shape>& in, const Shape&, const Attrs&) { return shape_elements(in[0]); };
+  return op;
+}
+
 }  // namespace
 
 void register_pooling_ops(std::vector<OpDef>& ops) {
   ops.push_back(pooling_op("maxpool2d", "max over each window", Pooling::Max));
   ops.push_back(pooling_op("avgpool2d", "average over each window", Pooling::Average));
+  ops.push_back(global_pooling_op("global_avgpool2d", "average of each channel over the whole image, to a vector"));
+  ops.push_back(global_pooling_op("global_maxpool2d", "maximum of each channel over the whole image, to a vector"));
 }
 
 }  // namespace cnnc

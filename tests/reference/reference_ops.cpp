@@ -23,10 +23,11 @@ int same_pad_before(int64_t in, int64_t out, int64_t window, int64_t stride) {
 Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, const double* kernel, const double* bias) {
   auto [kh, kw] = attrs.get_pair("kernel");
   auto [sh, sw] = attrs.get_pair("stride");
+  auto [dh, dw] = attrs.get_pair("dilation");
   bool same = attrs.get_string("padding") == "same";
   int64_t cin = in.shape[2], cout = out_shape[2];
-  int top = same ? same_pad_before(in.shape[0], out_shape[0], kh, sh) : 0;
-  int left = same ? same_pad_before(in.shape[1], out_shape[1], kw, sw) : 0;
+  int top = same ? same_pad_before(in.shape[0], out_shape[0], (kh - 1) * dh + 1, sh) : 0;
+  int left = same ? same_pad_before(in.shape[1], out_shape[1], (kw - 1) * dw + 1, sw) : 0;
   Tensor out{in.batch, out_shape, std::vector<double>(size_t(in.batch * shape_elements(out_shape)))};
   for (int n = 0; n < in.batch; ++n)
     for (int64_t y = 0; y < out_shape[0]; ++y)
@@ -35,7 +36,7 @@ Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, cons
           double sum = bias ? bias[co] : 0.0;
           for (int64_t ky = 0; ky < kh; ++ky)
             for (int64_t kx = 0; kx < kw; ++kx) {
-              int64_t iy = y * sh + ky - top, ix = x * sw + kx - left;
+              int64_t iy = y * sh + ky * dh - top, ix = x * sw + kx * dw - left;
               if (iy < 0 || iy >= in.shape[0] || ix < 0 || ix >= in.shape[1]) continue;  // zero padding
               for (int64_t ci = 0; ci < cin; ++ci)
                 sum += double(kernel[((ky * kw + kx) * cin + ci) * cout + co]) * in.at(n, iy, ix, ci);
@@ -128,11 +129,48 @@ std::map<std::string, ReferenceOp>& registry() {
     };
     ops["maxpool2d"] = [](const ReferenceArgs& a) { return pool2d(true, a.in[0], a.attrs, a.out_shape); };
     ops["avgpool2d"] = [](const ReferenceArgs& a) { return pool2d(false, a.in[0], a.attrs, a.out_shape); };
+    for (bool is_max : {false, true})
+      ops[is_max ? "global_maxpool2d" : "global_avgpool2d"] = [is_max](const ReferenceArgs& a) {
+        const Tensor& in = a.in[0];
+        int64_t channels = in.shape[2];
+        Tensor out{in.batch, {channels}, std::vector<double>(size_t(in.batch * channels))};
+        for (int n = 0; n < in.batch; ++n)
+          for (int64_t c = 0; c < channels; ++c) {
+            double best = -std::numeric_limits<double>::infinity(), sum = 0;
+            for (int64_t y = 0; y < in.shape[0]; ++y)
+              for (int64_t x = 0; x < in.shape[1]; ++x) {
+                best = std::max(best, in.at(n, y, x, c));
+                sum += in.at(n, y, x, c);
+              }
+            out.data[size_t(n * channels + c)] = is_max ? best : sum / double(in.shape[0] * in.shape[1]);
+          }
+        return out;
+      };
     ops["relu"] = [](const ReferenceArgs& a) { return map_values(a.in[0], [](double v) { return std::max(v, 0.0); }); };
     ops["sigmoid"] = [](const ReferenceArgs& a) {
       return map_values(a.in[0], [](double v) { return 1.0 / (1.0 + std::exp(-v)); });
     };
     ops["tanh"] = [](const ReferenceArgs& a) { return map_values(a.in[0], [](double v) { return std::tanh(v); }); };
+    ops["relu6"] = [](const ReferenceArgs& a) {
+      return map_values(a.in[0], [](double v) { return std::min(std::max(v, 0.0), 6.0); });
+    };
+    ops["hard_sigmoid"] = [](const ReferenceArgs& a) {
+      return map_values(a.in[0], [](double v) { return std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; });
+    };
+    // As a value of `activation:` (no attributes): Keras's defaults for that use.
+    auto alpha = [](const Attrs& attrs, double fallback) { return attrs.has("alpha") ? attrs.get_float("alpha") : fallback; };
+    ops["leaky_relu"] = [alpha](const ReferenceArgs& a) {
+      Tensor out = a.in[0];
+      double slope = alpha(a.attrs, 0.2);
+      for (double& v : out.data) v = v > 0 ? v : slope * v;
+      return out;
+    };
+    ops["elu"] = [alpha](const ReferenceArgs& a) {
+      Tensor out = a.in[0];
+      double scale = alpha(a.attrs, 1.0);
+      for (double& v : out.data) v = v > 0 ? v : scale * (std::exp(v) - 1.0);
+      return out;
+    };
     ops["softmax"] = [](const ReferenceArgs& a) {
       Tensor out = a.in[0];
       softmax(out);
@@ -192,6 +230,26 @@ std::map<std::string, ReferenceOp>& registry() {
       double scale = double(float(1.0 / (1.0 - rate)));
       for (size_t k = 0; k < out.data.size(); ++k)
         out.data[k] = dropout_keeps(int64_t(k), a.training->seed, a.training->step, rate) ? out.data[k] * scale : 0.0;
+      return out;
+    };
+    ops["zero_padding2d"] = [](const ReferenceArgs& a) {
+      const Tensor& in = a.in[0];
+      const Padding4& p = a.attrs.get_padding("padding");
+      Tensor out{in.batch, a.out_shape, std::vector<double>(size_t(in.batch * shape_elements(a.out_shape)), 0.0)};
+      for (int n = 0; n < in.batch; ++n)
+        for (int64_t y = 0; y < in.shape[0]; ++y)
+          for (int64_t x = 0; x < in.shape[1]; ++x)
+            for (int64_t c = 0; c < in.shape[2]; ++c) out.at(n, y + p[0], x + p[2], c) = in.at(n, y, x, c);
+      return out;
+    };
+    ops["upsampling2d"] = [](const ReferenceArgs& a) {
+      const Tensor& in = a.in[0];
+      auto [sh, sw] = a.attrs.get_pair("size");
+      Tensor out{in.batch, a.out_shape, std::vector<double>(size_t(in.batch * shape_elements(a.out_shape)))};
+      for (int n = 0; n < in.batch; ++n)
+        for (int64_t y = 0; y < a.out_shape[0]; ++y)
+          for (int64_t x = 0; x < a.out_shape[1]; ++x)
+            for (int64_t c = 0; c < a.out_shape[2]; ++c) out.at(n, y, x, c) = in.at(n, y / sh, x / sw, c);
       return out;
     };
     ops["flatten"] = [](const ReferenceArgs& a) { return a.in[0]; };  // the values unchanged

@@ -1,5 +1,6 @@
-// The Halide half of the activation layers (relu, sigmoid, tanh: element-wise, also fused into
-// the op before them) and of softmax over the last axis. The ops themselves: ops/activation.cpp.
+// The Halide half of the element-wise activations (relu, sigmoid, tanh, relu6, leaky_relu, elu,
+// hard_sigmoid: as layers, fused into the op before them, or as `activation:` values) and of
+// softmax over the last axis. The ops themselves: ops/activation.cpp.
 #include "codegen/halide_op.h"
 
 namespace cnnc {
@@ -7,8 +8,9 @@ namespace cnnc {
 namespace {
 
 // An element-wise activation: its function, and its derivative from its own output.
-void register_activation(const std::string& name, std::function<Expr(Expr)> activate,
-                         std::function<Expr(Expr)> derivative) {
+using Activation = std::function<Expr(Expr, const Attrs&)>;
+
+void register_activation(const std::string& name, Activation activate, Activation derivative) {
   HalideOp op;
   op.stamp = __DATE__ " " __TIME__;
   op.activate = activate;
@@ -16,14 +18,14 @@ void register_activation(const std::string& name, std::function<Expr(Expr)> acti
   op.forward = [activate](ForwardContext& ctx) {
     return elementwise_kernel(ctx, [&](const std::vector<Var>& vars, std::vector<Func>&) {
       Func value("value");
-      value(vars) = activate(ctx.inputs[0](vars));
+      value(vars) = activate(ctx.inputs[0](vars), ctx.node.attrs);
       return value;
     });
   };
   op.backward = [name, derivative](BackwardContext& ctx) {
     std::vector<Var> vars = make_vars(ctx.node.shape.size() + 1);
     Func d(name + "_input_gradient");
-    d(vars) = ctx.pre(vars) * derivative(ctx.output(vars));
+    d(vars) = ctx.pre(vars) * derivative(ctx.output(vars), ctx.node.attrs);
     ctx.input_grads[0] = d;
   };
   register_halide_op(name, op);
@@ -50,13 +52,34 @@ Func softmax_forward(ForwardContext& ctx) {
 
 }  // namespace
 
+// An activation's `alpha`: the layer's, or `fallback` as a value of `activation:`.
+float alpha(const Attrs& attrs, double fallback) { return float(attrs.has("alpha") ? attrs.get_float("alpha") : fallback); }
+
 void register_activation_halide() {
+  // Each derivative is a function of the activation's output alone: backward reads the output,
+  // never the input. (For leaky_relu and elu that needs alpha >= 0, which the ops ask for.)
   register_activation(
-      "relu", [](Expr x) { return max(x, 0.0f); }, [](Expr y) { return select(y > 0.0f, 1.0f, 0.0f); });
+      "relu", [](Expr x, const Attrs&) { return max(x, 0.0f); },
+      [](Expr y, const Attrs&) { return select(y > 0.0f, 1.0f, 0.0f); });
   register_activation(
-      "sigmoid", [](Expr x) { return 1.0f / (1.0f + exp(-x)); }, [](Expr y) { return y * (1.0f - y); });
+      "sigmoid", [](Expr x, const Attrs&) { return 1.0f / (1.0f + exp(-x)); },
+      [](Expr y, const Attrs&) { return y * (1.0f - y); });
   register_activation(
-      "tanh", [](Expr x) { return tanh(x); }, [](Expr y) { return 1.0f - y * y; });
+      "tanh", [](Expr x, const Attrs&) { return tanh(x); }, [](Expr y, const Attrs&) { return 1.0f - y * y; });
+  register_activation(
+      "relu6", [](Expr x, const Attrs&) { return clamp(x, 0.0f, 6.0f); },
+      [](Expr y, const Attrs&) { return select(y > 0.0f && y < 6.0f, 1.0f, 0.0f); });
+  register_activation(
+      "leaky_relu", [](Expr x, const Attrs& attrs) { return select(x > 0.0f, x, alpha(attrs, 0.2) * x); },
+      [](Expr y, const Attrs& attrs) { return select(y > 0.0f, 1.0f, alpha(attrs, 0.2)); });
+  // elu: alpha (e^x - 1) below zero, whose derivative alpha e^x is y + alpha.
+  register_activation(
+      "elu", [](Expr x, const Attrs& attrs) { return select(x > 0.0f, x, alpha(attrs, 1.0) * (exp(min(x, 0.0f)) - 1.0f)); },
+      [](Expr y, const Attrs& attrs) { return select(y > 0.0f, 1.0f, y + alpha(attrs, 1.0)); });
+  // hard_sigmoid (Keras 3): relu6(x + 3) / 6.
+  register_activation(
+      "hard_sigmoid", [](Expr x, const Attrs&) { return clamp(x + 3.0f, 0.0f, 6.0f) / 6.0f; },
+      [](Expr y, const Attrs&) { return select(y > 0.0f && y < 1.0f, 1.0f / 6.0f, 0.0f); });
 
   HalideOp softmax;
   softmax.stamp = __DATE__ " " __TIME__;

@@ -16,12 +16,13 @@ Func conv2d_forward(ForwardContext& ctx) {
   int out_channels = int(ctx.node.unfused_shape[2]);
   auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
   auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+  auto [dh, dw] = ctx.node.attrs.get_pair("dilation");
   Var c("c"), x("x"), y("y"), n("n");
 
   Func source("source");
   if (ctx.node.attrs.get_string("padding") == "same") {
-    int top = same_padding_before(height, out_height, int(kh), int(sh));
-    int left = same_padding_before(width, out_width, int(kw), int(sw));
+    int top = same_padding_before(height, out_height, int((kh - 1) * dh + 1), int(sh));
+    int left = same_padding_before(width, out_width, int((kw - 1) * dw + 1), int(sw));
     Func padded("padded");
     Expr inside = x >= 0 && x < width && y >= 0 && y < height;
     padded(c, x, y, n) = select(inside, ctx.inputs[0](c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
@@ -34,7 +35,8 @@ Func conv2d_forward(ForwardContext& ctx) {
   RDom r(0, in_channels, 0, int(kw), 0, int(kh), "r");
   Func acc("acc");
   acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
-  acc(c, x, y, n) += ctx.params.at("kernel")(c, r.x, r.y, r.z) * source(r.x, x * int(sw) + r.y, y * int(sh) + r.z, n);
+  acc(c, x, y, n) += ctx.params.at("kernel")(c, r.x, r.y, r.z) *
+                     source(r.x, x * int(sw) + dilated(r.y, int(dw)), y * int(sh) + dilated(r.z, int(dh)), n);
 
   Func value("value");
   value(c, x, y, n) = acc(c, x, y, n);
@@ -63,7 +65,7 @@ Func conv2d_forward(ForwardContext& ctx) {
       continue;
     }
     Func activated(fused.def->name);
-    activated(c, x, y, n) = halide_op(*fused.def).activate(value(c, x, y, n));
+    activated(c, x, y, n) = halide_op(*fused.def).activate(value(c, x, y, n), fused.attrs);
     value = activated;
   }
   Func output("output");
@@ -248,12 +250,12 @@ struct Conv2dBackward {
   }
 
   // The fused max pooling's window (height, width) and the activation before it (nullptr for none).
-  std::tuple<int, int, const OpDef*> max_pool_window() const {
+  std::tuple<int, int, const Node::FusedOp*> max_pool_window() const {
     std::pair<int64_t, int64_t> window;
-    const OpDef* activation = nullptr;
+    const Node::FusedOp* activation = nullptr;
     for (const Node::FusedOp& fused : ctx.node.fused) {
       if (fused.def->traits.pooling == Pooling::Max) window = fused.attrs.get_pair("size");
-      else activation = fused.def;
+      else activation = &fused;
     }
     return {int(window.first), int(window.second), activation};
   }
@@ -269,13 +271,13 @@ struct Conv2dBackward {
     Expr inside = x < pooled_width * pw && y < pooled_height * ph;
     Expr hit = index(c, px, py, n) == (y - py * ph) * pw + (x - px * pw);
     Expr g = gradient(c, px, py, n);
-    if (activation) g = g * halide_op(*activation).derivative(output(c, px, py, n));
+    if (activation) g = g * halide_op(*activation->def).derivative(output(c, px, py, n), activation->attrs);
     Func d("gradient_from_index");
     d(c, x, y, n) = select(inside && hit, g, 0.0f);
     // Each window's gradient lands once, at its maximum: sums over all positions (the bias
     // gradient) equal sums over the windows.
     Expr window_g = gradient(c, x, y, n);
-    if (activation) window_g = window_g * halide_op(*activation).derivative(output(c, x, y, n));
+    if (activation) window_g = window_g * halide_op(*activation->def).derivative(output(c, x, y, n), activation->attrs);
     window_grad = Func("gradient_per_window");
     window_grad(c, x, y, n) = window_g;
     window_extent = {pooled_width, pooled_height};
@@ -295,9 +297,10 @@ struct Conv2dBackward {
     int pooled_height = int(ctx.node.shape[0]), pooled_width = int(ctx.node.shape[1]);
     auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
     auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+    int dh = int(ctx.node.attrs.get_pair("dilation").first), dw = int(ctx.node.attrs.get_pair("dilation").second);
     bool same = ctx.node.attrs.get_string("padding") == "same";
-    int top = same ? same_padding_before(height, int(conv_out[0]), int(kh), int(sh)) : 0;
-    int left = same ? same_padding_before(width, int(conv_out[1]), int(kw), int(sw)) : 0;
+    int top = same ? same_padding_before(height, int(conv_out[0]), int((kh - 1) * dh + 1), int(sh)) : 0;
+    int left = same ? same_padding_before(width, int(conv_out[1]), int((kw - 1) * dw + 1), int(sw)) : 0;
     auto [window_height, window_width, activation] = max_pool_window();
     int ph = window_height, pw = window_width;  // (lambdas below capture them)
     Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co");
@@ -306,7 +309,7 @@ struct Conv2dBackward {
     // derivative there, whose value is the pooled output.
     Func at_max("gradient_at_maximum");
     Expr g = gradient(c, x, y, n);
-    at_max(c, x, y, n) = activation ? g * halide_op(*activation).derivative(output(c, x, y, n)) : g;
+    at_max(c, x, y, n) = activation ? g * halide_op(*activation->def).derivative(output(c, x, y, n), activation->attrs) : g;
     // Where the maximum of window (x, y) is, in conv output coordinates.
     auto max_x = [&](Expr channel, Expr px, Expr py, Expr image) {
       return px * pw + clamp(index(channel, px, py, image), 0, ph * pw - 1) % pw;
@@ -347,7 +350,7 @@ struct Conv2dBackward {
       Expr wx = max_x(co, win.x, win.y, n), wy = max_y(co, win.x, win.y, n);
       per_image(ci, kx, ky, co, n) = 0.0f;
       per_image(ci, kx, ky, co, n) += at_max(co, win.x, win.y, n) *
-                                      source(ci, wx * int(sw) + kx - left, wy * int(sh) + ky - top, n);
+                                      source(ci, wx * int(sw) + dilated(kx, dw) - left, wy * int(sh) + dilated(ky, dh) - top, n);
       Expr chunk = (ctx.batch + chunks - 1) / chunks;
       images = RDom(0, chunk, "images");
       images.where(k * chunk + images < ctx.batch);
@@ -361,7 +364,7 @@ struct Conv2dBackward {
       Expr mx = max_x(co, windows.x, windows.y, windows.z), my = max_y(co, windows.x, windows.y, windows.z);
       patch_acc(ci, kx, ky, co) = 0.0f;
       patch_acc(ci, kx, ky, co) += at_max(co, windows.x, windows.y, windows.z) *
-                                   source(ci, mx * int(sw) + kx - left, my * int(sh) + ky - top, windows.z);
+                                   source(ci, mx * int(sw) + dilated(kx, dw) - left, my * int(sh) + dilated(ky, dh) - top, windows.z);
       patch_sum(ci, kx, ky, co) = patch_acc(ci, kx, ky, co);
       kernel_grad(co, ci, kx, ky) = patch_sum(ci, kx, ky, co);
     }
@@ -375,7 +378,7 @@ struct Conv2dBackward {
       // (taps x input channels) is reused at every window's maximum while it is in cache.
       RDom r(0, int(kw), 0, int(kh), 0, pooled_width, 0, pooled_height, 0, out_channels, "r");
       Expr cx = max_x(r[4], r[2], r[3], n), cy = max_y(r[4], r[2], r[3], n);
-      Expr ix = cx * int(sw) + r[0] - left, iy = cy * int(sh) + r[1] - top;
+      Expr ix = cx * int(sw) + dilated(r[0], dw) - left, iy = cy * int(sh) + dilated(r[1], dh) - top;
       if (same) r.where(ix >= 0 && ix < width && iy >= 0 && iy < height);
       input_grad = Func("input_gradient");
       input_grad(ci, x, y, n) = 0.0f;
@@ -440,9 +443,10 @@ struct Conv2dBackward {
     int out_height = int(out[0]), out_width = int(out[1]), out_channels = int(out[2]);
     auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
     auto [sh, sw] = ctx.node.attrs.get_pair("stride");
+    int dh = int(ctx.node.attrs.get_pair("dilation").first), dw = int(ctx.node.attrs.get_pair("dilation").second);
     bool same = ctx.node.attrs.get_string("padding") == "same";
-    int top = same ? same_padding_before(height, out_height, int(kh), int(sh)) : 0;
-    int left = same ? same_padding_before(width, out_width, int(kw), int(sw)) : 0;
+    int top = same ? same_padding_before(height, out_height, int((kh - 1) * dh + 1), int(sh)) : 0;
+    int left = same ? same_padding_before(width, out_width, int((kw - 1) * dw + 1), int(sw)) : 0;
     Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co"), k("k");
 
     Func dpre("dpre");  // materialized: three reductions read it
@@ -485,7 +489,8 @@ struct Conv2dBackward {
     Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
     kernel_acc(co, ci, kx, ky, k) = 0.0f;
     kernel_acc(co, ci, kx, ky, k) +=
-        dpre(co, r.x, r.y, image) * source(ci, r.x * int(sw) + kx - left, r.y * int(sh) + ky - top, image);
+        dpre(co, r.x, r.y, image) *
+        source(ci, r.x * int(sw) + dilated(kx, dw) - left, r.y * int(sh) + dilated(ky, dh) - top, image);
     kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
     Expr total = kernel_partial(co, ci, kx, ky, 0);
     for (int j = 1; j < chunks; ++j) total = total + kernel_partial(co, ci, kx, ky, j);
@@ -548,7 +553,7 @@ struct Conv2dBackward {
       Expr sum = 0.0f;
       for (int dy = 0; dy < kh; ++dy)
         for (int dx = 0; dx < kw; ++dx) {
-          Expr px = x + left - dx, py = y + top - dy;
+          Expr px = x + left - dx * dw, py = y + top - dy * dh;
           Expr valid = px >= 0 && px < out_width && py >= 0 && py < out_height;
           sum = sum + select(valid, cols(ci, dx, dy, clamp(px, 0, out_width - 1), clamp(py, 0, out_height - 1), n), 0.0f);
         }
@@ -582,13 +587,13 @@ struct Conv2dBackward {
       return;
     }
     // Strided: d(input)(ci, x, y, n) = sum over (co, kx, ky) of w(co, ci, kx, ky) * dpre(co, ox, oy, n)
-    // where ox * stride + kx - left == x: the convolution of the zero-padded dpre with the
+    // where ox * stride + kx * dilation - left == x: the convolution of the zero-padded dpre with the
     // flipped kernel, keeping the taps that land on the stride.
     Func padded("dpre_padded");  // zero outside the output: no bounds test in the inner loop
     padded(c, x, y, n) = select(x >= 0 && x < out_width && y >= 0 && y < out_height,
                                 dpre(c, clamp(x, 0, out_width - 1), clamp(y, 0, out_height - 1), n), 0.0f);
     RDom rin(0, out_channels, 0, int(kw), 0, int(kh), "rin");
-    Expr sx = x + left - rin.y, sy = y + top - rin.z;
+    Expr sx = x + left - dilated(rin.y, dw), sy = y + top - dilated(rin.z, dh);
     Expr valid = sx % int(sw) == 0 && sy % int(sh) == 0;
     Expr value = select(valid, padded(rin.x, sx / int(sw), sy / int(sh), n), 0.0f);
     Func input_sum("input_sum");

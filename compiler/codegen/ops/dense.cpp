@@ -24,7 +24,7 @@ Func dense_forward(ForwardContext& ctx) {
       continue;
     }
     Func activated(fused.def->name);
-    activated(u, n) = halide_op(*fused.def).activate(value(u, n));
+    activated(u, n) = halide_op(*fused.def).activate(value(u, n), fused.attrs);
     value = activated;
   }
   Func output("output");
