@@ -175,11 +175,31 @@ TEST_CASE("build: every target compiles; an unknown target is a clear error", "[
   CHECK_THROWS_WITH(resolve_target("arm-64-lnux"), Catch::Contains("unknown target") && Catch::Contains("did you mean"));
 }
 
+// Run only where a GPU is lent (see the cuda test below); here: every newer op compiles for CUDA.
+TEST_CASE("build: global pooling, the newer activations, padding, upsampling and dilation compile for CUDA", "[package]") {
+  for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
+                            "tests/models/grad_dilated.yaml"}) {
+    INFO(model);
+    test::BuiltModel built = test::build_model(model, "x86-64-linux-cuda-cuda_capability_80");
+    CHECK(fs::file_size(built.result.dir + "/kernels.so") > 0);
+  }
+}
+
 TEST_CASE("arm64: the ARM NEON package under qemu gives the host's answer", "[arm]") {
   check_arm_matches_host("models/mnist_cnn.yaml", 7);
   check_arm_matches_host("tests/models/ops_conv.yaml", 3);
   check_arm_matches_host("tests/models/ops_dag.yaml", 2);
   check_arm_matches_host("tests/models/ops_dense.yaml", 5);
+}
+
+// Outputs and one training step's gradients of the models that hold the newer ops (global
+// pooling, relu6, leaky_relu, elu, hard_sigmoid, zero_padding2d, upsampling2d, dilation).
+TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling and dilation give the host's answer", "[arm]") {
+  for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
+                            "tests/models/grad_dilated.yaml"}) {
+    INFO(model);
+    test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), 3, true);
+  }
 }
 
 TEST_CASE("cuda: the CUDA package gives the host's answer on a GPU, and a clear error without one", "[cuda]") {
