@@ -175,7 +175,7 @@ TEST_CASE("build: every target compiles; an unknown target is a clear error", "[
   CHECK_THROWS_WITH(resolve_target("arm-64-lnux"), Catch::Contains("unknown target") && Catch::Contains("did you mean"));
 }
 
-// Run only where a GPU is lent (see the cuda test below); here: every newer op compiles for CUDA.
+// Every newer op compiles for CUDA (running a CUDA package needs a GPU: the cuda test below).
 TEST_CASE("build: global pooling, the newer activations, padding, upsampling and dilation compile for CUDA", "[package]") {
   for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
                             "tests/models/grad_dilated.yaml"}) {
