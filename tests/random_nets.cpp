@@ -84,8 +84,9 @@ class Generator {
     if (r < 0.79) return "tanh";
     if (r < 0.83) return "relu6";
     if (r < 0.87) return "leaky_relu";
-    if (r < 0.91) return "elu";
-    if (r < 0.95) return "hard_sigmoid";
+    if (r < 0.9) return "elu";
+    if (r < 0.92) return "hard_sigmoid";
+    if (r < 0.95) return one_of<std::string>({"swish", "silu", "gelu", "hard_swish"});
     return "softmax";
   }
 
@@ -183,7 +184,7 @@ class Generator {
 
   void activation_layer() {
     // Every activation as a layer, those with attributes as often as the rest.
-    std::string act = chance(0.5) ? activation() : one_of<std::string>({"leaky_relu", "elu", "relu6", "hard_sigmoid"});
+    std::string act = chance(0.5) ? activation() : one_of<std::string>({"leaky_relu", "elu", "relu6", "hard_sigmoid", "swish", "gelu", "hard_swish"});
     std::string attrs;
     if ((act == "leaky_relu" || act == "elu") && chance(0.5)) attrs = fmt::format("alpha: {}", one_of({0.0, 0.05, 0.5, 1.5}));
     emit(act.empty() ? "relu" : act, attrs, {current_}, shape_);

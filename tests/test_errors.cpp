@@ -222,7 +222,7 @@ TEST_CASE("an unknown activation, with a suggestion", "[errors]") {
   check_error(error_of("input: {shape: [8, 8, 1]}\n"
                        "layers:\n"
                        "  - conv2d: {filters: 2, kernel: 1, activation: rleu}\n"),
-              3, 49, {"'activation'", "unknown value 'rleu'", "did you mean 'relu'?", "sigmoid, tanh, relu6, leaky_relu, elu, hard_sigmoid, softmax"});
+              3, 49, {"'activation'", "unknown value 'rleu'", "did you mean 'relu'?", "sigmoid, tanh, relu6, leaky_relu, elu, hard_sigmoid, swish, silu, gelu, hard_swish, softmax"});
   check_error(error_of("input: {shape: [8, 8, 1]}\n"
                        "layers:\n"
                        "  - conv2d: {filters: 2, kernel: 1, padding: vaild}\n"),

@@ -130,3 +130,14 @@ TEST_CASE("gradients: dilated convolutions, with and without a fused max pooling
   CHECK(sparse == 2);  // both index paths are taken
   check_gradients("tests/models/grad_dilated.yaml");
 }
+
+TEST_CASE("gradients: swish, silu, gelu and hard_swish, as layers and as activation: values, match finite differences",
+          "[gradients]") {
+  test::BuiltModel built = test::build_model("tests/models/grad_swish.yaml");
+  // `activation: swish` on c became a node of its own, named around the taken c_swish.
+  bool split = false;
+  for (const Node& node : built.graph.nodes)
+    split = split || (node.name == "c_swish_1" && node.def == find_op("swish") && built.graph.nodes[node.inputs[0]].name == "c");
+  CHECK(split);
+  check_gradients("tests/models/grad_swish.yaml");
+}

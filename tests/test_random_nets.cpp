@@ -43,7 +43,8 @@ TEST_CASE("random networks: the generator draws every op and attribute of the la
                            "global_avgpool2d:", "global_maxpool2d:", "relu6:", "leaky_relu:", "elu:", "hard_sigmoid:",
                            "activation: relu6", "activation: leaky_relu", "activation: elu", "activation: hard_sigmoid",
                            "alpha: 0,", "alpha: 1.5", "zero_padding2d: {name", "padding: [[", "upsampling2d:",
-                           "size: [1, 3]", "dilation: 2", "dilation: ["}) {
+                           "size: [1, 3]", "dilation: 2", "dilation: [", "swish:", "silu", "gelu:", "hard_swish:",
+                           "activation: swish", "activation: gelu", "activation: hard_swish"}) {
     INFO("drawn: " << text);
     CHECK(all.find(text) != std::string::npos);
   }

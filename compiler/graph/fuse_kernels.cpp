@@ -1,6 +1,11 @@
 // fuse_kernels: conv2d + bias + activation + pooling, dense + bias + activation, and
-// add/batchnorm + activation each become one node, i.e. one kernel.
+// add/batchnorm + activation each become one node, i.e. one kernel. An activation whose
+// derivative needs its input (OpTraits::derivative_needs_input) stays a node of its own: written
+// as `activation:`, it is split off into a node after its layer.
 #include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
 
 #include "graph/passes.h"
 
@@ -26,7 +31,8 @@ bool can_absorb(const Node& producer, const Node& consumer) {
   if (!producer.def || !consumer.def) return false;  // (the input)
   const OpTraits& p = producer.def->traits;
   const OpTraits& c = consumer.def->traits;
-  if (c.activation) return p.takes_activation && !has_activation(producer) && !has_pooling(producer);
+  if (c.activation)
+    return !c.derivative_needs_input && p.takes_activation && !has_activation(producer) && !has_pooling(producer);
   // Pooling after a softmax stays separate: backward would need both the logits and the activation.
   bool softmax = false;
   for (const Node::FusedOp& op : producer.fused) softmax = softmax || op.def->traits.softmax;
@@ -34,9 +40,46 @@ bool can_absorb(const Node& producer, const Node& consumer) {
   return false;
 }
 
+// `activation: swish` (an activation whose derivative needs its input) on a layer becomes a
+// swish node after it, named "<layer>_swish" (with a number where that is taken), which the
+// layer's consumers read instead.
+void split_activations(Graph& graph) {
+  std::vector<Node> out;
+  std::vector<int> new_id(graph.nodes.size());
+  std::set<std::string> names;
+  for (const Node& node : graph.nodes) names.insert(node.name);
+  for (Node& node : graph.nodes) {
+    const OpDef* act = nullptr;
+    if (node.attrs.has("activation")) act = find_op(node.attrs.get_string("activation"));
+    for (int& input : node.inputs) input = new_id[size_t(input)];
+    int old_id = node.id;
+    node.id = int(out.size());
+    out.push_back(node);
+    new_id[size_t(old_id)] = node.id;
+    if (!act || !act->traits.derivative_needs_input) continue;
+    Node split;
+    split.name = node.name + "_" + act->name;
+    for (int k = 1; names.count(split.name); ++k) split.name = fmt::format("{}_{}_{}", node.name, act->name, k);
+    names.insert(split.name);
+    split.id = int(out.size());
+    split.def = act;
+    split.inputs = {out.back().id};
+    split.shape = node.shape;
+    split.flops = act->flops({node.shape}, node.shape, split.attrs);
+    split.layer_index = node.layer_index;
+    split.loc = node.loc;
+    out.back().attrs.set("activation", std::string("linear"), *node.attrs.loc("activation"));
+    new_id[size_t(old_id)] = split.id;  // consumers (and the output) read the activation
+    out.push_back(split);
+  }
+  graph.output = new_id[size_t(graph.output)];
+  graph.nodes = std::move(out);
+}
+
 }  // namespace
 
 void fuse_kernels(Graph& graph) {
+  split_activations(graph);
   std::vector<Node>& nodes = graph.nodes;
   for (Node& node : nodes) {
     node.unfused_shape = node.shape;

@@ -1,5 +1,5 @@
-// Element-wise activations as layers (relu, sigmoid, tanh, relu6, leaky_relu, elu, hard_sigmoid)
-// and softmax over the last axis.
+// Element-wise activations as layers (relu, sigmoid, tanh, relu6, leaky_relu, elu, hard_sigmoid,
+// swish and its alias silu, gelu, hard_swish) and softmax over the last axis.
 #include "ops/op.h"
 
 namespace cnnc {
@@ -39,6 +39,14 @@ void register_activation_ops(std::vector<OpDef>& ops) {
                    activation_op("tanh", "hyperbolic tangent", 4), activation_op("relu6", "min(max(x, 0), 6)", 2),
                    leaky_relu, elu, activation_op("hard_sigmoid", "relu6(x + 3) / 6", 3)}) {
     op.traits.activation = true;
+    ops.push_back(op);
+  }
+  // Their derivatives need the input: layers of their own (see OpTraits::derivative_needs_input).
+  for (OpDef op : {activation_op("swish", "x * sigmoid(x)", 5), activation_op("silu", "x * sigmoid(x) (swish)", 5),
+                   activation_op("gelu", "x * (1 + erf(x / sqrt(2))) / 2, exact", 8),
+                   activation_op("hard_swish", "x * relu6(x + 3) / 6", 4)}) {
+    op.traits.activation = true;
+    op.traits.derivative_needs_input = true;
     ops.push_back(op);
   }
   OpDef softmax = activation_op("softmax", "exp(x) / sum(exp(x)) over the last axis", 4);

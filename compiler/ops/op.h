@@ -123,6 +123,10 @@ struct OpTraits {
   // Fusion (graph/fuse_kernels.cpp). An element-wise activation is a value of `activation:` and,
   // as a layer right after an op that takes_activation, becomes part of that op's kernel.
   bool activation = false;
+  // An activation whose derivative needs its input, not only its output (swish, gelu,
+  // hard_swish): never fused into the op before it; as a value of `activation:` it becomes a
+  // node of its own after that op (fuse_kernels), whose backward reads its input.
+  bool derivative_needs_input = false;
   // The softmax over the last axis: a value of `activation:` (fused only that way), and what a
   // classifier trained with categorical cross-entropy must end in.
   bool softmax = false;

@@ -171,6 +171,16 @@ std::map<std::string, ReferenceOp>& registry() {
       for (double& v : out.data) v = v > 0 ? v : scale * (std::exp(v) - 1.0);
       return out;
     };
+    for (const char* name : {"swish", "silu"})
+      ops[name] = [](const ReferenceArgs& a) {
+        return map_values(a.in[0], [](double v) { return v / (1.0 + std::exp(-v)); });
+      };
+    ops["gelu"] = [](const ReferenceArgs& a) {
+      return map_values(a.in[0], [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); });
+    };
+    ops["hard_swish"] = [](const ReferenceArgs& a) {
+      return map_values(a.in[0], [](double v) { return v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; });
+    };
     ops["softmax"] = [](const ReferenceArgs& a) {
       Tensor out = a.in[0];
       softmax(out);

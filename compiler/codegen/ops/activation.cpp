@@ -1,5 +1,6 @@
 // The Halide half of the element-wise activations (relu, sigmoid, tanh, relu6, leaky_relu, elu,
-// hard_sigmoid: as layers, fused into the op before them, or as `activation:` values) and of
+// hard_sigmoid: as layers, fused into the op before them, or as `activation:` values; swish,
+// silu, gelu, hard_swish: as nodes of their own, their derivative taken from their input) and of
 // softmax over the last axis. The ops themselves: ops/activation.cpp.
 #include "codegen/halide_op.h"
 
@@ -25,7 +26,9 @@ void register_activation(const std::string& name, Activation activate, Activatio
   op.backward = [name, derivative](BackwardContext& ctx) {
     std::vector<Var> vars = make_vars(ctx.node.shape.size() + 1);
     Func d(name + "_input_gradient");
-    d(vars) = ctx.pre(vars) * derivative(ctx.output(vars), ctx.node.attrs);
+    // From the output, or from the input for an activation whose derivative needs it.
+    bool from_input = ctx.node.def->traits.derivative_needs_input;
+    d(vars) = ctx.pre(vars) * derivative(from_input ? ctx.inputs[0](vars) : ctx.output(vars), ctx.node.attrs);
     ctx.input_grads[0] = d;
   };
   register_halide_op(name, op);
@@ -80,6 +83,25 @@ void register_activation_halide() {
   register_activation(
       "hard_sigmoid", [](Expr x, const Attrs&) { return clamp(x + 3.0f, 0.0f, 6.0f) / 6.0f; },
       [](Expr y, const Attrs&) { return select(y > 0.0f && y < 1.0f, 1.0f / 6.0f, 0.0f); });
+
+  // The derivatives of these need the input x (traits.derivative_needs_input).
+  auto sigmoid = [](Expr x) { return 1.0f / (1.0f + exp(-x)); };
+  for (const char* name : {"swish", "silu"})
+    register_activation(
+        name, [sigmoid](Expr x, const Attrs&) { return x * sigmoid(x); },
+        [sigmoid](Expr x, const Attrs&) {
+          Expr s = sigmoid(x);
+          return s + x * s * (1.0f - s);
+        });
+  // gelu, exact (Keras approximate=False): x Phi(x); its derivative Phi(x) + x phi(x).
+  register_activation(
+      "gelu", [](Expr x, const Attrs&) { return 0.5f * x * (1.0f + erf(x * float(M_SQRT1_2))); },
+      [](Expr x, const Attrs&) {
+        return 0.5f * (1.0f + erf(x * float(M_SQRT1_2))) + x * exp(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+      });
+  register_activation(
+      "hard_swish", [](Expr x, const Attrs&) { return x * clamp(x + 3.0f, 0.0f, 6.0f) / 6.0f; },
+      [](Expr x, const Attrs&) { return select(x < -3.0f, 0.0f, select(x > 3.0f, 1.0f, (2.0f * x + 3.0f) / 6.0f)); });
 
   HalideOp softmax;
   softmax.stamp = __DATE__ " " __TIME__;
