@@ -228,11 +228,10 @@ void check_op_registry() {
 // ---------------------------------------------------------------------------------------------
 // Forward kernels: what every op shares
 
-ForwardContext::ForwardContext(const Graph& graph_, const KernelInfo& kernel_, const Target& target_,
-                               PipelineBuild& build_)
+KernelContext::KernelContext(const Graph& graph_, const KernelInfo& kernel_, const Target& target_,
+                             PipelineBuild& build_)
     : graph(graph_), kernel(kernel_), node(graph_.nodes[kernel_.node]), target(target_),
-      sched(schedule_params(target_, kernel_.knobs)), train(kernel_.kind == KernelKind::ForwardTrain),
-      hand(build_.hand), build(build_) {}
+      sched(schedule_params(target_, kernel_.knobs)), hand(build_.hand), build(build_) {}
 
 void ForwardContext::schedule_elementwise(Func output, const std::vector<Var>& vars) {
   int inner = int(node.shape.back());

@@ -16,22 +16,30 @@
 
 namespace cnnc {
 
-// What an op's forward definition works with (Forward and ForwardTrain kernels): the kernel's
-// input and parameter buffers, already declared as arguments. The op defines its output with
-// the node's fused ops applied (an element-wise op does it through elementwise_kernel), sets what
-// the kernel keeps for backward and its training state, and schedules it all where `hand` (else
-// an autoscheduler will).
-struct ForwardContext {
-  ForwardContext(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build);
+// What every kernel definition works with: the graph, the kernel and its node, the target and
+// its schedule parameters (with the kernel's knobs), and the pipeline being built.
+struct KernelContext {
+  KernelContext(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build);
 
   const Graph& graph;
   const KernelInfo& kernel;
   const Node& node;
   Target target;
   ScheduleParams sched;
-  bool train = false;  // a ForwardTrain kernel
-  bool hand = true;    // schedule by hand (false: an autoscheduler schedules the pipeline)
+  bool hand = true;  // schedule by hand (false: an autoscheduler schedules the pipeline)
   PipelineBuild& build;
+};
+
+// What an op's forward definition works with (Forward and ForwardTrain kernels): the kernel's
+// input and parameter buffers, already declared as arguments. The op defines its output with
+// the node's fused ops applied (an element-wise op does it through elementwise_kernel), sets what
+// the kernel keeps for backward and its training state, and schedules it all where `hand` (else
+// an autoscheduler will).
+struct ForwardContext : KernelContext {
+  ForwardContext(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build)
+      : KernelContext(graph, kernel, target, build), train(kernel.kind == KernelKind::ForwardTrain) {}
+
+  bool train = false;  // a ForwardTrain kernel
   std::vector<ImageParam> inputs;           // one per kernel input, (c, x, y, n) or (i, n)
   std::map<std::string, ImageParam> params;  // by parameter name
   Param<int32_t> seed{"seed"}, step{"step"};  // arguments of ops with traits.random
@@ -63,16 +71,9 @@ Func elementwise_kernel(ForwardContext& ctx,
 // max pooling that kept only its indices (saves_pool_index), which the op handles itself. The
 // op sets input_grads[i] for every input (Funcs over the input's dims; the builder adds them to
 // a previous gradient where needed) and param_grads for every trainable parameter.
-struct BackwardContext {
-  BackwardContext(const Graph& graph, const KernelInfo& kernel, const Target& target, PipelineBuild& build);
+struct BackwardContext : KernelContext {
+  using KernelContext::KernelContext;
 
-  const Graph& graph;
-  const KernelInfo& kernel;
-  const Node& node;
-  Target target;
-  ScheduleParams sched;
-  PipelineBuild& build;
-  bool hand = true;
   Expr batch;                                // the batch extent
   ImageParam gradient, saved, output;        // d(output), the kept tensor (if has_saved), the output
   std::vector<ImageParam> inputs;

@@ -255,11 +255,6 @@ class TrainingKernelBuilder {
 // ---------------------------------------------------------------------------------------------
 // BackwardContext: the pieces op backward definitions share
 
-BackwardContext::BackwardContext(const Graph& graph_, const KernelInfo& kernel_, const Target& target_,
-                                 PipelineBuild& build_)
-    : graph(graph_), kernel(kernel_), node(graph_.nodes[kernel_.node]), target(target_),
-      sched(schedule_params(target_, kernel_.knobs)), build(build_), hand(build_.hand) {}
-
 Func BackwardContext::compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
   if (!hand) return f;
   if (sched.gpu) {
