@@ -138,10 +138,7 @@ struct HalideRegistry {
 };
 
 HalideRegistry& halide_registry() {
-  static HalideRegistry* instance = [] {
-    auto* registry = new HalideRegistry;
-    return registry;
-  }();
+  static HalideRegistry* instance = new HalideRegistry;  // never destroyed: lookups may come at exit
   return *instance;
 }
 
@@ -159,6 +156,15 @@ void register_builtin_halide_ops() {
   });
 }
 
+// The Halide half registered under `name` (the built-in ones registered first), or nullptr.
+const HalideOp* find_halide_op(const std::string& name) {
+  register_builtin_halide_ops();
+  HalideRegistry& registry = halide_registry();
+  std::lock_guard<std::mutex> lock(registry.mutex);
+  auto it = registry.ops.find(name);
+  return it == registry.ops.end() ? nullptr : &it->second;
+}
+
 }  // namespace
 
 void register_halide_op(const std::string& name, HalideOp op) {
@@ -169,28 +175,19 @@ void register_halide_op(const std::string& name, HalideOp op) {
 }
 
 const HalideOp& halide_op(const OpDef& def) {
-  register_builtin_halide_ops();
-  HalideRegistry& registry = halide_registry();
-  std::lock_guard<std::mutex> lock(registry.mutex);
-  auto it = registry.ops.find(def.name);
-  CNNC_ASSERT(it != registry.ops.end(), "op '" + def.name + "' has no Halide definition (see check_op_registry)");
-  return it->second;
+  const HalideOp* op = find_halide_op(def.name);
+  CNNC_ASSERT(op, "op '" + def.name + "' has no Halide definition (see check_op_registry)");
+  return *op;
 }
 
 std::vector<std::string> op_registry_problems() {
-  register_builtin_halide_ops();
   std::vector<std::string> problems;
   for (const OpDef* def : all_ops()) {
-    const HalideOp* op = nullptr;
-    {
-      HalideRegistry& registry = halide_registry();
-      std::lock_guard<std::mutex> lock(registry.mutex);
-      auto it = registry.ops.find(def->name);
-      if (it != registry.ops.end()) op = &it->second;
-    }
+    const HalideOp* op = find_halide_op(def->name);
     auto lacks = [&](const char* what) { problems.push_back(fmt::format("op '{}' has no {}", def->name, what)); };
     if (def->traits.view) {
-      if (op && (op->forward || op->backward)) lacks("kernel, being a view, but has a Halide definition");
+      if (op && (op->forward || op->backward))
+        problems.push_back(fmt::format("op '{}' is a view (no kernel) but has a Halide forward or backward", def->name));
       continue;
     }
     if (!op) {
