@@ -30,25 +30,21 @@ std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInf
   return candidates;
 }
 
-void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target) {
+void choose_schedules(Plan& plan, const TargetInfo& target) {
   std::string path = TuningDb::default_path(cache_directory());
   std::error_code ignored;
   if (!fs::exists(path, ignored)) return;  // nothing tuned yet: never create the database here
   TuningDb db(path);
-  for (KernelInfo& kernel : kernels) {
-    if (kernel.reuses_inference_kernel) continue;
-    std::optional<Measurement> best = db.best(kernel_signature(graph, kernel), target.halide, halide_version());
-    if (!best || best->candidate == "default") continue;
-    ScheduleKnobs knobs = ScheduleKnobs::parse(best->candidate);
-    if (adds_in_place(kernel) && !knobs.autoscheduler.empty()) continue;  // (see tuning_candidates)
-    kernel.knobs = knobs;
-    kernel.schedule_origin = best->origin;
-  }
-}
-
-void choose_schedules(Plan& plan, const TargetInfo& target) {
-  apply_tuning(plan.graph, plan.kernels, target);
-  apply_tuning(plan.graph, plan.training, target);
+  for (std::vector<KernelInfo>* kernels : {&plan.kernels, &plan.training})
+    for (KernelInfo& kernel : *kernels) {
+      if (kernel.reuses_inference_kernel) continue;
+      std::optional<Measurement> best = db.best(kernel_signature(plan.graph, kernel), target.halide, halide_version());
+      if (!best || best->candidate == "default") continue;
+      ScheduleKnobs knobs = ScheduleKnobs::parse(best->candidate);
+      if (adds_in_place(kernel) && !knobs.autoscheduler.empty()) continue;  // (see tuning_candidates)
+      kernel.knobs = knobs;
+      kernel.schedule_origin = best->origin;
+    }
 }
 
 }  // namespace cnnc

@@ -10,11 +10,9 @@
 
 namespace cnnc {
 
-// Sets the knobs and schedule origin of each kernel the database has a better schedule for
-// (never an autoscheduler's for a kernel that adds in place, see tuning_candidates). A missing
-// database is not created.
-void apply_tuning(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target);
-// apply_tuning on the plan's inference and training kernels.
+// Sets the knobs and schedule origin of each of the plan's inference and training kernels the
+// database has a better schedule for (never an autoscheduler's for a kernel that adds in place,
+// see tuning_candidates). A missing database is not created; one that exists is opened once.
 void choose_schedules(Plan& plan, const TargetInfo& target);
 
 }  // namespace cnnc
