@@ -16,12 +16,11 @@ constexpr int64_t kParamAlignFloats = 32;
 const char* plan_build_stamp() { return __DATE__ " " __TIME__; }
 
 Plan make_plan(const Graph& graph, bool gpu) {
-  Plan plan{graph, plan_kernels(graph), graph.name, gpu, {}, {}, {}, 0, "", {}, {}, {}, -1, false};
+  Plan plan{graph, plan_kernels(graph), graph.name, gpu, {}, {}, {}, 0, "", {}, training_storage_owners(graph), {}, -1, false};
   for (const Node& node : graph.nodes) {
     int owner = node.id;
     if (node.is_view) owner = plan.storage_of[node.inputs[0]];
     plan.storage_of.push_back(owner);
-    plan.train_storage_of.push_back(is_training_view(node) ? plan.train_storage_of[node.inputs[0]] : node.id);
     plan.has_saved.push_back(node_keeps_saved(node, node.id == graph.output));
     for (size_t p = 0; p < node.params.size(); ++p) {
       // Every tensor starts on a 128-byte boundary of the block (zeros between tensors). The

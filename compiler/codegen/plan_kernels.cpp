@@ -1,5 +1,5 @@
 // The plan-kernels step: the inference and training kernels of a fused graph, and every
-// Node-level predicate the package build takes from an op's name (see plan_kernels.h).
+// Node-level predicate the package build takes from an op's traits (see plan_kernels.h).
 #include "codegen/plan_kernels.h"
 
 #include <algorithm>
@@ -56,6 +56,12 @@ bool kernel_takes_seed(const Node& node) { return node.def && node.def->traits.r
 bool updates_state(const Node& node) { return node.def && node.def->traits.training_form; }
 
 bool is_training_view(const Node& node) { return node.def && node.def->traits.view; }
+
+std::vector<int> training_storage_owners(const Graph& graph) {
+  std::vector<int> owner(graph.nodes.size());
+  for (const Node& node : graph.nodes) owner[size_t(node.id)] = is_training_view(node) ? owner[size_t(node.inputs[0])] : node.id;
+  return owner;
+}
 
 std::optional<UserError> training_blocker(const Graph& graph) {
   const Node& out = graph.nodes[graph.output];
@@ -210,8 +216,7 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
   kernels.push_back(loss);
 
   // Gradients are stored per memory owner (a flatten shares its input's gradient).
-  std::vector<int> owner(graph.nodes.size());
-  for (const Node& node : graph.nodes) owner[node.id] = is_training_view(node) ? owner[node.inputs[0]] : node.id;
+  std::vector<int> owner = training_storage_owners(graph);
   std::vector<bool> written(graph.nodes.size(), false);
   written[owner[loss_node]] = true;  // the loss writes the gradient the output node starts from
   for (int id = int(graph.nodes.size()) - 1; id >= 1; --id) {

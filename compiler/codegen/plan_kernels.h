@@ -104,6 +104,9 @@ bool updates_state(const Node& node);
 // A node that is a view while training too (it shares its input's memory and gradient): flatten.
 // (Dropout is a view at inference only: while training it computes its mask.)
 bool is_training_view(const Node& node);
+// For each node, the node owning the memory of its output (and gradient) while training: itself,
+// or for a training view the owner of its input.
+std::vector<int> training_storage_owners(const Graph& graph);
 
 // FLOPs per example of a training kernel, counted like the forward ones: a backward conv2d or
 // dense does its forward FLOPs once for the weight gradient and once more for the input gradient.
