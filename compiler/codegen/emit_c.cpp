@@ -217,20 +217,24 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
   return call;
 }
 
-// One kernel call in the generated C: GPU synchronization around it, errors, timing.
-std::string emit_call(const Plan& plan, const KernelInfo& kernel, const std::string& times, size_t index) {
+// One kernel call in the generated C, each line indented by `indent`: GPU synchronization around
+// it (parameters, `&w[...]`, stay on the device), errors naming it a `what` ("kernel",
+// "optimizer") and, where `times` is given, its time stored in times[index].
+std::string emit_call(const Plan& plan, const KernelInfo& kernel, const std::string& indent, const char* what,
+                      const std::string& times = "", size_t index = 0) {
   KernelCall call = kernel_call(plan, kernel);
   std::string out;
   if (plan.gpu)
     for (const std::string& buffer : call.inputs)
-      if (buffer.rfind("&w[", 0) != 0) out += fmt::format("  ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
-  out += fmt::format("  if (run_flushing_denormals({}({}))) return fail(model, \"kernel {} failed\");\n", kernel.function,
-                     fmt::join(call.args, ", "), kernel.function);
-  out += fmt::format("  if (GUARD_CHECK(model, \"kernel {}\")) return 1;\n", kernel.function);
+      if (buffer.rfind("&w[", 0) != 0) out += fmt::format("{}({})->flags |= halide_buffer_flag_host_dirty;\n", indent, buffer);
+  out += fmt::format("{}if (run_flushing_denormals({}({}))) return fail(model, \"{} {} failed\");\n", indent,
+                     kernel.function, fmt::join(call.args, ", "), what, kernel.function);
+  out += fmt::format("{}if (GUARD_CHECK(model, \"{} {}\")) return 1;\n", indent, what, kernel.function);
   if (plan.gpu)
     for (const std::string& buffer : call.outputs)
-      out += fmt::format("  if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
-  out += fmt::format("  end = now();\n  {}[{}] = end - start;\n  start = end;\n", times, index);
+      out += fmt::format("{}if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", indent,
+                         buffer);
+  if (!times.empty()) out += fmt::format("{0}end = now();\n{0}{1}[{2}] = end - start;\n{0}start = end;\n", indent, times, index);
   return out;
 }
 
@@ -252,27 +256,19 @@ static int run_training_kernels({p}_model *model) {{
     size_t index = 0;
     for (const KernelInfo& kernel : plan.training) {
       if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd) continue;
-      out += emit_call(plan, kernel, "model->train_kernel_seconds", index++);
+      out += emit_call(plan, kernel, "  ", "kernel", "model->train_kernel_seconds", index++);
     }
     out += "  return 0;\n}\n";
   }
   out += fmt::format("\nstatic int run_optimizer({}_model *model) {{\n  (void)model;\n", p);
   for (const KernelInfo& kernel : plan.training) {
     if (kernel.kind != KernelKind::Adam && kernel.kind != KernelKind::Sgd) continue;
-    KernelCall call = kernel_call(plan, kernel);
     std::string condition = kernel.kind == KernelKind::Adam ? "model->optimizer == 0" : "model->optimizer == 1";
     out += fmt::format("  if ({}) {{\n", condition);
     if (kernel.kind == KernelKind::Adam)
       out += "    double t = (double)model->step;\n"
              "    float lr_t = (float)(model->learning_rate * sqrt(1.0 - pow(model->beta_2, t)) / (1.0 - pow(model->beta_1, t)));\n";
-    if (plan.gpu)
-      for (const std::string& buffer : call.inputs) out += fmt::format("    ({})->flags |= halide_buffer_flag_host_dirty;\n", buffer);
-    out += fmt::format("    if (run_flushing_denormals({}({}))) return fail(model, \"optimizer {} failed\");\n", kernel.function,
-                       fmt::join(call.args, ", "), kernel.function);
-    out += fmt::format("    if (GUARD_CHECK(model, \"optimizer {}\")) return 1;\n", kernel.function);
-    if (plan.gpu)
-      for (const std::string& buffer : call.outputs)
-        out += fmt::format("    if (halide_copy_to_host(NULL, {})) return fail(model, \"copy to host failed\");\n", buffer);
+    out += emit_call(plan, kernel, "    ", "optimizer");  // (its inputs are the flat blocks, none a &w[...])
     out += "  }\n";
   }
   out += "  return 0;\n}\n";
@@ -393,7 +389,7 @@ std::string generate_plan_c(const Plan& plan) {
   out += "  struct halide_buffer_t *w = model->param_buffer;\n";
   out += "  (void)b; (void)w;\n";
   out += "  double start = now(), end;\n";
-  for (size_t k = 0; k < plan.kernels.size(); ++k) out += emit_call(plan, plan.kernels[k], "model->kernel_seconds", k);
+  for (size_t k = 0; k < plan.kernels.size(); ++k) out += emit_call(plan, plan.kernels[k], "  ", "kernel", "model->kernel_seconds", k);
   out += "  (void)start; (void)end;\n";
   out += "  return 0;\n}\n";
   out += generate_training_calls(plan);
