@@ -156,6 +156,38 @@ class Generator {
     return emit("conv2d", attrs, {from}, {out_h, out_w, filters});
   }
 
+  // A depthwise_conv2d, or a separable_conv2d (its depthwise step, then `filters` channels).
+  void depthwise(bool separable) {
+    int height = shape_[0], width = shape_[1], in_channels = shape_[2];
+    int kh = one_of({1, 2, 3, 3, 5}), kw = chance(0.8) ? kh : uniform(1, 4);
+    int sh = one_of({1, 1, 2}), sw = chance(0.85) ? sh : uniform(1, 2);
+    int dh = 1, dw = 1;
+    if (sh == 1 && sw == 1 && chance(0.2)) {
+      dh = uniform(1, 3);
+      dw = chance(0.7) ? dh : uniform(1, 3);
+    }
+    int span_h = (kh - 1) * dh + 1, span_w = (kw - 1) * dw + 1;
+    bool same = chance(0.5) || span_h > height || span_w > width;
+    int out_h = window_out(height, span_h, sh, same), out_w = window_out(width, span_w, sw, same);
+    int multiplier = chance(0.6) ? 1 : uniform(2, 3);
+    while (multiplier > 1 && int64_t(out_h) * out_w * in_channels * multiplier > kMaxElements) --multiplier;
+    std::string attrs = fmt::format("kernel: {}", pair(kh, kw));
+    if (sh != 1 || sw != 1) attrs += ", stride: " + pair(sh, sw);
+    if (dh != 1 || dw != 1) attrs += ", dilation: " + pair(dh, dw);
+    if (same) attrs += ", padding: same";
+    if (multiplier != 1) attrs += fmt::format(", depth_multiplier: {}", multiplier);
+    int channels_out = in_channels * multiplier;
+    if (separable) {
+      int64_t per_filter = int64_t(out_h) * out_w * channels_out;
+      channels_out = int(std::max<int64_t>(1, std::min<int64_t>({channels(), kMaxMacs / per_filter, kMaxElements / (out_h * out_w)})));
+      attrs = fmt::format("filters: {}, ", channels_out) + attrs;
+    }
+    std::string act = activation();
+    if (!act.empty()) attrs += ", activation: " + act;
+    if (chance(0.2)) attrs += ", use_bias: false";
+    emit(separable ? "separable_conv2d" : "depthwise_conv2d", attrs, {current_}, {out_h, out_w, channels_out});
+  }
+
   void pool(bool allow_overlap) {
     int height = shape_[0], width = shape_[1];
     std::string op = chance(0.65) ? "maxpool2d" : "avgpool2d";
@@ -192,9 +224,12 @@ class Generator {
 
   void image_block() {
     double r = std::uniform_real_distribution<double>(0, 1)(random_);
-    if (r < 0.5) {
+    if (r < 0.42) {
       conv(current_, 0, false);
       if (chance(0.5)) pool(true);  // fused into the convolution
+    } else if (r < 0.5) {
+      depthwise(chance(0.5));
+      if (chance(0.3)) batchnorm();
     } else if (r < 0.6) {
       pool(true);
     } else if (r < 0.68) {

@@ -209,7 +209,7 @@ TEST_CASE("an unknown op, with a suggestion", "[errors]") {
   check_error(error_of("input: {shape: [8, 8, 1]}\n"
                        "layers:\n"
                        "  - conv2: {filters: 2, kernel: 1}\n"),
-              3, 5, {"unknown op 'conv2'", "did you mean 'conv2d'?", "expected one of: conv2d, maxpool2d"});
+              3, 5, {"unknown op 'conv2'", "did you mean 'conv2d'?", "expected one of: conv2d, depthwise_conv2d, separable_conv2d, maxpool2d"});
   check_error(error_of("input: {shape: [8]}\n"
                        "layers:\n"
                        "  - relu\n"
@@ -538,4 +538,37 @@ TEST_CASE("conv2d dilation: stride and dilation together, and a dilated kernel l
   check_error(error_of(head + "  - conv2d: {filters: 2, kernel: 3, dilation: 3}\n"), 3, 34,
               {"kernel 7x7 (dilated) is larger than the input 6x6", "padding: same"});
   check_error(error_of(head + "  - conv2d: {filters: 2, kernel: 3, dilation: [1, 0]}\n"), 3, 51, {"'dilation'", "in [1, 64]"});
+}
+
+TEST_CASE("depthwise_conv2d and separable_conv2d: their attributes' errors point at their lines", "[errors]") {
+  const std::string head = "input: {shape: [6, 6, 2]}\nlayers:\n";
+  // "  - depthwise_conv2d: {kernel: 3, stride: 2, dilation: " is 55 characters.
+  check_error(error_of(head + "  - depthwise_conv2d: {kernel: 3, stride: 2, dilation: 2}\n"), 3, 56,
+              {"stride 2x2 and dilation 2x2", "not both"});
+  check_error(error_of(head + "  - depthwise_conv2d: {kernel: 7}\n"), 3, 32,
+              {"kernel 7x7 is larger than the input 6x6", "padding: same"});
+  check_error(error_of(head + "  - depthwise_conv2d: {kernel: 3, depth_multiplier: 0}\n"), 3, 53,
+              {"'depth_multiplier'", "in [1, 4096]"});
+  // Keras's names are depth_multiplier and dilation_rate; ours are depth_multiplier and dilation.
+  check_error(error_of(head + "  - depthwise_conv2d: {kernel: 3, dilation_rate: 2}\n"), 3, 35,
+              {"unknown key 'dilation_rate'", "dilation"});
+  // depthwise_conv2d has no filters: its output channels are input channels x depth_multiplier.
+  check_error(error_of(head + "  - depthwise_conv2d: {kernel: 3, filters: 4}\n"), 3, 35, {"unknown key 'filters'"});
+  check_error(error_of(head + "  - depthwise_conv2d: {stride: 2}\n"), 3, 5, {"depthwise_conv2d", "'kernel'"});
+  check_error(error_of("input: {shape: [8]}\nlayers:\n  - depthwise_conv2d: {kernel: 1}\n"), 3, 5,
+              {"depthwise_conv2d", "rank 3"});
+  // 1,000,000 channels x 4096 is beyond the 2^31 limit: the error is at depth_multiplier.
+  check_error(error_of("input: {shape: [1, 1, 1000000]}\nlayers:\n  - depthwise_conv2d: {kernel: 1, depth_multiplier: 4096}\n"),
+              3, 53, {"depth_multiplier 4096", "more than cnnc supports"});
+
+  check_error(error_of(head + "  - separable_conv2d: {kernel: 3}\n"), 3, 5, {"separable_conv2d", "'filters'"});
+  // "  - separable_conv2d: {filters: 4, kernel: 3, stride: [1, 2], dilation: " is 72 characters.
+  check_error(error_of(head + "  - separable_conv2d: {filters: 4, kernel: 3, stride: [1, 2], dilation: 2}\n"), 3, 73,
+              {"stride 1x2 and dilation 2x2", "not both"});
+  check_error(error_of(head + "  - separable_conv2d: {filters: 4, kernel: [2, 9]}\n"), 3, 44,
+              {"kernel 2x9 is larger than the input 6x6"});
+  check_error(error_of(head + "  - separable_conv2d: {filters: 4, kernel: 3, depth_multiplier: -1}\n"), 3, 65,
+              {"'depth_multiplier'", "in [1, 4096]"});
+  check_error(error_of(head + "  - separable_conv2d: {filters: 4, kernel: 3, activation: swishh}\n"), 3, 59,
+              {"'activation'", "did you mean 'swish'"});
 }

@@ -141,3 +141,9 @@ TEST_CASE("gradients: swish, silu, gelu and hard_swish, as layers and as activat
   CHECK(split);
   check_gradients("tests/models/grad_swish.yaml");
 }
+
+TEST_CASE("gradients: depthwise and separable convolutions (multipliers, strides, dilation, fused activations) match "
+          "finite differences",
+          "[gradients]") {
+  check_gradients("tests/models/grad_depthwise.yaml");
+}

@@ -44,7 +44,8 @@ TEST_CASE("random networks: the generator draws every op and attribute of the la
                            "activation: relu6", "activation: leaky_relu", "activation: elu", "activation: hard_sigmoid",
                            "alpha: 0,", "alpha: 1.5", "zero_padding2d: {name", "padding: [[", "upsampling2d:",
                            "size: [1, 3]", "dilation: 2", "dilation: [", "swish:", "silu", "gelu:", "hard_swish:",
-                           "activation: swish", "activation: gelu", "activation: hard_swish"}) {
+                           "activation: swish", "activation: gelu", "activation: hard_swish", "depthwise_conv2d:",
+                           "separable_conv2d:", "depth_multiplier: 2", "depth_multiplier: 3"}) {
     INFO("drawn: " << text);
     CHECK(all.find(text) != std::string::npos);
   }

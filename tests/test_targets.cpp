@@ -176,9 +176,10 @@ TEST_CASE("build: every target compiles; an unknown target is a clear error", "[
 }
 
 // Every newer op compiles for CUDA (running a CUDA package needs a GPU: the cuda test below).
-TEST_CASE("build: global pooling, the newer activations, padding, upsampling and dilation compile for CUDA", "[package]") {
+TEST_CASE("build: global pooling, the newer activations, padding, upsampling, dilation, depthwise and separable convolutions compile for CUDA", "[package]") {
   for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
-                            "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml"}) {
+                            "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml",
+                            "tests/models/grad_depthwise.yaml"}) {
     INFO(model);
     test::BuiltModel built = test::build_model(model, "x86-64-linux-cuda-cuda_capability_80");
     CHECK(fs::file_size(built.result.dir + "/kernels.so") > 0);
@@ -194,10 +195,11 @@ TEST_CASE("arm64: the ARM NEON package under qemu gives the host's answer", "[ar
 
 // Outputs and one training step's gradients of the models that hold the newer ops (global
 // pooling, relu6, leaky_relu, elu, hard_sigmoid, swish, silu, gelu, hard_swish, zero_padding2d,
-// upsampling2d, dilation).
-TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling and dilation give the host's answer", "[arm]") {
+// upsampling2d, dilation, depthwise_conv2d, separable_conv2d).
+TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling, dilation, depthwise and separable convolutions give the host's answer", "[arm]") {
   for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
-                            "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml"}) {
+                            "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml",
+                            "tests/models/grad_depthwise.yaml"}) {
     INFO(model);
     test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), 3, true);
   }

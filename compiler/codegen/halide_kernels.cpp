@@ -153,6 +153,7 @@ void register_builtin_halide_ops() {
     register_batchnorm_halide();
     register_dropout_halide();
     register_spatial_halide();
+    register_depthwise_halide();
   });
 }
 

@@ -138,5 +138,6 @@ void register_merge_halide();
 void register_batchnorm_halide();
 void register_dropout_halide();
 void register_spatial_halide();
+void register_depthwise_halide();
 
 }  // namespace cnnc

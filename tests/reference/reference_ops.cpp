@@ -46,6 +46,38 @@ Tensor conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, cons
   return out;
 }
 
+// depthwise_conv2d: output channel ci * M + m is input channel ci convolved with kernel slice
+// [kh, kw, ci, m]; no bias when `bias` is null.
+Tensor depthwise_conv2d(const Tensor& in, const Attrs& attrs, const Shape& out_shape, const double* kernel,
+                        const double* bias) {
+  auto [kh, kw] = attrs.get_pair("kernel");
+  auto [sh, sw] = attrs.get_pair("stride");
+  auto [dh, dw] = attrs.get_pair("dilation");
+  int64_t multiplier = attrs.get_int("depth_multiplier");
+  bool same = attrs.get_string("padding") == "same";
+  int64_t cin = in.shape[2];
+  int top = same ? same_pad_before(in.shape[0], out_shape[0], (kh - 1) * dh + 1, sh) : 0;
+  int left = same ? same_pad_before(in.shape[1], out_shape[1], (kw - 1) * dw + 1, sw) : 0;
+  Shape shape = {out_shape[0], out_shape[1], cin * multiplier};
+  Tensor out{in.batch, shape, std::vector<double>(size_t(in.batch * shape_elements(shape)))};
+  for (int n = 0; n < in.batch; ++n)
+    for (int64_t y = 0; y < shape[0]; ++y)
+      for (int64_t x = 0; x < shape[1]; ++x)
+        for (int64_t ci = 0; ci < cin; ++ci)
+          for (int64_t m = 0; m < multiplier; ++m) {
+            int64_t co = ci * multiplier + m;
+            double sum = bias ? bias[co] : 0.0;
+            for (int64_t ky = 0; ky < kh; ++ky)
+              for (int64_t kx = 0; kx < kw; ++kx) {
+                int64_t iy = y * sh + ky * dh - top, ix = x * sw + kx * dw - left;
+                if (iy < 0 || iy >= in.shape[0] || ix < 0 || ix >= in.shape[1]) continue;  // zero padding
+                sum += kernel[((ky * kw + kx) * cin + ci) * multiplier + m] * in.at(n, iy, ix, ci);
+              }
+            out.at(n, y, x, co) = sum;
+          }
+  return out;
+}
+
 Tensor pool2d(bool is_max, const Tensor& in, const Attrs& attrs, const Shape& out_shape) {
   auto [ph, pw] = attrs.get_pair("size");
   auto [sh, sw] = attrs.get_pair("stride");
@@ -123,6 +155,26 @@ std::map<std::string, ReferenceOp>& registry() {
     auto& ops = *r;
     ops["conv2d"] = [](const ReferenceArgs& a) {
       return conv2d(a.in[0], a.attrs, a.out_shape, a.param("kernel"), a.param("bias"));
+    };
+    ops["depthwise_conv2d"] = [](const ReferenceArgs& a) {
+      return depthwise_conv2d(a.in[0], a.attrs, a.out_shape, a.param("depthwise_kernel"), a.param("bias"));
+    };
+    // separable_conv2d: the depthwise step, then a 1x1 convolution with the bias.
+    ops["separable_conv2d"] = [](const ReferenceArgs& a) {
+      Tensor middle = depthwise_conv2d(a.in[0], a.attrs, a.out_shape, a.param("depthwise_kernel"), nullptr);
+      int64_t cm = middle.shape[2], filters = a.out_shape[2];
+      Tensor out{middle.batch, a.out_shape, std::vector<double>(size_t(middle.batch * shape_elements(a.out_shape)))};
+      const double* pointwise = a.param("pointwise_kernel");
+      const double* bias = a.param("bias");
+      for (int n = 0; n < middle.batch; ++n)
+        for (int64_t y = 0; y < a.out_shape[0]; ++y)
+          for (int64_t x = 0; x < a.out_shape[1]; ++x)
+            for (int64_t f = 0; f < filters; ++f) {
+              double sum = bias ? bias[f] : 0.0;
+              for (int64_t j = 0; j < cm; ++j) sum += pointwise[j * filters + f] * middle.at(n, y, x, j);
+              out.at(n, y, x, f) = sum;
+            }
+      return out;
     };
     ops["dense"] = [](const ReferenceArgs& a) {
       return dense(a.in[0], a.attrs.get_int("units"), a.param("kernel"), a.param("bias"));

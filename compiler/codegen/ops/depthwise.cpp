@@ -1,0 +1,494 @@
+// The Halide half of depthwise_conv2d and separable_conv2d: forward kernels with their fused
+// activation, backward kernels, schedules. The ops themselves: ops/conv.cpp.
+//
+// Layouts (Halide order, innermost first): the input (c, x, y, n); depthwise_kernel
+// (m, c, kx, ky) for Keras's [kh, kw, in, multiplier]; output channel o of the depthwise step
+// reads input channel o / multiplier with kernel slice (o % multiplier, o / multiplier);
+// pointwise_kernel (f, j, 0, 0) for Keras's [1, 1, in * multiplier, filters].
+#include "codegen/halide_op.h"
+
+#include <tuple>
+
+namespace cnnc {
+
+namespace {
+
+// The sliding window of a depthwise step, from the node's attributes and shapes.
+struct Window {
+  int height, width, channels;  // the input
+  int out_height, out_width;
+  int kh, kw, sh, sw, dh, dw;
+  int multiplier;
+  bool same;
+  int top, left;  // zero rows / columns before the image ('same')
+
+  Window(const Graph& graph, const Node& node) {
+    const Shape& in = graph.nodes[node.inputs[0]].shape;
+    height = int(in[0]), width = int(in[1]), channels = int(in[2]);
+    out_height = int(node.unfused_shape[0]), out_width = int(node.unfused_shape[1]);
+    std::tie(kh, kw) = std::pair<int, int>(node.attrs.get_pair("kernel"));
+    std::tie(sh, sw) = std::pair<int, int>(node.attrs.get_pair("stride"));
+    std::tie(dh, dw) = std::pair<int, int>(node.attrs.get_pair("dilation"));
+    multiplier = int(node.attrs.get_int("depth_multiplier"));
+    same = node.attrs.get_string("padding") == "same";
+    top = same ? same_padding_before(height, out_height, (kh - 1) * dh + 1, sh) : 0;
+    left = same ? same_padding_before(width, out_width, (kw - 1) * dw + 1, sw) : 0;
+  }
+  int middle() const { return channels * multiplier; }  // the depthwise step's output channels
+  // The input channel of depthwise output channel o, and o's kernel tap (kx, ky).
+  Expr source_channel(Expr o) const { return multiplier == 1 ? o : o / multiplier; }
+  Expr weight(ImageParam kernel, Expr o, Expr kx, Expr ky) const {
+    return multiplier == 1 ? kernel(0, o, kx, ky) : kernel(o % multiplier, o / multiplier, kx, ky);
+  }
+};
+
+// The input as the window reads it, in padded coordinates: zero outside the image ('same').
+Func padded_source(ImageParam input, const Window& w, Func* padded_out = nullptr) {
+  Var c("c"), x("x"), y("y"), n("n");
+  Func source("source");
+  if (!w.same) {
+    source(c, x, y, n) = input(c, x, y, n);
+    return source;
+  }
+  Func padded("padded");
+  Expr inside = x >= 0 && x < w.width && y >= 0 && y < w.height;
+  padded(c, x, y, n) = select(inside, input(c, clamp(x, 0, w.width - 1), clamp(y, 0, w.height - 1), n), 0.0f);
+  source(c, x, y, n) = padded(c, x - w.left, y - w.top, n);
+  if (padded_out) *padded_out = padded;
+  return source;
+}
+
+// The input in image coordinates, zero outside the image (read there only where 'same').
+Func unpadded_source(ImageParam input, const Window& w) {
+  Var c("c"), x("x"), y("y"), n("n");
+  Func source("source");
+  if (w.same) {
+    Expr inside = x >= 0 && x < w.width && y >= 0 && y < w.height;
+    source(c, x, y, n) = select(inside, input(c, clamp(x, 0, w.width - 1), clamp(y, 0, w.height - 1), n), 0.0f);
+  } else {
+    source(c, x, y, n) = input(c, x, y, n);
+  }
+  return source;
+}
+
+// Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.
+void vectorize_pure(Func f, Var v, int lanes, int extent) {
+  int width = std::min(lanes, extent);
+  f.vectorize(v, width, extent % width == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf);
+}
+
+// Unrolling the taps pays for small windows only.
+bool unroll_taps(const Window& w) { return w.kh * w.kw <= 25; }
+
+// Applies the node's fused activations to value(c, x, y, n) (over `channels` channels), a
+// softmax over the channels among them. `logits` gets the Func before a softmax (undefined
+// without one) and `per_pixel` the softmax's per-pixel Funcs.
+Func fused_epilogue(const Node& node, Func value, int channels, Func& logits, std::vector<Func>& per_pixel) {
+  Var c("c"), x("x"), y("y"), n("n");
+  for (const Node::FusedOp& fused : node.fused) {
+    if (fused.def->traits.softmax) {
+      logits = Func("logits");
+      logits(c, x, y, n) = value(c, x, y, n);
+      RDom k(0, channels, "k");
+      Func top("softmax_max"), exps("softmax_exp"), total("softmax_sum"), softmax("softmax");
+      top(x, y, n) = maximum(logits(k, x, y, n));
+      exps(c, x, y, n) = exp(logits(c, x, y, n) - top(x, y, n));
+      total(x, y, n) = Halide::sum(exps(k, x, y, n));
+      softmax(c, x, y, n) = exps(c, x, y, n) / total(x, y, n);
+      per_pixel = {top, exps, total};
+      value = softmax;
+      continue;
+    }
+    Func activated(fused.def->name);
+    activated(c, x, y, n) = halide_op(*fused.def).activate(value(c, x, y, n), fused.attrs);
+    value = activated;
+  }
+  Func output("output");
+  output(c, x, y, n) = value(c, x, y, n);
+  return output;
+}
+
+// Rows of outputs as tasks where a row is enough work (~100 kFLOP, as conv2d), else whole
+// images. Returns the parallel loop's Var.
+Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops) {
+  if (row_flops < 100000) {
+    f.parallel(n);
+    return n;
+  }
+  Var yn("yn");
+  f.fuse(y, n, yn).parallel(yn);
+  return yn;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+Func depthwise_forward(ForwardContext& ctx) {
+  Window w(ctx.graph, ctx.node);
+  int channels = w.middle();
+  Var c("c"), x("x"), y("y"), n("n");
+  Func padded;
+  Func source = padded_source(ctx.inputs[0], w, &padded);
+  ImageParam kernel = ctx.params.at("depthwise_kernel");
+  RDom r(0, w.kw, 0, w.kh, "r");
+  Func acc("acc");
+  acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
+  acc(c, x, y, n) += w.weight(kernel, c, r.x, r.y) *
+                     source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw), y * w.sh + dilated(r.y, w.dh), n);
+  Func logits;
+  std::vector<Func> per_pixel;
+  Func output = fused_epilogue(ctx.node, acc, channels, logits, per_pixel);
+
+  if (!ctx.hand) return output;
+  Func tiled = logits.defined() ? logits : output;  // the Func the window sums are tiled in
+  if (logits.defined()) logits.compute_root();
+  Var co("co"), ci("ci"), xo("xo"), xi("xi");
+  if (ctx.sched.gpu) {
+    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, channels), std::min(8, w.out_width), TailStrategy::GuardWithIf);
+    acc.compute_at(tiled, ci);
+    if (logits.defined()) {
+      output.gpu_tile(x, y, xo, Var("yo"), xi, Var("yi"), std::min(8, w.out_width), 1, TailStrategy::GuardWithIf);
+      for (Func f : per_pixel) f.compute_at(output, xi);
+    }
+    ctx.schedule = "gpu: threads over 32 channels x 8 pixels, accumulator per thread";
+    return output;
+  }
+  // A register tile of one channel block x `tile` pixels: each weight vector is loaded once per
+  // tile, each input vector once per tap; the taps are unrolled.
+  int block = channel_block(ctx.sched, channels, 1), vec = std::min(block, ctx.sched.vector);
+  int vectors = (block + ctx.sched.vector - 1) / ctx.sched.vector;
+  int tile = pick_tile(w.out_width, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
+  tiled.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(xi);
+  int64_t row_flops = int64_t(w.out_width) * channels * w.kh * w.kw * 2;
+  Var task = parallelize_rows(tiled, y, n, row_flops);
+  acc.compute_at(tiled, co).vectorize(c, vec).unroll(x);
+  Stage sum = acc.update().reorder(c, x, r.x, r.y, y, n).vectorize(c, vec).unroll(x);
+  if (unroll_taps(w)) sum.unroll(r.x);
+  if (padded.defined()) {
+    // The zero-padded rows a row of outputs reads, copied once: no bounds test per tap.
+    padded.compute_at(tiled, task);
+    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
+  }
+  if (logits.defined()) {
+    output.vectorize(c, std::min(ctx.sched.vector, channels), TailStrategy::GuardWithIf).parallel(n);
+    for (Func f : per_pixel) f.compute_at(output, x);
+  }
+  ctx.schedule = fmt::format("cpu: depthwise register tile {} channels x {} pixels, taps unrolled", block, tile);
+  return output;
+}
+
+// separable: the depthwise step into `middle` one row of pixels at a time, then the pointwise
+// 1x1 convolution with the register tiles of conv2d, bias and activation.
+Func separable_forward(ForwardContext& ctx) {
+  Window w(ctx.graph, ctx.node);
+  int middle_channels = w.middle(), filters = int(ctx.node.unfused_shape[2]);
+  Var c("c"), x("x"), y("y"), n("n");
+  Func padded;
+  Func source = padded_source(ctx.inputs[0], w, &padded);
+  ImageParam kernel = ctx.params.at("depthwise_kernel"), pointwise = ctx.params.at("pointwise_kernel");
+  RDom r(0, w.kw, 0, w.kh, "r");
+  Func middle("middle");
+  middle(c, x, y, n) = 0.0f;
+  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) *
+                        source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw), y * w.sh + dilated(r.y, w.dh), n);
+  RDom j(0, middle_channels, "j");
+  Func acc("acc");
+  acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
+  acc(c, x, y, n) += pointwise(c, j, 0, 0) * middle(j, x, y, n);
+  Func logits;
+  std::vector<Func> per_pixel;
+  Func output = fused_epilogue(ctx.node, acc, filters, logits, per_pixel);
+
+  if (!ctx.hand) return output;
+  Func tiled = logits.defined() ? logits : output;
+  if (logits.defined()) logits.compute_root();
+  Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+  if (ctx.sched.gpu) {
+    Var mo("mo"), mi("mi"), mxo("mxo"), mxi("mxi"), myn("myn");
+    middle.compute_root()
+        .gpu_tile(c, x, mo, mxo, mi, mxi, std::min(32, middle_channels), std::min(8, w.out_width), TailStrategy::GuardWithIf)
+        .fuse(y, n, myn)
+        .gpu_blocks(myn);
+    middle.update()
+        .gpu_tile(c, x, mo, mxo, mi, mxi, std::min(32, middle_channels), std::min(8, w.out_width), TailStrategy::GuardWithIf)
+        .fuse(y, n, myn)
+        .gpu_blocks(myn);
+    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, filters), std::min(8, w.out_width), TailStrategy::GuardWithIf)
+        .fuse(y, n, yn)
+        .gpu_blocks(yn);
+    acc.compute_at(tiled, ci);
+    if (logits.defined()) {
+      output.gpu_tile(x, y, xo, Var("yo"), xi, Var("yi"), std::min(8, w.out_width), 1, TailStrategy::GuardWithIf);
+      for (Func f : per_pixel) f.compute_at(output, xi);
+    }
+    ctx.schedule = "gpu: the depthwise step, then threads over 32 filters x 8 pixels";
+    return output;
+  }
+  // Pointwise: register tiles of channel_vectors vectors of filters x `tile` pixels over the
+  // middle channels, as conv2d's; per row of outputs (one task), the depthwise step first.
+  int block = channel_block(ctx.sched, filters, ctx.sched.channel_vectors), vec = std::min(block, ctx.sched.vector);
+  int vectors = (block + ctx.sched.vector - 1) / ctx.sched.vector;
+  int tile = pick_tile(w.out_width, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
+  tiled.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(ci).unroll(xi);
+  tiled.fuse(y, n, yn).parallel(yn);
+  acc.compute_at(tiled, co).vectorize(c, vec).unroll(c).unroll(x);
+  acc.update().reorder(c, x, j, y, n).vectorize(c, vec).unroll(c).unroll(x);
+  int middle_vec = std::min(ctx.sched.vector, middle_channels);
+  middle.compute_at(tiled, yn);
+  vectorize_pure(middle, c, ctx.sched.vector, middle_channels);
+  Stage sum = middle.update().reorder(c, r.x, r.y, x, y, n);
+  vectorize_update(sum, c, middle_vec, middle_channels);
+  if (unroll_taps(w)) sum.unroll(r.x);
+  if (padded.defined()) {
+    padded.compute_at(tiled, yn);
+    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
+  }
+  if (logits.defined()) {
+    output.vectorize(c, std::min(ctx.sched.vector, filters), TailStrategy::GuardWithIf).parallel(n);
+    for (Func f : per_pixel) f.compute_at(output, x);
+  }
+  ctx.schedule = fmt::format("cpu: depthwise step per output row, then register tile {} filters x {} pixels", block, tile);
+  return output;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+// d(bias)(c) = sum over the batch and the pixels of dout(c), added to the parameter gradients.
+void add_bias_gradient(BackwardContext& ctx, Func dout, int channels, int width, int height) {
+  Var c("c");
+  RDom pixels(0, width, 0, height, 0, ctx.batch, "pixels");
+  Func bias_sum("bias_sum"), bias_grad("bias_gradient");
+  bias_sum(c) = 0.0f;
+  bias_sum(c) += dout(c, pixels.x, pixels.y, pixels.z);
+  bias_grad(c) = bias_sum(c);
+  if (!ctx.hand) {
+  } else if (!ctx.sched.gpu) {
+    int vec = std::min(ctx.sched.vector, channels);
+    bias_sum.compute_at(bias_grad, Var::outermost()).vectorize(c, vec);
+    vectorize_update(bias_sum.update().reorder(c, pixels.x, pixels.y, pixels.z), c, vec, channels);
+  } else {
+    bias_grad.gpu_tile(c, Var("b"), Var("t"), std::min(32, channels), TailStrategy::GuardWithIf);
+    bias_sum.compute_at(bias_grad, Var("t"));
+  }
+  ctx.param_grads.emplace_back("bias", bias_grad);
+}
+
+// The gradients of a depthwise step from d(its output): `dout` over (o, x, y, n), computed
+// root. Adds d(depthwise_kernel) (and d(bias) when `bias`) to the parameter gradients and sets
+// the input gradient where the kernel computes one.
+void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool bias) {
+  int channels = w.middle();
+  Var c("c"), x("x"), y("y"), n("n"), k("k"), kx("kx"), ky("ky"), m("m");
+  ImageParam kernel = ctx.params.at("depthwise_kernel");
+  Func source = unpadded_source(ctx.inputs[0], w);
+
+  if (bias) add_bias_gradient(ctx, dout, channels, w.out_width, w.out_height);
+
+  // d(kernel)(o, kx, ky) = sum over the batch and the output pixels of dout(o) * input(o / M),
+  // in fixed batch chunks summed in order (the same result for any thread count).
+  int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
+  Expr chunk = (ctx.batch + chunks - 1) / chunks;
+  RDom r(0, w.out_width, 0, w.out_height, 0, chunk, "r");
+  r.where(k * chunk + r.z < ctx.batch);
+  Expr image = min(k * chunk + r.z, ctx.batch - 1);
+  Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("depthwise_kernel_gradient");
+  kernel_acc(c, kx, ky, k) = 0.0f;
+  kernel_acc(c, kx, ky, k) +=
+      dout(c, r.x, r.y, image) *
+      source(w.source_channel(c), r.x * w.sw + dilated(kx, w.dw) - w.left, r.y * w.sh + dilated(ky, w.dh) - w.top, image);
+  kernel_partial(c, kx, ky, k) = kernel_acc(c, kx, ky, k);
+  Var ci("ci");
+  Expr total = kernel_partial(ci * w.multiplier + m, kx, ky, 0);
+  for (int i = 1; i < chunks; ++i) total = total + kernel_partial(ci * w.multiplier + m, kx, ky, i);
+  kernel_grad(m, ci, kx, ky) = total;
+  ctx.param_grads.emplace_back("depthwise_kernel", kernel_grad);
+  if (!ctx.hand) {
+  } else if (ctx.sched.gpu) {
+    Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), q("q");
+    kernel_partial.compute_root().fuse(kx, ky, q).gpu_tile(c, q, b0, b1, t0, t1, std::min(32, channels), 1,
+                                                            TailStrategy::GuardWithIf);
+    kernel_acc.compute_at(kernel_partial, t0);
+  } else {
+    // Per chunk and channel block, every tap's accumulator in registers over the chunk's pixels.
+    int taps = w.kh * w.kw;
+    int vectors = std::max(1, std::min(2, 24 / std::max(1, taps)));
+    int kblock = channel_block(ctx.sched, channels, vectors), kvec = std::min(kblock, ctx.sched.vector);
+    Var co("co"), cii("cii"), t("t");
+    kernel_partial.compute_root().split(c, co, cii, kblock).reorder(cii, kx, ky, co, k).vectorize(cii, kvec).fuse(co, k, t)
+        .parallel(t);
+    kernel_acc.compute_at(kernel_partial, t).vectorize(c, kvec);
+    Stage sum = kernel_acc.update().reorder(c, kx, ky, r.x, r.y, r.z, k).vectorize(c, kvec);
+    if (taps <= 25) {
+      kernel_acc.unroll(kx).unroll(ky);
+      sum.unroll(c).unroll(kx).unroll(ky);
+    }
+  }
+
+  if (!ctx.kernel.input_grad[0]) return;
+  // d(input)(ci, x, y) = sum over m and the taps of w(m, ci, kx, ky) * dout(ci * M + m, ox, oy)
+  // where ox * stride + kx * dilation - left == x: dout zero-padded, the taps on the stride kept.
+  Func dpadded("dout_padded");
+  dpadded(c, x, y, n) = select(x >= 0 && x < w.out_width && y >= 0 && y < w.out_height,
+                               dout(c, clamp(x, 0, w.out_width - 1), clamp(y, 0, w.out_height - 1), n), 0.0f);
+  RDom rin(0, w.multiplier, 0, w.kw, 0, w.kh, "rin");
+  Expr sx = x + w.left - dilated(rin.y, w.dw), sy = y + w.top - dilated(rin.z, w.dh);
+  Expr tap;
+  if (w.sw == 1 && w.sh == 1) {
+    tap = dpadded(c * w.multiplier + rin.x, sx, sy, n);
+  } else {
+    Expr on_stride = sx % w.sw == 0 && sy % w.sh == 0;
+    tap = select(on_stride, dpadded(c * w.multiplier + rin.x, sx / w.sw, sy / w.sh, n), 0.0f);
+  }
+  Func input_sum("input_sum");
+  input_sum(c, x, y, n) = 0.0f;
+  input_sum(c, x, y, n) += kernel(rin.x, c, rin.y, rin.z) * tap;
+  Func input_grad("input_gradient");
+  input_grad(c, x, y, n) = input_sum(c, x, y, n);
+  ctx.input_grads[0] = input_grad;
+  if (!ctx.hand) return;
+  if (ctx.sched.gpu) {
+    dpadded.compute_root().gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, channels), 4,
+                                    TailStrategy::GuardWithIf);
+    Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
+    input_grad.compute_root().gpu_tile(c, x, b0, b1, t0, t1, std::min(32, w.channels), std::min(8, w.width),
+                                       TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+    input_sum.compute_at(input_grad, t0);
+    return;
+  }
+  dpadded.compute_root().parallel(n);
+  vectorize_pure(dpadded, c, ctx.sched.vector, channels);
+  int in_block = channel_block(ctx.sched, w.channels, 1), in_vec = std::min(in_block, ctx.sched.vector);
+  int tile = pick_tile(w.width, ctx.sched.pixel_tile, 1, ctx.sched.registers);
+  Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
+  input_grad.compute_root().split(c, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
+      .vectorize(cii, in_vec).unroll(xi).fuse(y, n, yn).parallel(yn);
+  input_sum.compute_at(input_grad, cio).vectorize(c, in_vec).unroll(x);
+  Stage sum = input_sum.update().reorder(c, x, rin.x, rin.y, rin.z, y, n).vectorize(c, in_vec).unroll(x);
+  if (unroll_taps(w)) sum.unroll(rin.y);
+  ctx.schedule = fmt::format("depthwise backward: weight taps in registers per channel block, {} batch chunks", chunks);
+}
+
+void depthwise_conv2d_backward(BackwardContext& ctx) {
+  Window w(ctx.graph, ctx.node);
+  Func dpre("dpre");  // materialized: the three gradients read it
+  Var c("c"), x("x"), y("y"), n("n");
+  dpre(c, x, y, n) = ctx.pre(c, x, y, n);
+  ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
+  depthwise_backward(ctx, w, dpre, ctx.node.attrs.get_bool("use_bias"));
+}
+
+// separable: d(bias) = sum of pre; the depthwise step recomputed into `middle`; d(pointwise) =
+// sum over pixels of pre(f) * middle(j); d(middle)(j) = sum over f of pointwise(f, j) * pre(f);
+// then the depthwise step's gradients from d(middle).
+void separable_conv2d_backward(BackwardContext& ctx) {
+  Window w(ctx.graph, ctx.node);
+  int middle_channels = w.middle(), filters = int(ctx.node.unfused_shape[2]);
+  Var c("c"), x("x"), y("y"), n("n"), f("f"), j("j"), k("k");
+  Shape middle_shape = {w.out_height, w.out_width, middle_channels};
+  Func dpre("dpre");
+  dpre(c, x, y, n) = ctx.pre(c, x, y, n);
+  ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
+
+  if (ctx.node.attrs.get_bool("use_bias")) add_bias_gradient(ctx, dpre, filters, w.out_width, w.out_height);
+
+  // The depthwise step again (cheaper than keeping it: kh * kw FLOPs per value).
+  ImageParam kernel = ctx.params.at("depthwise_kernel"), pointwise = ctx.params.at("pointwise_kernel");
+  Func source = unpadded_source(ctx.inputs[0], w);
+  RDom r(0, w.kw, 0, w.kh, "r");
+  Func middle("middle");
+  middle(c, x, y, n) = 0.0f;
+  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) * source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw) - w.left,
+                                                                y * w.sh + dilated(r.y, w.dh) - w.top, n);
+
+  // d(pointwise)(f, j) in fixed batch chunks summed in order.
+  int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
+  Expr chunk = (ctx.batch + chunks - 1) / chunks;
+  RDom rp(0, w.out_width, 0, w.out_height, 0, chunk, "rp");
+  rp.where(k * chunk + rp.z < ctx.batch);
+  Expr image = min(k * chunk + rp.z, ctx.batch - 1);
+  Func point_acc("pointwise_acc"), point_partial("pointwise_partial"), point_grad("pointwise_kernel_gradient");
+  point_acc(f, j, k) = 0.0f;
+  point_acc(f, j, k) += dpre(f, rp.x, rp.y, image) * middle(j, rp.x, rp.y, image);
+  point_partial(f, j, k) = point_acc(f, j, k);
+  Expr total = point_partial(f, j, 0);
+  for (int i = 1; i < chunks; ++i) total = total + point_partial(f, j, i);
+  Var kx("kx"), ky("ky");
+  point_grad(f, j, kx, ky) = total;
+  ctx.param_grads.emplace_back("pointwise_kernel", point_grad);
+
+  // d(middle)(j) = sum over the filters of pointwise(f, j) * dpre(f).
+  RDom rf(0, filters, "rf");
+  Func transposed("pointwise_transposed");
+  transposed(j, f) = pointwise(f, j, 0, 0);
+  Func dmiddle_acc("dmiddle_acc"), dmiddle("dmiddle");
+  dmiddle_acc(c, x, y, n) = 0.0f;
+  dmiddle_acc(c, x, y, n) += transposed(c, rf) * dpre(rf, x, y, n);
+  dmiddle(c, x, y, n) = dmiddle_acc(c, x, y, n);
+
+  if (!ctx.hand) {
+  } else if (ctx.sched.gpu) {
+    Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
+    middle.compute_root().gpu_tile(c, x, b0, b1, t0, t1, std::min(32, middle_channels), std::min(8, w.out_width),
+                                   TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+    middle.update().gpu_tile(c, x, b0, b1, t0, t1, std::min(32, middle_channels), std::min(8, w.out_width),
+                             TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+    point_partial.compute_root().gpu_tile(f, j, b0, b1, t0, t1, std::min(32, filters), std::min(4, middle_channels),
+                                          TailStrategy::GuardWithIf);
+    point_acc.compute_at(point_partial, t0);
+    transposed.compute_root();
+    dmiddle.compute_root().gpu_tile(c, x, b0, b1, t0, t1, std::min(32, middle_channels), std::min(8, w.out_width),
+                                    TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
+    dmiddle_acc.compute_at(dmiddle, t0);
+  } else {
+    int vec = std::min(ctx.sched.vector, middle_channels);
+    Var yn("yn");
+    middle.compute_root();
+    vectorize_pure(middle, c, ctx.sched.vector, middle_channels);
+    middle.fuse(y, n, yn).parallel(yn);
+    Stage sum = middle.update().reorder(c, r.x, r.y, x, y, n);
+    vectorize_update(sum, c, vec, middle_channels);
+    if (unroll_taps(w)) sum.unroll(r.x);
+    sum.fuse(y, n, yn).parallel(yn);
+    // d(pointwise): register tile of filter vectors x middle channels, as conv2d's weight gradient.
+    int block = channel_block(ctx.sched, filters, ctx.sched.channel_vectors), fvec = std::min(block, ctx.sched.vector);
+    int tile = std::min(middle_channels, ctx.sched.pixel_tile);
+    Var fo("fo"), fi("fi"), jo("jo"), ji("ji"), t1("t1"), t2("t2");
+    point_partial.compute_root().split(f, fo, fi, block).split(j, jo, ji, tile).reorder(fi, ji, fo, jo, k)
+        .vectorize(fi, fvec).fuse(fo, jo, t1).fuse(t1, k, t2).parallel(t2);
+    point_acc.compute_at(point_partial, t2).vectorize(f, fvec).unroll(f).unroll(j);
+    point_acc.update().reorder(f, j, rp.x, rp.y, rp.z, k).vectorize(f, fvec).unroll(f).unroll(j);
+    point_grad.vectorize(f, std::min(ctx.sched.vector, filters), TailStrategy::GuardWithIf);
+    transposed.compute_root();
+    // d(middle): register tile of middle-channel vectors x pixels over the filters.
+    int mblock = channel_block(ctx.sched, middle_channels, ctx.sched.channel_vectors), mvec = std::min(mblock, ctx.sched.vector);
+    int mtile = pick_tile(w.out_width, ctx.sched.pixel_tile, (mblock + ctx.sched.vector - 1) / ctx.sched.vector,
+                          ctx.sched.registers);
+    Var co("co"), ci("ci"), xo("xo"), xi("xi"), dyn("dyn");
+    dmiddle.compute_root().split(c, co, ci, mblock).split(x, xo, xi, mtile).reorder(ci, xi, co, xo, y, n)
+        .vectorize(ci, mvec).unroll(ci).unroll(xi).fuse(y, n, dyn).parallel(dyn);
+    dmiddle_acc.compute_at(dmiddle, co).vectorize(c, mvec).unroll(c).unroll(x);
+    dmiddle_acc.update().reorder(c, x, rf, y, n).vectorize(c, mvec).unroll(c).unroll(x);
+  }
+  depthwise_backward(ctx, w, dmiddle, /*bias=*/false);
+  ctx.schedule = "separable backward: pointwise register tiles, then " + ctx.schedule;
+}
+
+}  // namespace
+
+void register_depthwise_halide() {
+  HalideOp depthwise;
+  depthwise.stamp = __DATE__ " " __TIME__;
+  depthwise.forward = depthwise_forward;
+  depthwise.backward = depthwise_conv2d_backward;
+  register_halide_op("depthwise_conv2d", depthwise);
+
+  HalideOp separable;
+  separable.stamp = __DATE__ " " __TIME__;
+  separable.forward = separable_forward;
+  separable.backward = separable_conv2d_backward;
+  separable.schedule_space = [](const KernelInfo&) { return register_tile_space(); };
+  register_halide_op("separable_conv2d", separable);
+}
+
+}  // namespace cnnc
