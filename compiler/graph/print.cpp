@@ -1,5 +1,7 @@
 #include "graph/print.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace cnnc {
@@ -44,15 +46,29 @@ bool is_linear_graph(const Graph& graph) {
 
 }  // namespace
 
+// The layer's label in the summary: "name (op)", or "name (op+activation)".
+std::string summary_label(const Node& node) {
+  if (node.attrs.has("activation") && node.attrs.get_string("activation") != "linear" &&
+      node.attrs.get_string("activation") != "none")
+    return fmt::format("{} ({}+{})", node.name, node.op_name(), node.attrs.get_string("activation"));
+  return fmt::format("{} ({})", node.name, node.op_name());
+}
+
 std::string format_summary(const Graph& graph) {
   bool show_inputs = !is_linear_graph(graph);
   std::string out = fmt::format("Model: \"{}\" ({})\n", graph.name, graph.file);
-  size_t width = show_inputs ? 112 : 88;
+  // Keras's column widths, widened where a label or a shape is longer.
+  size_t layer_width = 32, shape_width = 22;
+  for (const Node& node : graph.nodes) {
+    layer_width = std::max(layer_width, summary_label(node).size());
+    shape_width = std::max(shape_width, shape_str(node.shape).size());
+  }
+  size_t width = (show_inputs ? 112 : 88) + (layer_width - 32) + (shape_width - 22);
   std::string thin(width, '_'), thick(width, '=');
   out += thin + "\n";
   auto row = [&](const std::string& layer, const std::string& shape, const std::string& params,
                  const std::string& flops, const std::string& inputs) {
-    std::string line = fmt::format(" {:<32} {:<22} {:>12} {:>16}", layer, shape, params, flops);
+    std::string line = fmt::format(" {:<{}} {:<{}} {:>12} {:>16}", layer, layer_width, shape, shape_width, params, flops);
     if (show_inputs) line += "   " + inputs;
     return line + "\n";
   };
@@ -61,11 +77,7 @@ std::string format_summary(const Graph& graph) {
   for (const Node& node : graph.nodes) {
     std::vector<std::string> inputs;
     for (int from : node.inputs) inputs.push_back(graph.nodes[from].name);
-    std::string label = fmt::format("{} ({})", node.name, node.op_name());
-    if (node.attrs.has("activation") && node.attrs.get_string("activation") != "linear" &&
-        node.attrs.get_string("activation") != "none")
-      label = fmt::format("{} ({}+{})", node.name, node.op_name(), node.attrs.get_string("activation"));
-    out += row(label, shape_str(node.shape), with_commas(node.param_count()), with_commas(node.flops),
+    out += row(summary_label(node), shape_str(node.shape), with_commas(node.param_count()), with_commas(node.flops),
                fmt::format("{}", fmt::join(inputs, ", ")));
   }
   out += thick + "\n";
