@@ -13,6 +13,7 @@
 // their last vector (vectorize_update); a gradient accumulated in place guards its last vector;
 // the batch is clamped (weight-gradient chunks) or rounded up on internal Funcs only (align_bounds).
 #include "codegen/codegen.h"
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 #include <tuple>
@@ -165,11 +166,11 @@ class TrainingKernelBuilder {
     RDom k(0, classes, "k");
     Func top("top"), total("total"), log_sum("log_sum"), gradient("logit_gradient"), loss("loss");
     top(n) = maximum(logits(k, n));
-    total(n) = Halide::sum(exp(logits(k, n) - top(n)));
+    total(n) = Halide::sum(vector_exp(logits(k, n) - top(n)));
     log_sum(n) = top(n) + log(total(n));
     Expr label = clamp(labels(n), 0, classes - 1);
     loss(n) = log_sum(n) - logits(label, n);
-    gradient(u, n) = (exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f, 0.0f)) / cast<float>(batch);
+    gradient(u, n) = (vector_exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f, 0.0f)) / cast<float>(batch);
     build_.output(gradient, {classes}, true);
     build_.output(loss, {}, true);
     loss.output_buffer().dim(0).set_min(0);

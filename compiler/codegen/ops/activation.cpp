@@ -2,6 +2,7 @@
 // hard_sigmoid: as layers, fused into the op before them, or as `activation:` values; swish,
 // silu, gelu, hard_swish: as nodes of their own, their derivative taken from their input) and of
 // softmax over the last axis. The ops themselves: ops/activation.cpp.
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 namespace cnnc {
@@ -45,7 +46,7 @@ Func softmax_forward(ForwardContext& ctx) {
     reduced[0] = k;
     Func maximum_("max"), exps("exp"), sum_("sum"), value("value");
     maximum_(as_exprs(rest)) = maximum(ctx.inputs[0](reduced));
-    exps(at) = exp(ctx.inputs[0](at) - maximum_(as_exprs(rest)));
+    exps(at) = vector_exp(ctx.inputs[0](at) - maximum_(as_exprs(rest)));
     sum_(as_exprs(rest)) = Halide::sum(exps(reduced));
     value(at) = exps(at) / sum_(as_exprs(rest));
     inner = {maximum_, sum_, exps};
@@ -65,10 +66,10 @@ void register_activation_halide() {
       "relu", [](Expr x, const Attrs&) { return max(x, 0.0f); },
       [](Expr y, const Attrs&) { return select(y > 0.0f, 1.0f, 0.0f); });
   register_activation(
-      "sigmoid", [](Expr x, const Attrs&) { return 1.0f / (1.0f + exp(-x)); },
+      "sigmoid", [](Expr x, const Attrs&) { return vector_sigmoid(x); },
       [](Expr y, const Attrs&) { return y * (1.0f - y); });
   register_activation(
-      "tanh", [](Expr x, const Attrs&) { return tanh(x); }, [](Expr y, const Attrs&) { return 1.0f - y * y; });
+      "tanh", [](Expr x, const Attrs&) { return vector_tanh(x); }, [](Expr y, const Attrs&) { return 1.0f - y * y; });
   register_activation(
       "relu6", [](Expr x, const Attrs&) { return clamp(x, 0.0f, 6.0f); },
       [](Expr y, const Attrs&) { return select(y > 0.0f && y < 6.0f, 1.0f, 0.0f); });
@@ -77,7 +78,7 @@ void register_activation_halide() {
       [](Expr y, const Attrs& attrs) { return select(y > 0.0f, 1.0f, alpha(attrs, 0.2)); });
   // elu: alpha (e^x - 1) below zero, whose derivative alpha e^x is y + alpha.
   register_activation(
-      "elu", [](Expr x, const Attrs& attrs) { return select(x > 0.0f, x, alpha(attrs, 1.0) * (exp(min(x, 0.0f)) - 1.0f)); },
+      "elu", [](Expr x, const Attrs& attrs) { return select(x > 0.0f, x, alpha(attrs, 1.0) * (vector_exp(min(x, 0.0f)) - 1.0f)); },
       [](Expr y, const Attrs& attrs) { return select(y > 0.0f, 1.0f, y + alpha(attrs, 1.0)); });
   // hard_sigmoid (Keras 3): relu6(x + 3) / 6.
   register_activation(
@@ -85,19 +86,18 @@ void register_activation_halide() {
       [](Expr y, const Attrs&) { return select(y > 0.0f && y < 1.0f, 1.0f / 6.0f, 0.0f); });
 
   // The derivatives of these need the input x (traits.derivative_needs_input).
-  auto sigmoid = [](Expr x) { return 1.0f / (1.0f + exp(-x)); };
   for (const char* name : {"swish", "silu"})
     register_activation(
-        name, [sigmoid](Expr x, const Attrs&) { return x * sigmoid(x); },
-        [sigmoid](Expr x, const Attrs&) {
-          Expr s = sigmoid(x);
+        name, [](Expr x, const Attrs&) { return x * vector_sigmoid(x); },
+        [](Expr x, const Attrs&) {
+          Expr s = vector_sigmoid(x);
           return s + x * s * (1.0f - s);
         });
   // gelu, exact (Keras approximate=False): x Phi(x); its derivative Phi(x) + x phi(x).
   register_activation(
-      "gelu", [](Expr x, const Attrs&) { return 0.5f * x * (1.0f + erf(x * float(M_SQRT1_2))); },
+      "gelu", [](Expr x, const Attrs&) { return 0.5f * x * (1.0f + vector_erf(x * float(M_SQRT1_2))); },
       [](Expr x, const Attrs&) {
-        return 0.5f * (1.0f + erf(x * float(M_SQRT1_2))) + x * exp(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+        return 0.5f * (1.0f + vector_erf(x * float(M_SQRT1_2))) + x * vector_exp(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
       });
   register_activation(
       "hard_swish", [](Expr x, const Attrs&) { return x * clamp(x + 3.0f, 0.0f, 6.0f) / 6.0f; },

@@ -1,5 +1,6 @@
 // conv2d's Halide half: the forward kernel with its fused activation and pooling, the backward
 // kernel, and their schedule space. The op itself: ops/conv.cpp.
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 #include <tuple>
@@ -57,7 +58,7 @@ Func conv2d_forward(ForwardContext& ctx) {
       softmax_exp = Func("softmax_exp");
       softmax_sum = Func("softmax_sum");
       softmax_max(x, y, n) = maximum(logits(k, x, y, n));
-      softmax_exp(c, x, y, n) = exp(logits(c, x, y, n) - softmax_max(x, y, n));
+      softmax_exp(c, x, y, n) = vector_exp(logits(c, x, y, n) - softmax_max(x, y, n));
       softmax_sum(x, y, n) = Halide::sum(softmax_exp(k, x, y, n));
       Func softmax("softmax");
       softmax(c, x, y, n) = softmax_exp(c, x, y, n) / softmax_sum(x, y, n);

@@ -1,5 +1,6 @@
 // dense's Halide half: the forward kernel with its fused activation (softmax included), the
 // backward kernel, and their schedule space. The op itself: ops/dense.cpp.
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 namespace cnnc {
@@ -35,7 +36,7 @@ Func dense_forward(ForwardContext& ctx) {
     logits(u, n) = value(u, n);
     RDom k(0, units, "k");
     maximum_(n) = maximum(logits(k, n));
-    exps(u, n) = exp(logits(u, n) - maximum_(n));
+    exps(u, n) = vector_exp(logits(u, n) - maximum_(n));
     sum_(n) = Halide::sum(exps(k, n));
     output(u, n) = exps(u, n) / sum_(n);
   } else {
