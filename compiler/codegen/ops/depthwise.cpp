@@ -5,6 +5,7 @@
 // (m, c, kx, ky) for Keras's [kh, kw, in, multiplier]; output channel o of the depthwise step
 // reads input channel o / multiplier with kernel slice (o % multiplier, o / multiplier);
 // pointwise_kernel (f, j, 0, 0) for Keras's [1, 1, in * multiplier, filters].
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 #include <tuple>
@@ -92,7 +93,7 @@ Func fused_epilogue(const Node& node, Func value, int channels, Func& logits, st
       RDom k(0, channels, "k");
       Func top("softmax_max"), exps("softmax_exp"), total("softmax_sum"), softmax("softmax");
       top(x, y, n) = maximum(logits(k, x, y, n));
-      exps(c, x, y, n) = exp(logits(c, x, y, n) - top(x, y, n));
+      exps(c, x, y, n) = vector_exp(logits(c, x, y, n) - top(x, y, n));
       total(x, y, n) = Halide::sum(exps(k, x, y, n));
       softmax(c, x, y, n) = exps(c, x, y, n) / total(x, y, n);
       per_pixel = {top, exps, total};
