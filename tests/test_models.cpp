@@ -9,6 +9,8 @@
 //   conv2d FLOPs:           2 * output elements * kh * kw * in_channels; dense: 2 * in * units
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+
 #include <string>
 #include <vector>
 
@@ -192,13 +194,60 @@ TEST_CASE("resnet_small: named layers, residual adds, batchnorm, a strided 1x1 s
   CHECK(graph.warnings.empty());
 }
 
-TEST_CASE("every model in models/ parses and compiles", "[models]") {
+// The zoo's newer networks (docs/models.md): parameter counts derived by hand from the papers'
+// layouts, Keras's parameter shapes.
+TEST_CASE("resnet20, mobilenet, dilated_swish: the zoo's parameter counts", "[models]") {
+  Graph resnet = compile_file("resnet20.yaml");
+  // stem 3*3*1*16 = 144; stage 1: 6 x 3*3*16*16 = 13,824; stage 2: 3*3*16*32 + 5 x 3*3*32*32
+  // + 1*1*16*32 = 51,200; stage 3: 3*3*32*64 + 5 x 3*3*64*64 + 1*1*32*64 = 204,800; batchnorm
+  // 4 x (16 + 6*16 + 7*32 + 7*64) = 3,136; dense 64*10 + 10 = 650. Total 273,754 (the paper's
+  // "0.27M"); moving statistics 3,136 / 2 = 1,568 not trained.
+  CHECK(resnet.total_params() == 273754);
+  CHECK(resnet.trainable_params() == 272186);
+  CHECK(node_named(resnet, "s3b1_proj").shape == Shape{7, 7, 64});
+  CHECK(node_named(resnet, "pool").shape == Shape{64});
+  int convs = 0;
+  for (const Node& node : resnet.nodes) convs += node.op_name() == "conv2d" ? 1 : 0;
+  CHECK(convs == 19 + 2);  // 19 3x3 convolutions (with the dense: 20 weight layers) + 2 projections
+
+  Graph mobilenet = compile_file("mobilenet.yaml");
+  // stem 144; depthwise 3*3*C per block: 144 + 288 + 576 + 576 + 1,152 + 1,152 + 2,304 = 6,192;
+  // pointwise 16*32 + 32*64 + 64*64 + 64*128 + 128*128 + 128*256 + 256*256 = 129,536;
+  // batchnorm 4 x (16 + 16 + 32 + 32 + 64 + 64 + 64 + 64 + 128 + 128 + 128 + 128 + 256 + 256 + 256) = 6,528;
+  // dense 256*10 + 10 = 2,570. Total 144,970, of which 3,264 moving statistics.
+  CHECK(mobilenet.total_params() == 144970);
+  CHECK(mobilenet.trainable_params() == 141706);
+  CHECK(node_named(mobilenet, "b6_dw").shape == Shape{4, 4, 128});
+  CHECK(node_named(mobilenet, "b6_dw").params[0].shape == Shape{3, 3, 128, 1});
+
+  Graph dilated = compile_file("dilated_swish.yaml");
+  // 3*3*1*32 + 32 = 320; 3*3*32*32 + 32 = 9,248; 3*3*32*64 + 64 = 18,496; separable 3*3*64
+  // + 64*64 + 64 = 4,736; dense 650. Total 33,450.
+  CHECK(dilated.total_params() == 33450);
+  const Node& separable = node_named(dilated, "separable_conv2d");
+  REQUIRE(separable.params.size() == 3);
+  CHECK(separable.params[0].name == "depthwise_kernel");
+  CHECK(separable.params[1].shape == Shape{1, 1, 64, 64});
+  CHECK(separable.params[2].name == "bias");
+}
+
+TEST_CASE("every model in models/ parses and compiles, and each has a 32x32x3 variant in models/rgb32/", "[models]") {
   // Catches a model added to models/ without a test above breaking silently.
-  for (const char* name : {"mnist_cnn.yaml", "lenet5.yaml", "resnet_small.yaml"}) {
+  for (const char* name : {"mnist_cnn.yaml", "lenet5.yaml", "resnet_small.yaml", "resnet20.yaml", "mobilenet.yaml",
+                           "dilated_swish.yaml"}) {
     INFO(name);
     Graph graph = compile_graph(parse_model_file(kModels + name));  // the full pipeline, fusion included
     CHECK(graph.total_params() > 0);
+    Graph rgb = compile_graph(parse_model_file(kModels + "rgb32/" + name));
+    CHECK(rgb.nodes[0].shape == Shape{32, 32, 3});
+    CHECK(rgb.name == graph.name + "_32x32x3");
+    // The same layers, in the same order.
+    REQUIRE(rgb.nodes.size() == graph.nodes.size());
+    for (size_t i = 0; i < graph.nodes.size(); ++i) CHECK(rgb.nodes[i].op_name() == graph.nodes[i].op_name());
   }
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kModels)) files += entry.path().extension() == ".yaml";
+  CHECK(files == 6);  // a new model belongs in the lists above
 }
 
 TEST_CASE("generated names follow Keras: op, op_1, op_2, skipping names already taken", "[models][names]") {

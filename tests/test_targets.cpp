@@ -205,6 +205,15 @@ TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling, di
   }
 }
 
+// The zoo's networks with the newer ops (docs/models.md), whole: outputs and one training
+// step's gradients at batch 2.
+TEST_CASE("arm64: resnet20, mobilenet and dilated_swish give the host's answer", "[arm]") {
+  for (const char* model : {"models/resnet20.yaml", "models/mobilenet.yaml", "models/dilated_swish.yaml"}) {
+    INFO(model);
+    test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), 2, true);
+  }
+}
+
 TEST_CASE("cuda: the CUDA package gives the host's answer on a GPU, and a clear error without one", "[cuda]") {
   test::BuiltModel host = test::build_model("models/mnist_cnn.yaml", "host");
   test::BuiltModel cuda = test::build_model("models/mnist_cnn.yaml", "x86-64-linux-cuda-cuda_capability_80");
