@@ -35,6 +35,7 @@
 #include <fmt/format.h>
 
 #include "codegen/codegen.h"
+#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 #include "codegen/jit_thread_pool.h"
 
@@ -257,6 +258,17 @@ void ForwardContext::schedule_elementwise(Func output, const std::vector<Var>& v
     output.parallel(vars.back());
   }
   schedule = fmt::format("cpu: vectorized by {}, parallel over the outer dims", sched.vector);
+}
+
+ChannelSoftmax channel_softmax(Func logits, int channels) {
+  Var c("c"), x("x"), y("y"), n("n");
+  RDom k(0, channels, "k");
+  ChannelSoftmax softmax{Func("softmax"), Func("softmax_max"), Func("softmax_exp"), Func("softmax_sum")};
+  softmax.max(x, y, n) = maximum(logits(k, x, y, n));
+  softmax.exp(c, x, y, n) = vector_exp(logits(c, x, y, n) - softmax.max(x, y, n));
+  softmax.sum(x, y, n) = Halide::sum(softmax.exp(k, x, y, n));
+  softmax.value(c, x, y, n) = softmax.exp(c, x, y, n) / softmax.sum(x, y, n);
+  return softmax;
 }
 
 Func elementwise_kernel(ForwardContext& ctx,

@@ -65,6 +65,14 @@ struct ForwardContext : KernelContext {
 Func elementwise_kernel(ForwardContext& ctx,
                         const std::function<Func(const std::vector<Var>& vars, std::vector<Func>& inner)>& define);
 
+// A softmax over the channels (Halide dim 0, `channels` of them) of logits(c, x, y, n), as
+// `activation: softmax` on a convolution: the value, and the per-pixel maximum, exponentials and
+// sum it is built from (for the op's schedule).
+struct ChannelSoftmax {
+  Func value, max, exp, sum;
+};
+ChannelSoftmax channel_softmax(Func logits, int channels);
+
 // What an op's backward definition works with: the kernel's arguments (see KernelKind::Backward)
 // and `pre`, the gradient with respect to the op's own result, before its fused epilogue
 // (activation, pooling, softmax), which the builder has already undone -- except behind a fused

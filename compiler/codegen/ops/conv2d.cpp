@@ -1,6 +1,5 @@
 // conv2d's Halide half: the forward kernel with its fused activation and pooling, the backward
 // kernel, and their schedule space. The op itself: ops/conv.cpp.
-#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 #include <tuple>
@@ -53,16 +52,11 @@ Func conv2d_forward(ForwardContext& ctx) {
       // the convolution goes to `logits` with its register tiles, then one pass per pixel.
       logits = Func("logits");
       logits(c, x, y, n) = value(c, x, y, n);
-      RDom k(0, out_channels, "k");
-      softmax_max = Func("softmax_max");
-      softmax_exp = Func("softmax_exp");
-      softmax_sum = Func("softmax_sum");
-      softmax_max(x, y, n) = maximum(logits(k, x, y, n));
-      softmax_exp(c, x, y, n) = vector_exp(logits(c, x, y, n) - softmax_max(x, y, n));
-      softmax_sum(x, y, n) = Halide::sum(softmax_exp(k, x, y, n));
-      Func softmax("softmax");
-      softmax(c, x, y, n) = softmax_exp(c, x, y, n) / softmax_sum(x, y, n);
-      value = softmax;
+      ChannelSoftmax softmax = channel_softmax(logits, out_channels);
+      softmax_max = softmax.max;
+      softmax_exp = softmax.exp;
+      softmax_sum = softmax.sum;
+      value = softmax.value;
       continue;
     }
     Func activated(fused.def->name);

@@ -5,7 +5,6 @@
 // (m, c, kx, ky) for Keras's [kh, kw, in, multiplier]; output channel o of the depthwise step
 // reads input channel o / multiplier with kernel slice (o % multiplier, o / multiplier);
 // pointwise_kernel (f, j, 0, 0) for Keras's [1, 1, in * multiplier, filters].
-#include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
 #include <tuple>
@@ -90,14 +89,9 @@ Func fused_epilogue(const Node& node, Func value, int channels, Func& logits, st
     if (fused.def->traits.softmax) {
       logits = Func("logits");
       logits(c, x, y, n) = value(c, x, y, n);
-      RDom k(0, channels, "k");
-      Func top("softmax_max"), exps("softmax_exp"), total("softmax_sum"), softmax("softmax");
-      top(x, y, n) = maximum(logits(k, x, y, n));
-      exps(c, x, y, n) = vector_exp(logits(c, x, y, n) - top(x, y, n));
-      total(x, y, n) = Halide::sum(exps(k, x, y, n));
-      softmax(c, x, y, n) = exps(c, x, y, n) / total(x, y, n);
-      per_pixel = {top, exps, total};
-      value = softmax;
+      ChannelSoftmax softmax = channel_softmax(logits, channels);
+      per_pixel = {softmax.max, softmax.exp, softmax.sum};
+      value = softmax.value;
       continue;
     }
     Func activated(fused.def->name);
@@ -107,6 +101,20 @@ Func fused_epilogue(const Node& node, Func value, int channels, Func& logits, st
   Func output("output");
   output(c, x, y, n) = value(c, x, y, n);
   return output;
+}
+
+// CPU: the zero-padded input rows a task reads, copied once per task (no bounds test per tap);
+// a fused softmax (per_pixel not empty) per pixel after the tiled Func.
+void schedule_padding_and_softmax(ForwardContext& ctx, const Window& w, Func padded, Func tiled, Var task, Func output,
+                                  const std::vector<Func>& per_pixel, int channels) {
+  if (padded.defined()) {
+    padded.compute_at(tiled, task);
+    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
+  }
+  if (per_pixel.empty()) return;
+  Var c = output.args()[0], x = output.args()[1], n = output.args()[3];
+  output.vectorize(c, std::min(ctx.sched.vector, channels), TailStrategy::GuardWithIf).parallel(n);
+  for (Func f : per_pixel) f.compute_at(output, x);
 }
 
 // Rows of outputs as tasks where a row is enough work (~100 kFLOP, as conv2d), else whole
@@ -165,15 +173,7 @@ Func depthwise_forward(ForwardContext& ctx) {
   acc.compute_at(tiled, co).vectorize(c, vec).unroll(x);
   Stage sum = acc.update().reorder(c, x, r.x, r.y, y, n).vectorize(c, vec).unroll(x);
   if (unroll_taps(w)) sum.unroll(r.x);
-  if (padded.defined()) {
-    // The zero-padded rows a row of outputs reads, copied once: no bounds test per tap.
-    padded.compute_at(tiled, task);
-    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
-  }
-  if (logits.defined()) {
-    output.vectorize(c, std::min(ctx.sched.vector, channels), TailStrategy::GuardWithIf).parallel(n);
-    for (Func f : per_pixel) f.compute_at(output, x);
-  }
+  schedule_padding_and_softmax(ctx, w, padded, tiled, task, output, per_pixel, channels);
   ctx.schedule = fmt::format("cpu: depthwise register tile {} channels x {} pixels, taps unrolled", block, tile);
   return output;
 }
@@ -240,14 +240,7 @@ Func separable_forward(ForwardContext& ctx) {
   Stage sum = middle.update().reorder(c, r.x, r.y, x, y, n);
   vectorize_update(sum, c, middle_vec, middle_channels);
   if (unroll_taps(w)) sum.unroll(r.x);
-  if (padded.defined()) {
-    padded.compute_at(tiled, yn);
-    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
-  }
-  if (logits.defined()) {
-    output.vectorize(c, std::min(ctx.sched.vector, filters), TailStrategy::GuardWithIf).parallel(n);
-    for (Func f : per_pixel) f.compute_at(output, x);
-  }
+  schedule_padding_and_softmax(ctx, w, padded, tiled, yn, output, per_pixel, filters);
   ctx.schedule = fmt::format("cpu: depthwise step per output row, then register tile {} filters x {} pixels", block, tile);
   return output;
 }
