@@ -3,6 +3,7 @@
 // on the kernel that makes it.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -10,6 +11,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "codegen/plan.h"
 #include "reference/reference_ops.h"
 #include "test_support.h"
 
@@ -28,7 +30,7 @@ void check_every_kernel(const test::BuiltModel& built, int batch, uint32_t seed)
   const Graph& graph = built.graph;
   int kernels_checked = 0;
   for (const Node& node : graph.nodes) {
-    if (node.id == 0 || node.is_view) continue;
+    if (node.is_view || !test::written_at_inference(graph, node)) continue;
     std::vector<double> expected = test::reference_output(built, network, node, batch);
     const float* actual = network.node_output(node.id);
     REQUIRE(int64_t(expected.size()) == batch * shape_elements(node.shape));
@@ -80,6 +82,46 @@ TEST_CASE("kernels: LeNet-5 matches the reference", "[kernels]") { check_model("
 
 TEST_CASE("kernels: the residual network matches the reference", "[kernels]") {
   check_model("models/resnet_small.yaml");
+}
+
+TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/ops_fold.yaml");
+  const Graph& graph = built.graph;
+  auto id = [&](const std::string& name) {
+    for (const Node& node : graph.nodes)
+      if (node.name == name) return node.id;
+    FAIL("no node " << name);
+    return -1;
+  };
+  std::vector<int> folds = inference_folds(graph);
+  // Folded, with their fused activations: a + a_bn (+ relu), b + b_bn (+ relu6), c + c_bn
+  // (+ leaky_relu), f + f_bn (+ tanh). Not: d (its own relu), e (two consumers), sum (an add).
+  CHECK(folds[size_t(id("a"))] == id("a_bn"));
+  CHECK(folds[size_t(id("b"))] == id("b_bn"));
+  CHECK(folds[size_t(id("c"))] == id("c_bn"));
+  CHECK(folds[size_t(id("f"))] == id("f_bn"));
+  CHECK(folds[size_t(id("d"))] == -1);
+  CHECK(folds[size_t(id("e"))] == -1);
+  CHECK(folds[size_t(id("sum"))] == -1);
+  CHECK(std::count_if(folds.begin(), folds.end(), [](int into) { return into >= 0; }) == 4);
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  for (const KernelInfo& kernel : kernels) {
+    CHECK(kernel.node != id("a_bn"));  // no kernel of its own at inference
+    if (kernel.node == id("c")) {
+      CHECK(kernel.fold == id("c_bn"));
+      CHECK(kernel.fold_params == std::vector<std::string>{"gamma", "beta", "moving_mean", "moving_variance"});
+    }
+  }
+  // Training keeps both kernels: the convolution's forward is a kernel of its own, not the folded one.
+  Plan plan = make_plan(graph, false);
+  bool own_forward = false;
+  for (const KernelInfo& kernel : plan.training)
+    if (kernel.node == id("a") && kernel.kind == KernelKind::Forward)
+      own_forward = !kernel.reuses_inference_kernel && kernel.fold < 0 && kernel.function == "ops_fold_t1_a";
+  CHECK(own_forward);
+  // Random moving statistics (randomize_params draws variances in [0.5, 1.5]): the check
+  // compares each folded kernel's output with the reference convolution then batchnorm.
+  check_model("tests/models/ops_fold.yaml");
 }
 
 TEST_CASE("fusion: the reference network runs as 4 kernels, conv+bias+relu+pool fused", "[kernels]") {

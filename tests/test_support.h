@@ -11,6 +11,7 @@
 
 #include "codegen/codegen.h"
 #include "codegen/package.h"
+#include "codegen/plan_kernels.h"
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"
 #include "package.h"
@@ -51,12 +52,30 @@ inline BuiltModel build_model(const std::string& relative_path, const std::strin
   return build_graph(compile_graph(parse_model_file(source_path(relative_path))), target);
 }
 
+// Whether the package writes a node's output at inference: not that of a node whose inference
+// kernel also computes the batchnorm after it (inference_folds), nor the input's.
+inline bool written_at_inference(const Graph& graph, const Node& node) {
+  return node.id != 0 && inference_folds(graph)[size_t(node.id)] < 0;
+}
+
 // The double-precision reference (tests/reference) of `node`, fed the package's own outputs of
-// the nodes before it and its parameters, after network.forward at `batch`.
+// the nodes before it and its parameters, after network.forward at `batch`. The input of a
+// folded batchnorm, never written at inference, is the reference's own output of that node.
 inline std::vector<double> reference_output(const BuiltModel& built, const rt::Network& network, const Node& node,
                                             int batch) {
+  std::vector<int> folds = inference_folds(built.graph);
+  std::vector<std::vector<float>> computed;
+  computed.reserve(node.inputs.size());  // (pointers into it are kept)
   std::vector<const float*> inputs;
-  for (int from : node.inputs) inputs.push_back(network.node_output(from));
+  for (int from : node.inputs) {
+    if (folds[size_t(from)] != node.id) {
+      inputs.push_back(network.node_output(from));
+      continue;
+    }
+    std::vector<double> before = reference_output(built, network, built.graph.nodes[size_t(from)], batch);
+    computed.emplace_back(before.begin(), before.end());
+    inputs.push_back(computed.back().data());
+  }
   std::map<std::string, const float*> params;
   for (const rt::TensorInfo& info : built.package->params())
     if (info.name.rfind(node.name + ".", 0) == 0) params[info.name.substr(node.name.size() + 1)] = network.params() + info.offset;

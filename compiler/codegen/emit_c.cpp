@@ -168,11 +168,13 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
     case KernelKind::ForwardTrain:
       for (int input : kernel.inputs) call.buffer(fmt::format("&b[{}]", input), false);
       for (const std::string& name : kernel.params) call.buffer(fmt::format("&w[{}]", param_index(plan, node.id, name)), false);
+      for (const std::string& name : kernel.fold_params)  // a folded batchnorm's, which the kernel writes the output of
+        call.buffer(fmt::format("&w[{}]", param_index(plan, kernel.fold, name)), false);
       if (random && kernel.kind == KernelKind::ForwardTrain) {
         call.scalar("int32_t", "(int32_t)model->seed");
         call.scalar("int32_t", "(int32_t)model->step");
       }
-      call.buffer(fmt::format("&b[{}]", node.id), true);
+      call.buffer(fmt::format("&b[{}]", kernel.fold >= 0 ? kernel.fold : node.id), true);
       if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
       if (updates_state(node) && kernel.kind == KernelKind::ForwardTrain)
         for (const ParamSpec& param : node.params)  // new values of the state (moving statistics), in place

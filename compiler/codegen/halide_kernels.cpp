@@ -260,6 +260,30 @@ void ForwardContext::schedule_elementwise(Func output, const std::vector<Var>& v
   schedule = fmt::format("cpu: vectorized by {}, parallel over the outer dims", sched.vector);
 }
 
+Func ForwardContext::fold(Func value) {
+  if (kernel.fold < 0) return value;
+  folded = true;
+  const Node& affine = graph.nodes[size_t(kernel.fold)];
+  std::vector<Var> vars = value.args();
+  std::vector<Expr> at = as_exprs(vars);
+  // The formula of batchnorm's inference kernel (batchnorm.cpp): (x - moving_mean) * scale + beta,
+  // scale = gamma / sqrt(moving_variance + epsilon), here once per channel.
+  float epsilon = float(affine.attrs.get_float("epsilon"));
+  Var c("c");
+  Func scale("fold_scale");
+  scale(c) = fold_params.at("gamma")(c) / sqrt(fold_params.at("moving_variance")(c) + epsilon);
+  if (hand && !sched.gpu) scale.compute_root().vectorize(c, std::min(int(affine.shape.back()), sched.vector), TailStrategy::GuardWithIf);
+  Func normalized("folded_" + affine.name);
+  normalized(at) = (value(at) - fold_params.at("moving_mean")(vars[0])) * scale(vars[0]) + fold_params.at("beta")(vars[0]);
+  Func result = normalized;
+  for (const Node::FusedOp& fused : affine.fused) {
+    Func activated(fused.def->name);
+    activated(at) = halide_op(*fused.def).activate(result(at), fused.attrs);
+    result = activated;
+  }
+  return result;
+}
+
 ChannelSoftmax channel_softmax(Func logits, int channels) {
   Var c("c"), x("x"), y("y"), n("n");
   RDom k(0, channels, "k");
@@ -303,11 +327,16 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
   for (const std::string& name : kernel.params)
     for (const ParamSpec& spec : node.params)
       if (spec.name == name) ctx.params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
+  if (kernel.fold >= 0)
+    for (const std::string& name : kernel.fold_params)
+      for (const ParamSpec& spec : graph.nodes[size_t(kernel.fold)].params)
+        if (spec.name == name) ctx.fold_params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
   if (node.def->traits.random) {
     build.scalar(ctx.seed, 1);
     build.scalar(ctx.step, 1);
   }
   Func output = halide_op(*node.def).forward(ctx);
+  CNNC_ASSERT(kernel.fold < 0 || ctx.folded, "the forward kernel of " + node.name + " did not apply its folded batchnorm");
   build.output(output, halide_extents(node.shape), true);
   // A training form's new state: one output per non-trainable parameter, in their order.
   size_t next_state = 0;

@@ -43,6 +43,15 @@ struct ForwardContext : KernelContext {
   std::vector<ImageParam> inputs;           // one per kernel input, (c, x, y, n) or (i, n)
   std::map<std::string, ImageParam> params;  // by parameter name
   Param<int32_t> seed{"seed"}, step{"step"};  // arguments of ops with traits.random
+  // An inference kernel with a folded batchnorm (kernel.fold, see inference_folds): its
+  // parameters, by name.
+  std::map<std::string, ImageParam> fold_params;
+  bool folded = false;  // (set by fold: checks that the op called it)
+
+  // The op's value with the folded batchnorm and its fused activations applied: an op that
+  // absorbs_affine calls it on its value (over (c, x, y, n) or (i, n), channels first) before its
+  // own fused ops; `value` itself without a fold.
+  Func fold(Func value);
 
   // Set by the op.
   Func saved;                // kernel.has_saved: the tensor kept for backward (its own output)...

@@ -52,12 +52,22 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
     std::vector<std::string> arguments;
     for (size_t i = 0; i < kernel.inputs.size(); ++i) arguments.push_back(fmt::format("input{}", i));
     for (const std::string& name : kernel.params) arguments.push_back(name);
-    arguments.push_back("output");
     const Node& node = graph.nodes[kernel.node];
     std::vector<std::string> fused;
     for (const Node::FusedOp& op : node.fused) fused.push_back(op.def->name);
-    out.kernels.push_back({kernel.function, kernel.node, node.op_name(), fused, arguments, kernel.inputs, kernel.node,
-                           node.flops, schedule_of(kernel)});
+    int output = kernel.node;
+    int64_t flops = node.flops;
+    if (kernel.fold >= 0) {  // a folded batchnorm: its parameters, its fused ops, its output
+      const Node& affine = graph.nodes[size_t(kernel.fold)];
+      for (const std::string& name : kernel.fold_params) arguments.push_back(affine.name + "." + name);
+      fused.push_back(affine.op_name());
+      for (const Node::FusedOp& op : affine.fused) fused.push_back(op.def->name);
+      output = affine.id;
+      flops += affine.flops;
+    }
+    arguments.push_back("output");
+    out.kernels.push_back({kernel.function, kernel.node, node.op_name(), fused, arguments, kernel.inputs, output, flops,
+                           schedule_of(kernel)});
   }
   out.trainable = plan.untrainable.empty();
   out.untrainable_reason = plan.untrainable;

@@ -160,6 +160,13 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
       text += fmt::format("({}x{}/{}x{} {})", op.attrs.get_pair("size").first, op.attrs.get_pair("size").second,
                           op.attrs.get_pair("stride").first, op.attrs.get_pair("stride").second, op.attrs.get_string("padding"));
   }
+  if (kernel.fold >= 0) {
+    const Node& affine = graph.nodes[size_t(kernel.fold)];
+    text += " +fold:" + affine.op_name();
+    for (auto& [key, value] : affine.attrs.values())
+      if (auto* d = std::get_if<double>(&value)) text += fmt::format(" {}={}", key, *d);
+    for (const Node::FusedOp& op : affine.fused) text += " +" + op.def->name;
+  }
   if (kernel.has_saved) text += " saved";
   if (kernel.from_logits) text += " from_logits";
   for (size_t i = 0; i < kernel.input_grad.size(); ++i)
@@ -170,15 +177,40 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
 // ---------------------------------------------------------------------------------------------
 // The kernels
 
+std::vector<int> inference_folds(const Graph& graph) {
+  std::vector<int> folds(graph.nodes.size(), -1);
+  std::vector<int> consumers(graph.nodes.size(), 0);
+  for (const Node& node : graph.nodes)
+    for (int input : node.inputs) ++consumers[size_t(input)];
+  for (const Node& node : graph.nodes) {
+    if (!node.def || !node.def->traits.inference_affine || node.inputs.size() != 1) continue;
+    const Node& before = graph.nodes[size_t(node.inputs[0])];
+    if (!before.def || !before.def->traits.absorbs_affine || !before.fused.empty() || before.is_view) continue;
+    if (before.id == graph.output || consumers[size_t(before.id)] != 1) continue;
+    folds[size_t(before.id)] = node.id;
+  }
+  return folds;
+}
+
 std::vector<KernelInfo> plan_kernels(const Graph& graph) {
+  std::vector<int> folds = inference_folds(graph);
+  std::vector<bool> folded(graph.nodes.size(), false);
+  for (int into : folds)
+    if (into >= 0) folded[size_t(into)] = true;
   std::vector<KernelInfo> kernels;
   for (const Node& node : graph.nodes) {
-    if (node.id == 0 || node.is_view) continue;
+    if (node.id == 0 || node.is_view || folded[size_t(node.id)]) continue;
     KernelInfo kernel;
     kernel.function = fmt::format("{}_k{}_{}", graph.name, node.id, node.name);
     kernel.node = node.id;
     kernel.inputs = node.inputs;
     for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
+    if (folds[size_t(node.id)] >= 0) {
+      const Node& affine = graph.nodes[size_t(folds[size_t(node.id)])];
+      kernel.fold = affine.id;
+      kernel.function += "_" + affine.name;
+      for (const ParamSpec& param : affine.params) kernel.fold_params.push_back(param.name);
+    }
     kernels.push_back(kernel);
   }
   return kernels;
@@ -201,10 +233,14 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
       kernel.kind = KernelKind::ForwardTrain;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
     } else {
+      // The inference kernel, unless it also computes a folded batchnorm: then one of its own.
       kernel.kind = KernelKind::Forward;
-      kernel.reuses_inference_kernel = true;
+      kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
       for (const KernelInfo& k : inference)
-        if (k.node == node.id) kernel.function = k.function;
+        if (k.node == node.id && k.fold < 0) {
+          kernel.function = k.function;
+          kernel.reuses_inference_kernel = true;
+        }
     }
     kernels.push_back(kernel);
   }
@@ -271,6 +307,11 @@ std::string format_kernel(const Graph& graph, const KernelInfo& kernel) {
   for (int input : kernel.inputs) inputs.push_back(fmt::format("{}:{}", input, graph.nodes[input].name));
   if (!inputs.empty()) line += fmt::format(" inputs=[{}]", fmt::join(inputs, ", "));
   if (!kernel.params.empty()) line += fmt::format(" params=[{}]", fmt::join(kernel.params, ", "));
+  if (kernel.fold >= 0) {
+    const Node& affine = graph.nodes[size_t(kernel.fold)];
+    line += fmt::format(" folds={}:{} params=[{}] output={}:{}", affine.id, affine.name, fmt::join(kernel.fold_params, ", "),
+                        affine.id, affine.name);
+  }
   if (!kernel.input_grad.empty()) {
     std::vector<std::string> flags;  // per input: "grad", "grad+" (added to another's), "-" (none)
     for (size_t i = 0; i < kernel.input_grad.size(); ++i)

@@ -57,6 +57,10 @@ struct KernelInfo {
   bool from_logits = false;
   // ForwardTrain / Backward: the node keeps a tensor for backward (see saved_shape).
   bool has_saved = false;
+  // Forward (inference): the node with traits.inference_affine (batchnorm) after `node` that this
+  // kernel computes too, writing its output, or -1; its parameters, after the node's.
+  int fold = -1;
+  std::vector<std::string> fold_params;
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
   bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
@@ -81,7 +85,16 @@ bool saves_pool_index(const Node& node);
 // node's shape before its fused pooling.
 const Shape& saved_shape(const Node& node);
 
-// The inference kernels of a fused graph (one per non-view node except the input), in execution order.
+// For each node, the node whose inference kernel computes it as well (-1: none). A node with
+// traits.inference_affine (batchnorm) is folded into the inference kernel of the node before it
+// where that node's op absorbs_affine, has no fused ops of its own, is not the output and feeds
+// nothing else: that kernel applies the affine map and the batchnorm's fused activation to its
+// value before writing it, as the batchnorm's output. The node before is then never written at
+// inference (Network::node_output has nothing for it); training keeps both kernels.
+std::vector<int> inference_folds(const Graph& graph);
+
+// The inference kernels of a fused graph (one per non-view node except the input and the folded
+// ones), in execution order.
 std::vector<KernelInfo> plan_kernels(const Graph& graph);
 
 // Why this graph cannot be trained, as the error to report at the layer at fault (none if it can):

@@ -100,6 +100,7 @@ void register_conv_ops(std::vector<OpDef>& ops) {
   conv.traits.takes_activation = true;
   conv.traits.absorbs_pooling = true;
   conv.traits.pool_index = true;
+  conv.traits.absorbs_affine = true;
   conv.infer_shape = [](const std::vector<Shape>& in, const Attrs& attrs) -> Shape {
     auto [height, width] = window_output(in[0], attrs);
     return {height, width, attrs.get_int("filters")};
@@ -127,6 +128,7 @@ void register_conv_ops(std::vector<OpDef>& ops) {
   depthwise.attrs.push_back(use_bias_attr());
   depthwise.input_rank = 3;
   depthwise.traits.takes_activation = true;
+  depthwise.traits.absorbs_affine = true;
   depthwise.infer_shape = [](const std::vector<Shape>& in, const Attrs& attrs) -> Shape {
     auto [height, width] = window_output(in[0], attrs);
     return {height, width, depthwise_channels(in[0], attrs)};
@@ -156,6 +158,7 @@ void register_conv_ops(std::vector<OpDef>& ops) {
   separable.attrs.push_back(use_bias_attr());
   separable.input_rank = 3;
   separable.traits.takes_activation = true;
+  separable.traits.absorbs_affine = true;
   separable.infer_shape = [](const std::vector<Shape>& in, const Attrs& attrs) -> Shape {
     auto [height, width] = window_output(in[0], attrs);
     depthwise_channels(in[0], attrs);

@@ -17,6 +17,7 @@ void register_dense_ops(std::vector<OpDef>& ops) {
   op.attrs = {units, activation_attr(), use_bias};
   op.input_rank = 1;
   op.traits.takes_activation = true;
+  op.traits.absorbs_affine = true;
   op.infer_shape = [](const std::vector<Shape>&, const Attrs& attrs) -> Shape { return {attrs.get_int("units")}; };
   op.params = [](const std::vector<Shape>& in, const Attrs& attrs) {
     int64_t units = attrs.get_int("units");

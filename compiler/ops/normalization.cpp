@@ -32,6 +32,7 @@ void register_normalization_ops(std::vector<OpDef>& ops) {
   };
   op.traits.takes_activation = true;
   op.traits.training_form = true;  // batch statistics; updates moving_mean and moving_variance
+  op.traits.inference_affine = true;  // moving statistics: folded into a convolution or dense before it
   ops.push_back(op);
 }
 

@@ -143,6 +143,12 @@ struct OpTraits {
   // the new value of every non-trainable parameter, in place (batchnorm's moving statistics).
   bool training_form = false;
   bool random = false;  // training kernels take the model's seed and step (dropout)
+  // Inference. At inference the op is a per-channel affine map of its one input, (x - moving_mean)
+  // * gamma / sqrt(moving_variance + epsilon) + beta (batchnorm): folded into the inference kernel
+  // of an op before it that absorbs_affine, together with its fused activation (see
+  // inference_folds, codegen/plan_kernels.h). Training keeps the two kernels.
+  bool inference_affine = false;
+  bool absorbs_affine = false;  // conv2d, depthwise_conv2d, separable_conv2d, dense
 };
 
 struct OpDef {

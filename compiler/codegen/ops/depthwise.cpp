@@ -146,7 +146,7 @@ Func depthwise_forward(ForwardContext& ctx) {
                      source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw), y * w.sh + dilated(r.y, w.dh), n);
   Func logits;
   std::vector<Func> per_pixel;
-  Func output = fused_epilogue(ctx.node, acc, channels, logits, per_pixel);
+  Func output = fused_epilogue(ctx.node, ctx.fold(acc), channels, logits, per_pixel);
 
   if (!ctx.hand) return output;
   Func tiled = logits.defined() ? logits : output;  // the Func the window sums are tiled in
@@ -198,7 +198,7 @@ Func separable_forward(ForwardContext& ctx) {
   acc(c, x, y, n) += pointwise(c, j, 0, 0) * middle(j, x, y, n);
   Func logits;
   std::vector<Func> per_pixel;
-  Func output = fused_epilogue(ctx.node, acc, filters, logits, per_pixel);
+  Func output = fused_epilogue(ctx.node, ctx.fold(acc), filters, logits, per_pixel);
 
   if (!ctx.hand) return output;
   Func tiled = logits.defined() ? logits : output;
