@@ -153,7 +153,10 @@ Func depthwise_forward(ForwardContext& ctx) {
   if (logits.defined()) logits.compute_root();
   Var co("co"), ci("ci"), xo("xo"), xi("xi");
   if (ctx.sched.gpu) {
-    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, channels), std::min(8, w.out_width), TailStrategy::GuardWithIf);
+    Var yn("yn");
+    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, channels), std::min(8, w.out_width), TailStrategy::GuardWithIf)
+        .fuse(y, n, yn)
+        .gpu_blocks(yn);
     acc.compute_at(tiled, ci);
     if (logits.defined()) {
       output.gpu_tile(x, y, xo, Var("yo"), xi, Var("yi"), std::min(8, w.out_width), 1, TailStrategy::GuardWithIf);
@@ -342,8 +345,10 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
   ctx.input_grads[0] = input_grad;
   if (!ctx.hand) return;
   if (ctx.sched.gpu) {
-    dpadded.compute_root().gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, channels), 4,
-                                    TailStrategy::GuardWithIf);
+    dpadded.compute_root()
+        .gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, channels), 4, TailStrategy::GuardWithIf)
+        .fuse(y, n, Var("pyn"))
+        .gpu_blocks(Var("pyn"));
     Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
     input_grad.compute_root().gpu_tile(c, x, b0, b1, t0, t1, std::min(32, w.channels), std::min(8, w.width),
                                        TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
