@@ -84,6 +84,13 @@ TEST_CASE("kernels: the residual network matches the reference", "[kernels]") {
   check_model("models/resnet_small.yaml");
 }
 
+TEST_CASE("kernels: the zoo's resnet20, mobilenet and dilated_swish match the reference", "[kernels]") {
+  for (const char* model : {"models/resnet20.yaml", "models/mobilenet.yaml", "models/dilated_swish.yaml"}) {
+    INFO(model);
+    check_model(model);
+  }
+}
+
 TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/ops_fold.yaml");
   const Graph& graph = built.graph;
