@@ -125,6 +125,10 @@ TEST_CASE("tuning: candidates that abort, segfault, hang or write out of bounds 
   CHECK(by_candidate["default"].valid);
   CHECK(valid_after_faults >= 1);     // tuning went on after them
   CHECK_THAT(output, Catch::Contains("Rejected candidates") && Catch::Contains("4 of "));
+  // Not a terminal: a line per kernel, none per candidate, nothing rewritten in place; then the
+  // table of every kernel, this one included.
+  CHECK_THAT(output, Catch::Contains("] " + k + ": ") && !Catch::Contains(" candidate 2/") && !Catch::Contains("\r"));
+  CHECK_THAT(output, Catch::Contains("default ms") && Catch::Contains("tuned ms") && Catch::Contains("\n" + k + " "));
   // The tuner ran no generated code, so it had no thread-pool workers when it forked.
   CHECK_THAT(output, !Catch::Contains("warning: timing kernels in child processes"));
 }

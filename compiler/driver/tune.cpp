@@ -4,6 +4,8 @@
 // uses the fastest valid schedule of each kernel. Interrupted runs resume where they stopped.
 //
 // The options and the model are read here; the loop is tune_kernels (compiler/tune/tune_kernels.h).
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -76,6 +78,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
       tune.candidate_timeout = options->candidate_timeout;
       tune.autoschedulers = autoschedulers;
       tune.json = options->json;
+      tune.progress_in_place = isatty(STDOUT_FILENO) != 0;  // a terminal: one line, rewritten
       return tune_kernels(graph, target, tune, std::cout, std::cerr);
     };
   });

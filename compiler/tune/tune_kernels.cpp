@@ -173,12 +173,14 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       }
       db.record(m);
       measured[text] = m;
-      Measurement best = db.best(signature, target.halide, halide).value();
-      out << fmt::format("{} candidate {}/{} {}: {}; best {:.3f} ms ({}), {:.2f}x the default\n", label, index,
-                         candidates.size(), text,
-                         m.valid ? fmt::format("{:.3f} ms", m.seconds * 1e3) : "rejected: " + m.note,
-                         best.seconds * 1e3, best.candidate, measured["default"].seconds / best.seconds)
-          << std::flush;
+      if (options.progress_in_place) {
+        Measurement best = db.best(signature, target.halide, halide).value();
+        std::string line = fmt::format("{} candidate {}/{} {}: {}; best {:.2f}x the default", label, index,
+                                       candidates.size(), text, m.valid ? fmt::format("{:.3f} ms", m.seconds * 1e3) : "rejected",
+                                       measured["default"].seconds / best.seconds);
+        if (line.size() > 150) line = line.substr(0, 147) + "...";
+        out << "\r\033[K" << line << std::flush;  // (erased by the next line)
+      }
     }
     if (!done && complete) db.mark_done(signature, target.halide, halide);
     std::optional<Measurement> best = db.best(signature, target.halide, halide);
@@ -205,11 +207,24 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       rejected_rows.push_back(fmt::format("  {:<28} {:<40} {}", kernel.function, text, it->second.note));
     }
     report["kernels"].push_back(entry);
-    if (done) out << fmt::format("{}: tuned before; best {} ({:.3f} ms)\n", label, entry["tuned_candidate"].get<std::string>(),
-                                 entry["tuned_ms"].get<double>());
+    if (!options.progress_in_place)
+      out << fmt::format("{}: {}{} ({:.3f} ms, {:.2f}x the default)\n", label, done ? "tuned before; " : "",
+                         entry["tuned_candidate"].get<std::string>(), entry["tuned_ms"].get<double>(),
+                         entry["default_ms"].get<double>() / std::max(1e-12, entry["tuned_ms"].get<double>()))
+          << std::flush;
     if (!complete) break;
   }
   std::signal(SIGINT, SIG_DFL);
+  if (options.progress_in_place) out << "\r\033[K" << std::flush;
+  // The table: every kernel seen in this run, default against the best found.
+  if (!report["kernels"].empty()) {
+    out << fmt::format("{:<44} {:>10} {:>10} {:>8}  {}\n", "kernel", "default ms", "tuned ms", "speedup", "schedule");
+    for (const auto& entry : report["kernels"]) {
+      double default_ms = entry["default_ms"].get<double>(), tuned_ms = entry["tuned_ms"].get<double>();
+      out << fmt::format("{:<44} {:>10.4f} {:>10.4f} {:>7.2f}x  {}\n", entry["name"].get<std::string>(), default_ms,
+                         tuned_ms, tuned_ms > 0 ? default_ms / tuned_ms : 1.0, entry["tuned_candidate"].get<std::string>());
+    }
+  }
   if (!options.json.empty()) std::ofstream(options.json) << report.dump(2) << "\n";
   // Every rejected candidate of the kernels seen in this run, this run's and earlier runs'.
   if (!rejected_rows.empty())

@@ -28,6 +28,9 @@ struct TuneOptions {
   double candidate_timeout = 120;   // seconds one candidate may take (at most half the budget)
   std::vector<std::string> autoschedulers;  // checked names: Mullapudi2016, Li2018, Adams2019
   std::string json;                 // write per-kernel results here ("" for none)
+  // Progress as one line rewritten in place ('\r', for a terminal); else one line per kernel
+  // when it is done. Either way a table of every kernel follows at the end.
+  bool progress_in_place = false;
 };
 
 // Tunes every kernel of a fused graph (inference, then training; one per signature) for
