@@ -110,7 +110,10 @@ TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it m
   CHECK(folds[size_t(id("d"))] == -1);
   CHECK(folds[size_t(id("e"))] == -1);
   CHECK(folds[size_t(id("sum"))] == -1);
-  CHECK(std::count_if(folds.begin(), folds.end(), [](int into) { return into >= 0; }) == 4);
+  // The activation nodes: gelu after g, and h's `activation: swish`, split off as h_swish.
+  CHECK(folds[size_t(id("g"))] == id("g_gelu"));
+  CHECK(folds[size_t(id("h"))] == id("h_swish"));
+  CHECK(std::count_if(folds.begin(), folds.end(), [](int into) { return into >= 0; }) == 6);
   std::vector<KernelInfo> kernels = plan_kernels(graph);
   for (const KernelInfo& kernel : kernels) {
     CHECK(kernel.node != id("a_bn"));  // no kernel of its own at inference

@@ -266,6 +266,11 @@ Func ForwardContext::fold(Func value) {
   const Node& affine = graph.nodes[size_t(kernel.fold)];
   std::vector<Var> vars = value.args();
   std::vector<Expr> at = as_exprs(vars);
+  if (affine.def->traits.activation) {  // an activation node of its own (swish, gelu, ...)
+    Func activated("folded_" + affine.name);
+    activated(at) = halide_op(*affine.def).activate(value(at), affine.attrs);
+    return activated;
+  }
   // The formula of batchnorm's inference kernel (batchnorm.cpp): (x - moving_mean) * scale + beta,
   // scale = gamma / sqrt(moving_variance + epsilon), here once per channel.
   float epsilon = float(affine.attrs.get_float("epsilon"));

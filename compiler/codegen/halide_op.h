@@ -48,7 +48,8 @@ struct ForwardContext : KernelContext {
   std::map<std::string, ImageParam> fold_params;
   bool folded = false;  // (set by fold: checks that the op called it)
 
-  // The op's value with the folded batchnorm and its fused activations applied: an op that
+  // The op's value with the folded node applied (a batchnorm and its fused activation, or an
+  // activation node: kernel.fold, inference_folds): an op that
   // absorbs_affine calls it on its value (over (c, x, y, n) or (i, n), channels first) before its
   // own fused ops; `value` itself without a fold.
   Func fold(Func value);

@@ -183,7 +183,8 @@ std::vector<int> inference_folds(const Graph& graph) {
   for (const Node& node : graph.nodes)
     for (int input : node.inputs) ++consumers[size_t(input)];
   for (const Node& node : graph.nodes) {
-    if (!node.def || !node.def->traits.inference_affine || node.inputs.size() != 1) continue;
+    if (!node.def || !(node.def->traits.inference_affine || node.def->traits.activation) || node.inputs.size() != 1)
+      continue;
     const Node& before = graph.nodes[size_t(node.inputs[0])];
     if (!before.def || !before.def->traits.absorbs_affine || !before.fused.empty() || before.is_view) continue;
     if (before.id == graph.output || consumers[size_t(before.id)] != 1) continue;
@@ -309,8 +310,9 @@ std::string format_kernel(const Graph& graph, const KernelInfo& kernel) {
   if (!kernel.params.empty()) line += fmt::format(" params=[{}]", fmt::join(kernel.params, ", "));
   if (kernel.fold >= 0) {
     const Node& affine = graph.nodes[size_t(kernel.fold)];
-    line += fmt::format(" folds={}:{} params=[{}] output={}:{}", affine.id, affine.name, fmt::join(kernel.fold_params, ", "),
-                        affine.id, affine.name);
+    line += fmt::format(" folds={}:{}", affine.id, affine.name);
+    if (!kernel.fold_params.empty()) line += fmt::format(" params=[{}]", fmt::join(kernel.fold_params, ", "));
+    line += fmt::format(" output={}:{}", affine.id, affine.name);
   }
   if (!kernel.input_grad.empty()) {
     std::vector<std::string> flags;  // per input: "grad", "grad+" (added to another's), "-" (none)

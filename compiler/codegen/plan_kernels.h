@@ -57,8 +57,8 @@ struct KernelInfo {
   bool from_logits = false;
   // ForwardTrain / Backward: the node keeps a tensor for backward (see saved_shape).
   bool has_saved = false;
-  // Forward (inference): the node with traits.inference_affine (batchnorm) after `node` that this
-  // kernel computes too, writing its output, or -1; its parameters, after the node's.
+  // Forward (inference): the node after `node` that this kernel computes too (see
+  // inference_folds), writing its output, or -1; its parameters, after the node's.
   int fold = -1;
   std::vector<std::string> fold_params;
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
@@ -85,12 +85,14 @@ bool saves_pool_index(const Node& node);
 // node's shape before its fused pooling.
 const Shape& saved_shape(const Node& node);
 
-// For each node, the node whose inference kernel computes it as well (-1: none). A node with
-// traits.inference_affine (batchnorm) is folded into the inference kernel of the node before it
+// For each node, the node after it that its inference kernel computes as well (-1: none). A node
+// with traits.inference_affine (batchnorm), or an activation left a node of its own (swish,
+// gelu, ...: derivative_needs_input), is folded into the inference kernel of the node before it
 // where that node's op absorbs_affine, has no fused ops of its own, is not the output and feeds
-// nothing else: that kernel applies the affine map and the batchnorm's fused activation to its
-// value before writing it, as the batchnorm's output. The node before is then never written at
-// inference (Network::node_output has nothing for it); training keeps both kernels.
+// nothing else: that kernel applies the affine map and the batchnorm's fused activation (or the
+// activation) to its value before writing it, as the folded node's output. The node before is
+// then never written at inference (Network::node_output has nothing for it); training keeps both
+// kernels.
 std::vector<int> inference_folds(const Graph& graph);
 
 // The inference kernels of a fused graph (one per non-view node except the input and the folded

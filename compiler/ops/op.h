@@ -146,7 +146,8 @@ struct OpTraits {
   // Inference. At inference the op is a per-channel affine map of its one input, (x - moving_mean)
   // * gamma / sqrt(moving_variance + epsilon) + beta (batchnorm): folded into the inference kernel
   // of an op before it that absorbs_affine, together with its fused activation (see
-  // inference_folds, codegen/plan_kernels.h). Training keeps the two kernels.
+  // inference_folds, codegen/plan_kernels.h). Training keeps the two kernels. (An activation
+  // left a node of its own, derivative_needs_input, is folded the same way.)
   bool inference_affine = false;
   bool absorbs_affine = false;  // conv2d, depthwise_conv2d, separable_conv2d, dense
 };
