@@ -117,6 +117,23 @@ void schedule_padding_and_softmax(ForwardContext& ctx, const Window& w, Func pad
   for (Func f : per_pixel) f.compute_at(output, x);
 }
 
+// GPU: one thread per output value of `tiled` (32 channels x 8 pixels a block, rows x images
+// the grid), its accumulator `acc` in registers; a fused softmax (per_pixel not empty) then
+// one thread per pixel of `output`.
+void schedule_gpu_tiles(Func tiled, Func acc, Func output, const std::vector<Func>& per_pixel, int channels, int width) {
+  Var c = tiled.args()[0], x = tiled.args()[1], y = tiled.args()[2], n = tiled.args()[3];
+  Var co("co"), ci("ci"), xo("xo"), xi("xi"), yn("yn");
+  tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, channels), std::min(8, width), TailStrategy::GuardWithIf)
+      .fuse(y, n, yn)
+      .gpu_blocks(yn);
+  acc.compute_at(tiled, ci);
+  if (per_pixel.empty()) return;
+  Var pxo("pxo"), pxi("pxi");
+  output.gpu_tile(output.args()[1], output.args()[2], pxo, Var("pyo"), pxi, Var("pyi"), std::min(8, width), 1,
+                  TailStrategy::GuardWithIf);
+  for (Func f : per_pixel) f.compute_at(output, pxi);
+}
+
 // Rows of outputs as tasks where a row is enough work (~100 kFLOP, as conv2d), else whole
 // images. Returns the parallel loop's Var.
 Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops) {
@@ -153,15 +170,7 @@ Func depthwise_forward(ForwardContext& ctx) {
   if (logits.defined()) logits.compute_root();
   Var co("co"), ci("ci"), xo("xo"), xi("xi");
   if (ctx.sched.gpu) {
-    Var yn("yn");
-    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, channels), std::min(8, w.out_width), TailStrategy::GuardWithIf)
-        .fuse(y, n, yn)
-        .gpu_blocks(yn);
-    acc.compute_at(tiled, ci);
-    if (logits.defined()) {
-      output.gpu_tile(x, y, xo, Var("yo"), xi, Var("yi"), std::min(8, w.out_width), 1, TailStrategy::GuardWithIf);
-      for (Func f : per_pixel) f.compute_at(output, xi);
-    }
+    schedule_gpu_tiles(tiled, acc, output, per_pixel, channels, w.out_width);
     ctx.schedule = "gpu: threads over 32 channels x 8 pixels, accumulator per thread";
     return output;
   }
@@ -217,14 +226,7 @@ Func separable_forward(ForwardContext& ctx) {
         .gpu_tile(c, x, mo, mxo, mi, mxi, std::min(32, middle_channels), std::min(8, w.out_width), TailStrategy::GuardWithIf)
         .fuse(y, n, myn)
         .gpu_blocks(myn);
-    tiled.gpu_tile(c, x, co, xo, ci, xi, std::min(32, filters), std::min(8, w.out_width), TailStrategy::GuardWithIf)
-        .fuse(y, n, yn)
-        .gpu_blocks(yn);
-    acc.compute_at(tiled, ci);
-    if (logits.defined()) {
-      output.gpu_tile(x, y, xo, Var("yo"), xi, Var("yi"), std::min(8, w.out_width), 1, TailStrategy::GuardWithIf);
-      for (Func f : per_pixel) f.compute_at(output, xi);
-    }
+    schedule_gpu_tiles(tiled, acc, output, per_pixel, filters, w.out_width);
     ctx.schedule = "gpu: the depthwise step, then threads over 32 filters x 8 pixels";
     return output;
   }
