@@ -135,6 +135,20 @@ inline std::vector<Expr> as_exprs(const std::vector<Var>& vars) { return std::ve
 // that undilated kernels are defined exactly as before dilation existed).
 inline Expr dilated(Expr tap, int dilation) { return dilation == 1 ? tap : tap * dilation; }
 
+// A convolution's input as its kernel reads it, in image coordinates: zero outside the
+// width x height image where the padding is 'same' (the input itself for 'valid').
+inline Func zero_padded(ImageParam input, int width, int height, bool same) {
+  Var c("c"), x("x"), y("y"), n("n");
+  Func source("source");
+  if (same) {
+    Expr inside = x >= 0 && x < width && y >= 0 && y < height;
+    source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
+  } else {
+    source(c, x, y, n) = input(c, x, y, n);
+  }
+  return source;
+}
+
 // Keras 'same' padding: the padding before the first element along one axis.
 inline int same_padding_before(int input, int output, int window, int stride) {
   return std::max((output - 1) * stride + window - input, 0) / 2;

@@ -119,6 +119,19 @@ struct BackwardContext : KernelContext {
   void schedule_elementwise(Func f, const std::vector<Var>& vars, const Shape& shape, bool in_place = false);
 };
 
+// A weight gradient's sum over the batch and the pixels, in `count` fixed chunks of images
+// reduced in parallel (one task each) and then added in order, so that the result is the same
+// for any thread count (one chunk on GPU targets). For chunk k: `r` runs over width x height x
+// the chunk's images, and `image` is the image r.z stands for.
+struct BatchChunks {
+  BatchChunks(const BackwardContext& ctx, Var k, int width, int height, const std::string& name);
+  int count;
+  RDom r;
+  Expr image;
+  // partial(0) + partial(1) + ... + partial(count - 1), in that order.
+  Expr in_order(const std::function<Expr(int)>& partial) const;
+};
+
 // The Halide half of an op. forward is required of every op except views (traits.view); backward
 // of every op that is not a view; activate and derivative of an activation (traits.activation).
 struct HalideOp {

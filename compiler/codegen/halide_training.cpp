@@ -256,6 +256,20 @@ class TrainingKernelBuilder {
 // ---------------------------------------------------------------------------------------------
 // BackwardContext: the pieces op backward definitions share
 
+BatchChunks::BatchChunks(const BackwardContext& ctx, Var k, int width, int height, const std::string& name)
+    : count(ctx.sched.gpu ? 1 : ctx.sched.batch_chunks) {
+  Expr chunk = (ctx.batch + count - 1) / count;
+  r = RDom(0, width, 0, height, 0, chunk, name);
+  r.where(k * chunk + r.z < ctx.batch);
+  image = min(k * chunk + r.z, ctx.batch - 1);  // the clamp only bounds the region: `where` skips the rest
+}
+
+Expr BatchChunks::in_order(const std::function<Expr(int)>& partial) const {
+  Expr total = partial(0);
+  for (int j = 1; j < count; ++j) total = total + partial(j);
+  return total;
+}
+
 Func BackwardContext::compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
   if (!hand) return f;
   if (sched.gpu) {

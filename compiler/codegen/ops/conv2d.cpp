@@ -232,19 +232,6 @@ struct Conv2dBackward {
     conv_backward(pre, ctx.inputs[0], ctx.params, ctx.input_grads[0], ctx.param_grads);
   }
 
-  // The conv's input as its kernel reads it: zero outside the image where the padding is 'same'.
-  static Func conv_source(ImageParam input, int width, int height, bool same) {
-    Var c("c"), x("x"), y("y"), n("n");
-    Func source("source");
-    if (same) {
-      Expr inside = x >= 0 && x < width && y >= 0 && y < height;
-      source(c, x, y, n) = select(inside, input(c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
-    } else {
-      source(c, x, y, n) = input(c, x, y, n);
-    }
-    return source;
-  }
-
   // The fused max pooling's window (height, width) and the activation before it (nullptr for none).
   std::tuple<int, int, const Node::FusedOp*> max_pool_window() const {
     std::pair<int64_t, int64_t> window;
@@ -313,7 +300,7 @@ struct Conv2dBackward {
     auto max_y = [&](Expr channel, Expr px, Expr py, Expr image) {
       return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
     };
-    Func source = conv_source(input, width, height, same);
+    Func source = zero_padded(input, width, height, same);
 
     RDom windows(0, pooled_width, 0, pooled_height, 0, ctx.batch, "windows");
     if (ctx.node.attrs.get_bool("use_bias")) {
@@ -453,7 +440,7 @@ struct Conv2dBackward {
     bool dpre_per_row = ctx.hand && !ctx.sched.gpu && window_grad.defined() && !ctx.kernel.input_grad[0];
     if (!dpre_per_row) ctx.compute_root(dpre, {c, x, y, n}, out);
 
-    Func source = conv_source(input, width, height, same);
+    Func source = zero_padded(input, width, height, same);
 
     int block = channel_block(ctx.sched, out_channels, ctx.sched.channel_vectors), vec = std::min(block, ctx.sched.vector);
     if (ctx.node.attrs.get_bool("use_bias")) {
@@ -477,20 +464,17 @@ struct Conv2dBackward {
     // d(kernel)(co, ci, kx, ky) = sum over the batch and the pixels of dpre(co) * input(ci). The batch
     // is split in a fixed number of chunks whose partial sums run in parallel and are added in
     // order, so the result is the same for any thread count.
-    int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
-    Expr chunk = (ctx.batch + chunks - 1) / chunks;
-    RDom r(0, out_width, 0, out_height, 0, chunk, "r");
-    r.where(k * chunk + r.z < ctx.batch);
-    Expr image = min(k * chunk + r.z, ctx.batch - 1);  // the clamp only bounds the region: `where` skips the rest
+    BatchChunks batch(ctx, k, out_width, out_height, "r");
+    int chunks = batch.count;
+    RDom r = batch.r;
+    Expr image = batch.image;
     Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
     kernel_acc(co, ci, kx, ky, k) = 0.0f;
     kernel_acc(co, ci, kx, ky, k) +=
         dpre(co, r.x, r.y, image) *
         source(ci, r.x * int(sw) + dilated(kx, dw) - left, r.y * int(sh) + dilated(ky, dh) - top, image);
     kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
-    Expr total = kernel_partial(co, ci, kx, ky, 0);
-    for (int j = 1; j < chunks; ++j) total = total + kernel_partial(co, ci, kx, ky, j);
-    kernel_grad(co, ci, kx, ky) = total;
+    kernel_grad(co, ci, kx, ky) = batch.in_order([&](int j) { return kernel_partial(co, ci, kx, ky, j); });
     param_grads.emplace_back("kernel", kernel_grad);
     if (!ctx.hand) {
     } else if (ctx.sched.gpu) {

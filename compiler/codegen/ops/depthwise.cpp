@@ -40,36 +40,13 @@ struct Window {
   Expr weight(ImageParam kernel, Expr o, Expr kx, Expr ky) const {
     return multiplier == 1 ? kernel(0, o, kx, ky) : kernel(o % multiplier, o / multiplier, kx, ky);
   }
+  // What output channel o at (x, y) of image n reads at tap (kx, ky) of `image` (zero_padded).
+  Expr input_at(Func image, Expr o, Expr x, Expr y, Expr n, Expr kx, Expr ky) const {
+    return image(source_channel(o), x * sw + dilated(kx, dw) - left, y * sh + dilated(ky, dh) - top, n);
+  }
+  // The zero-padded input, for input_at.
+  Func image(ImageParam input) const { return zero_padded(input, width, height, same); }
 };
-
-// The input as the window reads it, in padded coordinates: zero outside the image ('same').
-Func padded_source(ImageParam input, const Window& w, Func* padded_out = nullptr) {
-  Var c("c"), x("x"), y("y"), n("n");
-  Func source("source");
-  if (!w.same) {
-    source(c, x, y, n) = input(c, x, y, n);
-    return source;
-  }
-  Func padded("padded");
-  Expr inside = x >= 0 && x < w.width && y >= 0 && y < w.height;
-  padded(c, x, y, n) = select(inside, input(c, clamp(x, 0, w.width - 1), clamp(y, 0, w.height - 1), n), 0.0f);
-  source(c, x, y, n) = padded(c, x - w.left, y - w.top, n);
-  if (padded_out) *padded_out = padded;
-  return source;
-}
-
-// The input in image coordinates, zero outside the image (read there only where 'same').
-Func unpadded_source(ImageParam input, const Window& w) {
-  Var c("c"), x("x"), y("y"), n("n");
-  Func source("source");
-  if (w.same) {
-    Expr inside = x >= 0 && x < w.width && y >= 0 && y < w.height;
-    source(c, x, y, n) = select(inside, input(c, clamp(x, 0, w.width - 1), clamp(y, 0, w.height - 1), n), 0.0f);
-  } else {
-    source(c, x, y, n) = input(c, x, y, n);
-  }
-  return source;
-}
 
 // Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.
 void vectorize_pure(Func f, Var v, int lanes, int extent) {
@@ -103,13 +80,13 @@ Func fused_epilogue(const Node& node, Func value, int channels, Func& logits, st
   return output;
 }
 
-// CPU: the zero-padded input rows a task reads, copied once per task (no bounds test per tap);
-// a fused softmax (per_pixel not empty) per pixel after the tiled Func.
-void schedule_padding_and_softmax(ForwardContext& ctx, const Window& w, Func padded, Func tiled, Var task, Func output,
+// CPU: where the padding is 'same', the zero-padded input rows a task reads, copied once per
+// task (no bounds test per tap); a fused softmax (per_pixel not empty) per pixel after the tiled Func.
+void schedule_padding_and_softmax(ForwardContext& ctx, const Window& w, Func image, Func tiled, Var task, Func output,
                                   const std::vector<Func>& per_pixel, int channels) {
-  if (padded.defined()) {
-    padded.compute_at(tiled, task);
-    vectorize_pure(padded, padded.args()[0], ctx.sched.vector, w.channels);
+  if (w.same) {
+    image.compute_at(tiled, task);
+    vectorize_pure(image, image.args()[0], ctx.sched.vector, w.channels);
   }
   if (per_pixel.empty()) return;
   Var c = output.args()[0], x = output.args()[1], n = output.args()[3];
@@ -153,14 +130,12 @@ Func depthwise_forward(ForwardContext& ctx) {
   Window w(ctx.graph, ctx.node);
   int channels = w.middle();
   Var c("c"), x("x"), y("y"), n("n");
-  Func padded;
-  Func source = padded_source(ctx.inputs[0], w, &padded);
+  Func image = w.image(ctx.inputs[0]);
   ImageParam kernel = ctx.params.at("depthwise_kernel");
   RDom r(0, w.kw, 0, w.kh, "r");
   Func acc("acc");
   acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
-  acc(c, x, y, n) += w.weight(kernel, c, r.x, r.y) *
-                     source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw), y * w.sh + dilated(r.y, w.dh), n);
+  acc(c, x, y, n) += w.weight(kernel, c, r.x, r.y) * w.input_at(image, c, x, y, n, r.x, r.y);
   Func logits;
   std::vector<Func> per_pixel;
   Func output = fused_epilogue(ctx.node, ctx.fold(acc), channels, logits, per_pixel);
@@ -185,7 +160,7 @@ Func depthwise_forward(ForwardContext& ctx) {
   acc.compute_at(tiled, co).vectorize(c, vec).unroll(x);
   Stage sum = acc.update().reorder(c, x, r.x, r.y, y, n).vectorize(c, vec).unroll(x);
   if (unroll_taps(w)) sum.unroll(r.x);
-  schedule_padding_and_softmax(ctx, w, padded, tiled, task, output, per_pixel, channels);
+  schedule_padding_and_softmax(ctx, w, image, tiled, task, output, per_pixel, channels);
   ctx.schedule = fmt::format("cpu: depthwise register tile {} channels x {} pixels, taps unrolled", block, tile);
   return output;
 }
@@ -196,14 +171,12 @@ Func separable_forward(ForwardContext& ctx) {
   Window w(ctx.graph, ctx.node);
   int middle_channels = w.middle(), filters = int(ctx.node.unfused_shape[2]);
   Var c("c"), x("x"), y("y"), n("n");
-  Func padded;
-  Func source = padded_source(ctx.inputs[0], w, &padded);
+  Func image = w.image(ctx.inputs[0]);
   ImageParam kernel = ctx.params.at("depthwise_kernel"), pointwise = ctx.params.at("pointwise_kernel");
   RDom r(0, w.kw, 0, w.kh, "r");
   Func middle("middle");
   middle(c, x, y, n) = 0.0f;
-  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) *
-                        source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw), y * w.sh + dilated(r.y, w.dh), n);
+  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) * w.input_at(image, c, x, y, n, r.x, r.y);
   RDom j(0, middle_channels, "j");
   Func acc("acc");
   acc(c, x, y, n) = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
@@ -245,7 +218,7 @@ Func separable_forward(ForwardContext& ctx) {
   Stage sum = middle.update().reorder(c, r.x, r.y, x, y, n);
   vectorize_update(sum, c, middle_vec, middle_channels);
   if (unroll_taps(w)) sum.unroll(r.x);
-  schedule_padding_and_softmax(ctx, w, padded, tiled, yn, output, per_pixel, filters);
+  schedule_padding_and_softmax(ctx, w, image, tiled, yn, output, per_pixel, filters);
   ctx.schedule = fmt::format("cpu: depthwise step per output row, then register tile {} filters x {} pixels", block, tile);
   return output;
 }
@@ -280,27 +253,21 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
   int channels = w.middle();
   Var c("c"), x("x"), y("y"), n("n"), k("k"), kx("kx"), ky("ky"), m("m");
   ImageParam kernel = ctx.params.at("depthwise_kernel");
-  Func source = unpadded_source(ctx.inputs[0], w);
+  Func image = w.image(ctx.inputs[0]);
 
   if (bias) add_bias_gradient(ctx, dout, channels, w.out_width, w.out_height);
 
   // d(kernel)(o, kx, ky) = sum over the batch and the output pixels of dout(o) * input(o / M),
   // in fixed batch chunks summed in order (the same result for any thread count).
-  int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
-  Expr chunk = (ctx.batch + chunks - 1) / chunks;
-  RDom r(0, w.out_width, 0, w.out_height, 0, chunk, "r");
-  r.where(k * chunk + r.z < ctx.batch);
-  Expr image = min(k * chunk + r.z, ctx.batch - 1);
+  BatchChunks batch(ctx, k, w.out_width, w.out_height, "r");
+  int chunks = batch.count;
+  RDom r = batch.r;
   Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("depthwise_kernel_gradient");
   kernel_acc(c, kx, ky, k) = 0.0f;
-  kernel_acc(c, kx, ky, k) +=
-      dout(c, r.x, r.y, image) *
-      source(w.source_channel(c), r.x * w.sw + dilated(kx, w.dw) - w.left, r.y * w.sh + dilated(ky, w.dh) - w.top, image);
+  kernel_acc(c, kx, ky, k) += dout(c, r.x, r.y, batch.image) * w.input_at(image, c, r.x, r.y, batch.image, kx, ky);
   kernel_partial(c, kx, ky, k) = kernel_acc(c, kx, ky, k);
   Var ci("ci");
-  Expr total = kernel_partial(ci * w.multiplier + m, kx, ky, 0);
-  for (int i = 1; i < chunks; ++i) total = total + kernel_partial(ci * w.multiplier + m, kx, ky, i);
-  kernel_grad(m, ci, kx, ky) = total;
+  kernel_grad(m, ci, kx, ky) = batch.in_order([&](int i) { return kernel_partial(ci * w.multiplier + m, kx, ky, i); });
   ctx.param_grads.emplace_back("depthwise_kernel", kernel_grad);
   if (!ctx.hand) {
   } else if (ctx.sched.gpu) {
@@ -395,27 +362,21 @@ void separable_conv2d_backward(BackwardContext& ctx) {
 
   // The depthwise step again (cheaper than keeping it: kh * kw FLOPs per value).
   ImageParam kernel = ctx.params.at("depthwise_kernel"), pointwise = ctx.params.at("pointwise_kernel");
-  Func source = unpadded_source(ctx.inputs[0], w);
+  Func image = w.image(ctx.inputs[0]);
   RDom r(0, w.kw, 0, w.kh, "r");
   Func middle("middle");
   middle(c, x, y, n) = 0.0f;
-  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) * source(w.source_channel(c), x * w.sw + dilated(r.x, w.dw) - w.left,
-                                                                y * w.sh + dilated(r.y, w.dh) - w.top, n);
+  middle(c, x, y, n) += w.weight(kernel, c, r.x, r.y) * w.input_at(image, c, x, y, n, r.x, r.y);
 
   // d(pointwise)(f, j) in fixed batch chunks summed in order.
-  int chunks = ctx.sched.gpu ? 1 : ctx.sched.batch_chunks;
-  Expr chunk = (ctx.batch + chunks - 1) / chunks;
-  RDom rp(0, w.out_width, 0, w.out_height, 0, chunk, "rp");
-  rp.where(k * chunk + rp.z < ctx.batch);
-  Expr image = min(k * chunk + rp.z, ctx.batch - 1);
+  BatchChunks batch(ctx, k, w.out_width, w.out_height, "rp");
+  RDom rp = batch.r;
   Func point_acc("pointwise_acc"), point_partial("pointwise_partial"), point_grad("pointwise_kernel_gradient");
   point_acc(f, j, k) = 0.0f;
-  point_acc(f, j, k) += dpre(f, rp.x, rp.y, image) * middle(j, rp.x, rp.y, image);
+  point_acc(f, j, k) += dpre(f, rp.x, rp.y, batch.image) * middle(j, rp.x, rp.y, batch.image);
   point_partial(f, j, k) = point_acc(f, j, k);
-  Expr total = point_partial(f, j, 0);
-  for (int i = 1; i < chunks; ++i) total = total + point_partial(f, j, i);
   Var kx("kx"), ky("ky");
-  point_grad(f, j, kx, ky) = total;
+  point_grad(f, j, kx, ky) = batch.in_order([&](int i) { return point_partial(f, j, i); });
   ctx.param_grads.emplace_back("pointwise_kernel", point_grad);
 
   // d(middle)(j) = sum over the filters of pointwise(f, j) * dpre(f).
