@@ -80,6 +80,12 @@ inline int channel_block(const ScheduleParams& params, int channels, int vectors
   return channels;
 }
 
+// Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.
+inline void vectorize_pure(Func f, Var v, int lanes, int extent) {
+  int width = std::min(lanes, extent);
+  f.vectorize(v, width, extent % width == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf);
+}
+
 // Vectorizes an update stage (a reduction step) along a dimension of `extent` values by `lanes`:
 // where the extent is not a multiple of the lanes, the last vector is guarded instead of rounded
 // up, since a rounded-up update reads its inputs past their ends, and an update must not be

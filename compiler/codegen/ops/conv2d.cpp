@@ -19,11 +19,10 @@ Func conv2d_forward(ForwardContext& ctx) {
   auto [dh, dw] = ctx.node.attrs.get_pair("dilation");
   Var c("c"), x("x"), y("y"), n("n");
 
-  Func source("source");
+  Func source("source"), padded("padded");
   if (ctx.node.attrs.get_string("padding") == "same") {
     int top = same_padding_before(height, out_height, int((kh - 1) * dh + 1), int(sh));
     int left = same_padding_before(width, out_width, int((kw - 1) * dw + 1), int(sw));
-    Func padded("padded");
     Expr inside = x >= 0 && x < width && y >= 0 && y < height;
     padded(c, x, y, n) = select(inside, ctx.inputs[0](c, clamp(x, 0, width - 1), clamp(y, 0, height - 1), n), 0.0f);
     source(c, x, y, n) = padded(c, x - left, y - top, n);
@@ -146,9 +145,20 @@ Func conv2d_forward(ForwardContext& ctx) {
   // Parallel grain: rows x images where a row is enough work for a task (conv2: ~150 kFLOP),
   // whole images where rows are small (conv1: 15 kFLOP rows ran 2-6x slower as tasks).
   int64_t row_flops = int64_t(out_width) * out_channels * kh * kw * in_channels * 2;
+  // 'same' padding: the zero-padded input rows a task reads are copied once per task, so that
+  // the taps read memory without a bounds test (inlined, the test ran at every tap).
   auto parallelize = [&](Func f, int64_t flops) {
-    if (flops >= 100000) f.fuse(y, n, yn).parallel(yn);
-    else f.parallel(n);
+    Var task = n;
+    if (flops >= 100000) {
+      f.fuse(y, n, yn).parallel(yn);
+      task = yn;
+    } else {
+      f.parallel(n);
+    }
+    if (padded.defined()) {
+      padded.compute_at(f, task);
+      vectorize_pure(padded, c, ctx.sched.vector, in_channels);
+    }
   };
   // With few input channels (conv1: one), the kernel slice of a channel block is a handful of
   // vectors: a tile small enough to keep it in registers beside the accumulators saves
@@ -490,6 +500,12 @@ struct Conv2dBackward {
       bool small = in_channels * 2 < ctx.sched.pixel_tile;
       Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
       kernel_partial.compute_root();
+      if (same) {
+        // The zero-padded input once for the whole batch (a copy of the input), so that the
+        // reduction reads memory without a bounds test at every tap.
+        source.compute_root().parallel(source.args()[3]);
+        vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
+      }
       if (small) {
         int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, taps)));
         int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
@@ -519,87 +535,59 @@ struct Conv2dBackward {
     if (!ctx.kernel.input_grad[0]) return;
     Func transposed("transposed");  // weights with input channels contiguous
     transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
-    if (sw == 1 && sh == 1) {
-      // Stride 1: a GEMM over the real output pixels, then col2im. cols(ci, kx, ky, ox, oy) =
-      // sum over co of w(co, ci, kx, ky) * dpre(co, ox, oy) does exactly the forward FLOPs (a
-      // direct convolution of the zero-padded gradient does ~40% more); d(input)(ci, x, y) then
-      // adds the kh x kw columns that land on (x, y).
-      Var ox("ox"), oy("oy");
-      RDom rc(0, out_channels, "rc");
-      Func cols_acc("cols_acc"), cols("cols");
-      cols_acc(ci, kx, ky, ox, oy, n) = 0.0f;
-      cols_acc(ci, kx, ky, ox, oy, n) += transposed(ci, rc, kx, ky) * dpre(rc, ox, oy, n);
-      cols(ci, kx, ky, ox, oy, n) = cols_acc(ci, kx, ky, ox, oy, n);
-      Expr sum = 0.0f;
-      for (int dy = 0; dy < kh; ++dy)
-        for (int dx = 0; dx < kw; ++dx) {
-          Expr px = x + left - dx * dw, py = y + top - dy * dh;
-          Expr valid = px >= 0 && px < out_width && py >= 0 && py < out_height;
-          sum = sum + select(valid, cols(ci, dx, dy, clamp(px, 0, out_width - 1), clamp(py, 0, out_height - 1), n), 0.0f);
+    // A GEMM over the real output pixels, then col2im. cols(ci, kx, ky, ox, oy) = sum over co of
+    // w(co, ci, kx, ky) * dpre(co, ox, oy) does exactly the forward FLOPs (a direct convolution
+    // of the zero-padded gradient does ~40% more at stride 1, and stride^2 times more at larger
+    // strides, where most taps miss the stride); d(input)(ci, x, y) then adds the columns that
+    // land on (x, y): tap (dx, dy) where x + left - dx * dilation is a multiple of the stride.
+    Var ox("ox"), oy("oy");
+    RDom rc(0, out_channels, "rc");
+    Func cols_acc("cols_acc"), cols("cols");
+    cols_acc(ci, kx, ky, ox, oy, n) = 0.0f;
+    cols_acc(ci, kx, ky, ox, oy, n) += transposed(ci, rc, kx, ky) * dpre(rc, ox, oy, n);
+    cols(ci, kx, ky, ox, oy, n) = cols_acc(ci, kx, ky, ox, oy, n);
+    Expr sum = 0.0f;
+    for (int dy = 0; dy < kh; ++dy)
+      for (int dx = 0; dx < kw; ++dx) {
+        Expr px = x + left - dx * dw, py = y + top - dy * dh;
+        Expr valid = px >= 0 && px < out_width * int(sw) && py >= 0 && py < out_height * int(sh);
+        if (sw > 1) {
+          valid = valid && px % int(sw) == 0;
+          px = px / int(sw);
         }
-      input_grad = Func("input_gradient");
-      input_grad(ci, x, y, n) = sum;
-      if (!ctx.hand) return;
-      transposed.compute_root();
-      if (ctx.sched.gpu) {
-        Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), q("q");
-        cols.compute_root().fuse(kx, ky, q).gpu_tile(ci, ox, b0, b1, t0, t1, std::min(32, in_channels),
-                                                      std::min(8, out_width), TailStrategy::GuardWithIf);
-        cols_acc.compute_at(cols, t0);
-        input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
-                                           TailStrategy::GuardWithIf);
-        return;
+        if (sh > 1) {
+          valid = valid && py % int(sh) == 0;
+          py = py / int(sh);
+        }
+        sum = sum + select(valid, cols(ci, dx, dy, clamp(px, 0, out_width - 1), clamp(py, 0, out_height - 1), n), 0.0f);
       }
-      int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
-      int tile = pick_tile(out_width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
-      Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
-      // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
-      input_grad.compute_root().vectorize(ci, std::min(in_channels, ctx.sched.vector)).parallel(n);
-      cols.compute_at(input_grad, n)
-          .split(ci, cio, cii, in_block)
-          .split(ox, oxo, oxi, tile)
-          .reorder(cii, oxi, cio, oxo, kx, ky, oy)
-          .vectorize(cii, in_vec)
-          .unroll(cii)
-          .unroll(oxi);
-      cols_acc.compute_at(cols, cio).vectorize(ci, in_vec).unroll(ci).unroll(ox);
-      cols_acc.update().reorder(ci, ox, rc, kx, ky, oy, n).vectorize(ci, in_vec).unroll(ci).unroll(ox);
-      return;
-    }
-    // Strided: d(input)(ci, x, y, n) = sum over (co, kx, ky) of w(co, ci, kx, ky) * dpre(co, ox, oy, n)
-    // where ox * stride + kx * dilation - left == x: the convolution of the zero-padded dpre with the
-    // flipped kernel, keeping the taps that land on the stride.
-    Func padded("dpre_padded");  // zero outside the output: no bounds test in the inner loop
-    padded(c, x, y, n) = select(x >= 0 && x < out_width && y >= 0 && y < out_height,
-                                dpre(c, clamp(x, 0, out_width - 1), clamp(y, 0, out_height - 1), n), 0.0f);
-    RDom rin(0, out_channels, 0, int(kw), 0, int(kh), "rin");
-    Expr sx = x + left - dilated(rin.y, dw), sy = y + top - dilated(rin.z, dh);
-    Expr valid = sx % int(sw) == 0 && sy % int(sh) == 0;
-    Expr value = select(valid, padded(rin.x, sx / int(sw), sy / int(sh), n), 0.0f);
-    Func input_sum("input_sum");
-    input_sum(ci, x, y, n) = 0.0f;
-    input_sum(ci, x, y, n) += transposed(ci, rin.x, rin.y, rin.z) * value;
     input_grad = Func("input_gradient");
-    input_grad(ci, x, y, n) = input_sum(ci, x, y, n);
+    input_grad(ci, x, y, n) = sum;
     if (!ctx.hand) return;
     transposed.compute_root();
     if (ctx.sched.gpu) {
-      padded.compute_root().gpu_tile(c, x, Var("pb0"), Var("pb1"), Var("pt0"), Var("pt1"), std::min(32, out_channels), 4,
-                                     TailStrategy::GuardWithIf);
-      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), yn("yn");
+      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), q("q");
+      cols.compute_root().fuse(kx, ky, q).gpu_tile(ci, ox, b0, b1, t0, t1, std::min(32, in_channels),
+                                                    std::min(8, out_width), TailStrategy::GuardWithIf);
+      cols_acc.compute_at(cols, t0);
       input_grad.compute_root().gpu_tile(ci, x, b0, b1, t0, t1, std::min(32, in_channels), std::min(8, width),
-                                         TailStrategy::GuardWithIf).fuse(y, n, yn).gpu_blocks(yn);
-      input_sum.compute_at(input_grad, t0);
+                                         TailStrategy::GuardWithIf);
       return;
     }
-    padded.compute_root().vectorize(c, std::min(ctx.sched.vector, out_channels)).parallel(n);
     int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
-    int tile = pick_tile(width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
-    Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
-    input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
-        .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
-    input_sum.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
-    input_sum.update().reorder(ci, x, rin.x, rin.y, rin.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+    int tile = pick_tile(out_width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
+    Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
+    // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
+    input_grad.compute_root().vectorize(ci, std::min(in_channels, ctx.sched.vector)).parallel(n);
+    cols.compute_at(input_grad, n)
+        .split(ci, cio, cii, in_block)
+        .split(ox, oxo, oxi, tile)
+        .reorder(cii, oxi, cio, oxo, kx, ky, oy)
+        .vectorize(cii, in_vec)
+        .unroll(cii)
+        .unroll(oxi);
+    cols_acc.compute_at(cols, cio).vectorize(ci, in_vec).unroll(ci).unroll(ox);
+    cols_acc.update().reorder(ci, ox, rc, kx, ky, oy, n).vectorize(ci, in_vec).unroll(ci).unroll(ox);
   }
 
 };

@@ -48,12 +48,6 @@ struct Window {
   Func image(ImageParam input) const { return zero_padded(input, width, height, same); }
 };
 
-// Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.
-void vectorize_pure(Func f, Var v, int lanes, int extent) {
-  int width = std::min(lanes, extent);
-  f.vectorize(v, width, extent % width == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf);
-}
-
 // Unrolling the taps pays for small windows only.
 bool unroll_taps(const Window& w) { return w.kh * w.kw <= 25; }
 
