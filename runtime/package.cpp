@@ -187,5 +187,6 @@ void Network::set_seed(uint32_t seed) { package_->set_seed_(model_, seed); }
 int Network::train_kernel_count() const { return package_->train_kernel_count_(); }
 std::string Network::train_kernel_name(int kernel) const { return package_->train_kernel_name_(kernel); }
 double Network::train_kernel_seconds(int kernel) const { return package_->train_kernel_seconds_(model_, kernel); }
+double Network::optimizer_seconds() const { return package_->optimizer_seconds_(model_); }
 
 }  // namespace cnnc::rt

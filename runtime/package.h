@@ -123,6 +123,7 @@ class Network {
   int train_kernel_count() const;
   std::string train_kernel_name(int kernel) const;
   double train_kernel_seconds(int kernel) const;
+  double optimizer_seconds() const;
 
   // Kernels in execution order (C symbol names) and their time in the last forward call.
   int kernel_count() const;

@@ -262,7 +262,7 @@ static int run_training_kernels({p}_model *model) {{
     }
     out += "  return 0;\n}\n";
   }
-  out += fmt::format("\nstatic int run_optimizer({}_model *model) {{\n  (void)model;\n", p);
+  out += fmt::format("\nstatic int run_optimizer({}_model *model) {{\n  double start = now();\n", p);
   for (const KernelInfo& kernel : plan.training) {
     if (kernel.kind != KernelKind::Adam && kernel.kind != KernelKind::Sgd) continue;
     std::string condition = kernel.kind == KernelKind::Adam ? "model->optimizer == 0" : "model->optimizer == 1";
@@ -273,7 +273,7 @@ static int run_training_kernels({p}_model *model) {{
     out += emit_call(plan, kernel, "    ", "optimizer");  // (its inputs are the flat blocks, none a &w[...])
     out += "  }\n";
   }
-  out += "  return 0;\n}\n";
+  out += "  model->optimizer_seconds = now() - start;\n  return 0;\n}\n";
   return out;
 }
 

@@ -45,6 +45,7 @@ struct MODEL {
   int64_t step;
   uint32_t seed;
   double train_kernel_seconds[TRAIN_KERNELS > 0 ? TRAIN_KERNELS : 1];
+  double optimizer_seconds;
 };
 
 /* The call sequences, written per model after this file (emit_c.cpp). Each returns 0, or 1 with
@@ -364,6 +365,7 @@ const char *CNNC_PREFIX(train_kernel_name)(int kernel) {
 double CNNC_PREFIX(train_kernel_seconds)(const MODEL *model, int kernel) {
   return kernel >= 0 && kernel < TRAIN_KERNELS ? model->train_kernel_seconds[kernel] : 0.0;
 }
+double CNNC_PREFIX(optimizer_seconds)(const MODEL *model) { return model->optimizer_seconds; }
 const float *CNNC_PREFIX(param_grads)(const MODEL *model) { return model->grads; }
 int64_t CNNC_PREFIX(step)(const MODEL *model) { return model->step; }
 void CNNC_PREFIX(set_step)(MODEL *model, int64_t step) { model->step = step; }

@@ -104,12 +104,13 @@ static int run_training_kernels(cnnc_check_model *model) {
 }
 
 static int run_optimizer(cnnc_check_model *model) {
-  (void)model;
+  double start = now();
   if (model->optimizer == 0) {
     double t = (double)model->step;
     float lr_t = (float)(model->learning_rate * sqrt(1.0 - pow(model->beta_2, t)) / (1.0 - pow(model->beta_1, t)));
     if (run_flushing_denormals(cnnc_check_adam(&model->flat[0], &model->flat[1], &model->flat[2], &model->flat[3], lr_t, model->beta_1, model->beta_2, model->epsilon, &model->flat[0], &model->flat[2], &model->flat[3]))) return fail(model, "optimizer cnnc_check_adam failed");
     if (GUARD_CHECK(model, "optimizer cnnc_check_adam")) return 1;
   }
+  model->optimizer_seconds = now() - start;
   return 0;
 }
