@@ -216,15 +216,82 @@ inline ChannelReduction per_channel(const Shape& shape, Expr batch, Var c) {
   return reduction;
 }
 
+// Per-channel sums over a batch of `shape` (every pixel of every example) in a fixed number of
+// batch chunks: partial(c, k) sums chunk k over `r`, reading the value at `at`, and `in_order`
+// adds the chunks' sums in order, so that the result is the same for any thread count while the
+// chunks run in parallel.
+struct ChunkedChannelSum {
+  static constexpr int chunks = 8;
+  Var k{"k"};
+  RDom r;
+  std::vector<Expr> at;  // (c, the pixel's coordinates, the example)
+  Expr count;            // values per channel
+
+  ChunkedChannelSum(const Shape& shape, Expr batch, Var c, const std::string& name) {
+    std::vector<int> extents = halide_extents(shape);
+    Expr chunk = (batch + chunks - 1) / chunks;
+    Region ranges;
+    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+    ranges.emplace_back(0, chunk);
+    r = RDom(ranges, name);
+    Expr image = k * chunk + r[r.dimensions() - 1];
+    r.where(image < batch);
+    at = {c};
+    for (int d = 0; d + 1 < r.dimensions(); ++d) at.push_back(r[d]);
+    at.push_back(min(image, batch - 1));  // the clamp only bounds the region: `where` skips the rest
+    count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
+  }
+
+  // partial(c, 0) + partial(c, 1) + ..., in that order (`value` picks one value of a Tuple).
+  Expr in_order(Func partial, Var c, int value = -1) const {
+    Expr total;
+    for (int j = 0; j < chunks; ++j) {
+      Expr term = value < 0 ? Expr(partial(c, j)) : partial(c, j)[value];
+      total = j == 0 ? term : total + term;
+    }
+    return total;
+  }
+
+  // The partial sums computed first, on the CPU vectorized over the channels and one task per chunk.
+  void schedule(Func partial, Var c, const ScheduleParams& sched, int channels) const {
+    partial.compute_root();
+    if (sched.gpu) return;
+    int lanes = std::min(channels, sched.vector);
+    partial.vectorize(c, lanes, channels % lanes == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf).parallel(k);
+    Stage update = partial.update();
+    std::vector<VarOrRVar> order{c};
+    for (int d = 0; d < r.dimensions(); ++d) order.push_back(r[d]);
+    order.push_back(k);
+    update.reorder(order);
+    vectorize_update(update, c, lanes, channels).parallel(k);
+  }
+};
+
 // Batchnorm's training statistics: per-channel mean and biased variance of `input` (a batch of
-// `shape`) over the batch and the pixels, as two Funcs of the channel. The training forward and
-// backward both call this, so backward recomputes exactly what forward normalized with.
-inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c) {
-  ChannelReduction all = per_channel(shape, input.dim(int(shape.size())).extent(), c);
-  Func mean("batch_mean"), variance("batch_variance");
-  mean(c) = Halide::sum(input(all.point)) / all.count;
-  Expr centered = input(all.point) - mean(c);
-  variance(c) = Halide::sum(centered * centered) / all.count;
+// `shape`) over the batch and the pixels, as two Funcs of the channel (mean first, then the mean
+// of the squared deviations from it), each summed in fixed batch chunks in parallel. The
+// training forward and backward both call this, so backward recomputes exactly what forward
+// normalized with.
+inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c, const ScheduleParams& sched,
+                                              bool hand) {
+  ChunkedChannelSum sums(shape, input.dim(int(shape.size())).extent(), c, "r");
+  Func sum("batch_sum"), squares("batch_squares"), mean("batch_mean"), variance("batch_variance");
+  sum(c, sums.k) = 0.0f;
+  sum(c, sums.k) += input(sums.at);
+  mean(c) = sums.in_order(sum, c) / sums.count;
+  Expr centered = input(sums.at) - mean(c);
+  squares(c, sums.k) = 0.0f;
+  squares(c, sums.k) += centered * centered;
+  variance(c) = sums.in_order(squares, c) / sums.count;
+  if (hand) {
+    int channels = int(shape.back());
+    sums.schedule(sum, c, sched, channels);
+    sums.schedule(squares, c, sched, channels);
+    for (Func f : {mean, variance}) {
+      f.compute_root();
+      if (!sched.gpu) f.vectorize(c, std::min(channels, sched.vector), TailStrategy::GuardWithIf);
+    }
+  }
   return {mean, variance};
 }
 

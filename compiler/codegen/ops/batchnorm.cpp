@@ -23,7 +23,7 @@ Func batchnorm_forward(ForwardContext& ctx) {
     // Training form (Keras): normalize with this batch's mean and (biased) variance per
     // channel, and move the moving statistics towards them (new values as extra outputs).
     float momentum = float(ctx.node.attrs.get_float("momentum"));
-    auto [batch_mean, batch_variance] = batch_statistics(ctx.inputs[0], ctx.input_shape(), vars[0]);
+    auto [batch_mean, batch_variance] = batch_statistics(ctx.inputs[0], ctx.input_shape(), vars[0], ctx.sched, ctx.hand);
     Expr scale = ctx.params.at("gamma")(channel) / sqrt(batch_variance(channel) + epsilon);
     value(at) = (ctx.inputs[0](at) - batch_mean(channel)) * scale + ctx.params.at("beta")(channel);
     Var c("c");
@@ -31,10 +31,6 @@ Func batchnorm_forward(ForwardContext& ctx) {
     moving_mean(c) = momentum * ctx.params.at("moving_mean")(c) + (1.0f - momentum) * batch_mean(c);
     moving_variance(c) = momentum * ctx.params.at("moving_variance")(c) + (1.0f - momentum) * batch_variance(c);
     ctx.state = {moving_mean, moving_variance};  // the non-trainable parameters, in order
-    if (ctx.hand) {
-      int channels = int(ctx.node.shape.back());
-      for (Func f : {batch_mean, batch_variance}) f.compute_root().vectorize(f.args()[0], std::min(channels, ctx.sched.vector));
-    }
     return value;
   });
 }
@@ -42,39 +38,44 @@ Func batchnorm_forward(ForwardContext& ctx) {
 
 // batchnorm in training mode (batch statistics, recomputed from the input): with xhat the
 // normalized input and N the values per channel, d(beta) = sum of pre, d(gamma) = sum of
-// pre * xhat, d(input) = gamma / sqrt(var + eps) / N * (N pre - d(beta) - xhat d(gamma)).
+// pre * xhat, d(input) = gamma / sqrt(var + eps) / N * (N pre - d(beta) - xhat d(gamma)). The
+// two sums are one pass in fixed batch chunks (ChunkedChannelSum), like the statistics.
 void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::map<std::string, ImageParam>& params,
                         const std::vector<Var>& vars, Func& input_grad,
                         std::vector<std::pair<std::string, Func>>& param_grads) {
   const Shape& shape = ctx.node.shape;
   std::vector<Expr> at = as_exprs(vars);
   Var c = vars[0];
-  auto [mean, variance] = batch_statistics(input, shape, c);
-  ChannelReduction all = per_channel(shape, ctx.batch, c);
-  const std::vector<Expr>& point = all.point;
-  Expr count = all.count;
+  auto [mean, variance] = batch_statistics(input, shape, c, ctx.sched, ctx.hand);
+  ChunkedChannelSum sums(shape, ctx.batch, c, "r");
+  Expr count = sums.count;
   float epsilon = float(ctx.node.attrs.get_float("epsilon"));
   Func inverse_std("inverse_std");
   inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
   Func dpre("dpre");
   dpre(at) = pre(at);
-  auto xhat = [&](const std::vector<Expr>& p) { return (input(p) - mean(p[0])) * inverse_std(p[0]); };
+  // Per chunk: the sum of pre and of pre * (input - mean).
+  Func partial("gradient_sums");
+  partial(c, sums.k) = Tuple(0.0f, 0.0f);
+  Expr g = dpre(sums.at);
+  partial(c, sums.k) = Tuple(partial(c, sums.k)[0] + g, partial(c, sums.k)[1] + g * (input(sums.at) - mean(c)));
   Func beta_grad("beta_gradient"), gamma_grad("gamma_gradient");
-  beta_grad(c) = Halide::sum(dpre(point));
-  gamma_grad(c) = Halide::sum(dpre(point) * xhat(point));
+  beta_grad(c) = sums.in_order(partial, c, 0);
+  gamma_grad(c) = sums.in_order(partial, c, 1) * inverse_std(c);
+  auto xhat = [&](const std::vector<Expr>& p) { return (input(p) - mean(p[0])) * inverse_std(p[0]); };
   input_grad = Func("input_gradient");
   input_grad(at) = params.at("gamma")(c) * inverse_std(c) / count * (count * dpre(at) - beta_grad(c) - xhat(at) * gamma_grad(c));
   param_grads.emplace_back("gamma", gamma_grad);
   param_grads.emplace_back("beta", beta_grad);
   if (!ctx.hand) return;
   ctx.compute_root(dpre, vars, shape);
-  int lanes = std::min(int(shape.back()), ctx.sched.vector);
-  for (Func f : {mean, variance, inverse_std}) f.compute_root().vectorize(c, lanes);
-  if (!ctx.sched.gpu) {
-    beta_grad.vectorize(c, lanes);
-    gamma_grad.vectorize(c, lanes);
+  int channels = int(shape.back()), lanes = std::min(channels, ctx.sched.vector);
+  sums.schedule(partial, c, ctx.sched, channels);
+  for (Func f : {inverse_std, beta_grad, gamma_grad}) {
+    f.compute_root();
+    if (!ctx.sched.gpu) f.vectorize(c, lanes, TailStrategy::GuardWithIf);
   }
-  ctx.schedule = "batchnorm backward: per-channel sums in order, then one pass";
+  ctx.schedule = "batchnorm backward: per-channel sums in 8 batch chunks in parallel, added in order, then one pass";
 }
 
 
