@@ -32,6 +32,7 @@ struct KernelTiming {
   std::string error;                       // why it failed to compile or run
   double seconds = 0;                      // best of the repetitions
   std::vector<std::vector<float>> outputs; // every output's values (for checking candidates)
+  std::string schedule;                    // the hand schedule's summary (KernelInfo::schedule)
 };
 // Test-only: a fault time_kernel commits on purpose right after the kernel's first run, as a
 // broken schedule would (cnnc tune's CNNC_TUNE_TEST_FAULT; see child_timing.h). Abort raises

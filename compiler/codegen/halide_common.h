@@ -29,6 +29,7 @@ struct ScheduleParams {
   int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
   int batch_chunks = 4;     // weight gradients: the batch is split in this many chunks summed in order
   bool pixel_tile_tuned = false;  // pixel_tile came from a tuned knob (heuristics leave it alone)
+  std::string algorithm;          // ScheduleKnobs::algorithm
 };
 
 inline ScheduleParams schedule_params(const Target& target) {
@@ -103,6 +104,7 @@ inline ScheduleParams schedule_params(const Target& target, const ScheduleKnobs&
   if (knobs.pixel_tile > 0) params.pixel_tile = knobs.pixel_tile;
   params.pixel_tile_tuned = knobs.pixel_tile > 0;
   if (knobs.batch_chunks > 0) params.batch_chunks = knobs.batch_chunks;
+  params.algorithm = knobs.algorithm;
   return params;
 }
 
@@ -323,7 +325,7 @@ struct PipelineBuild {
     std::vector<int> extents;     // buffer extents, innermost first, without the batch
     bool batched = false;
     int int_limit = 0;            // int32 buffers (labels): values in [0, int_limit)
-    bool non_negative = false;    // float buffers that must not be negative (Adam's v)
+    bool non_negative = false;    // float buffers that must not be negative (Adam's v, a moving variance)
     float value = 0;              // scalars: the value to time with
   };
   std::vector<Arg> args;

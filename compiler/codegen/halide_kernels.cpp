@@ -331,11 +331,17 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
   }
   for (const std::string& name : kernel.params)
     for (const ParamSpec& spec : node.params)
-      if (spec.name == name) ctx.params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
+      if (spec.name == name) {
+        ctx.params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
+        build.args.back().non_negative = spec.non_negative;
+      }
   if (kernel.fold >= 0)
     for (const std::string& name : kernel.fold_params)
       for (const ParamSpec& spec : graph.nodes[size_t(kernel.fold)].params)
-        if (spec.name == name) ctx.fold_params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
+        if (spec.name == name) {
+          ctx.fold_params[name] = build.buffer(Float(32), halide_extents(spec.shape), false, name);
+          build.args.back().non_negative = spec.non_negative;
+        }
   if (node.def->traits.random) {
     build.scalar(ctx.seed, 1);
     build.scalar(ctx.step, 1);
@@ -398,7 +404,7 @@ std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& 
   if (!op_kernel) return space;
   const HalideOp& op = halide_op(*graph.nodes[kernel.node].def);
   if (!op.schedule_space) return space;
-  std::vector<ScheduleKnobs> more = op.schedule_space(kernel);
+  std::vector<ScheduleKnobs> more = op.schedule_space(graph.nodes[kernel.node], kernel);
   space.insert(space.end(), more.begin(), more.end());
   return space;
 }
@@ -585,6 +591,7 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
   try {
     Target target(target_info.halide);
     auto [pipeline, build] = make_pipeline(graph, kernel, target);
+    timing.schedule = build.schedule;
     pipeline.compile_jit(target);
     std::mt19937 random(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);

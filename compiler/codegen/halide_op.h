@@ -144,7 +144,7 @@ struct HalideOp {
   std::function<Expr(Expr activated, const Attrs& attrs)> derivative;
   // Knob settings cnnc tune measures for one of the op's kernels besides the default (see
   // schedule_space, codegen.h); unset: none.
-  std::function<std::vector<ScheduleKnobs>(const KernelInfo& kernel)> schedule_space;
+  std::function<std::vector<ScheduleKnobs>(const Node& node, const KernelInfo& kernel)> schedule_space;
   // Identifies this build of the definition: part of the cache key of every package using the
   // op, so that a changed definition is never served an old package. Set it to
   // __DATE__ " " __TIME__ in the file that defines it.

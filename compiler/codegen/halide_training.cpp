@@ -96,8 +96,10 @@ class TrainingKernelBuilder {
     ctx.output = batched(node_.shape, "output");
     for (size_t i = 0; i < node_.inputs.size(); ++i)
       ctx.inputs.push_back(batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("input{}", i)));
-    for (const ParamSpec& spec : node_.params)
+    for (const ParamSpec& spec : node_.params) {
       ctx.params[spec.name] = build_.buffer(Float(32), halide_extents(spec.shape), false, spec.name);
+      build_.args.back().non_negative = spec.non_negative;
+    }
     std::vector<ImageParam> previous(node_.inputs.size());
     for (size_t i = 0; i < node_.inputs.size(); ++i)
       if (kernel_.accumulate[i]) previous[i] = batched(graph_.nodes[node_.inputs[i]].shape, fmt::format("previous{}", i));

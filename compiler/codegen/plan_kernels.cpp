@@ -17,7 +17,7 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-constexpr int kScheduleRevision = 3;  // r3: register tiles of whole vectors in backward kernels
+constexpr int kScheduleRevision = 4;  // r4: Winograd by rule, padded copies, GEMM input gradient at strides, chunked batchnorm sums
 
 }  // namespace
 
@@ -108,6 +108,7 @@ std::string ScheduleKnobs::str() const {
   if (channel_vectors > 0) parts.push_back(fmt::format("channel_vectors={}", channel_vectors));
   if (pixel_tile > 0) parts.push_back(fmt::format("pixel_tile={}", pixel_tile));
   if (batch_chunks > 0) parts.push_back(fmt::format("batch_chunks={}", batch_chunks));
+  if (!algorithm.empty()) parts.push_back("algorithm=" + algorithm);
   return parts.empty() ? "default" : fmt::format("{}", fmt::join(parts, " "));
 }
 
@@ -131,6 +132,8 @@ ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
     else if (key == "batch_chunks") knobs.batch_chunks = number();
     else if (key == "autoscheduler" && (value == "Mullapudi2016" || value == "Adams2019" || value == "Li2018"))
       knobs.autoscheduler = value;
+    else if (key == "algorithm" && value == "winograd")
+      knobs.algorithm = value;
     else
       throw UserError(SourceLoc{"schedule", 0, 0}, fmt::format("unknown schedule knob '{}'", word));
   }

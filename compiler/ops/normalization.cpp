@@ -25,7 +25,7 @@ void register_normalization_ops(std::vector<OpDef>& ops) {
     return std::vector<ParamSpec>{{"gamma", {channels}, true, Initializer::Ones},
                                   {"beta", {channels}, true, Initializer::Zeros},
                                   {"moving_mean", {channels}, false, Initializer::Zeros},
-                                  {"moving_variance", {channels}, false, Initializer::Ones}};
+                                  {"moving_variance", {channels}, false, Initializer::Ones, true}};
   };
   op.flops = [](const std::vector<Shape>&, const Shape& out, const Attrs&) {
     return saturating_mul(2, shape_elements(out));

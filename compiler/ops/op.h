@@ -112,6 +112,7 @@ struct ParamSpec {
   Shape shape;
   bool trainable = true;
   Initializer initializer = Initializer::Zeros;
+  bool non_negative = false;  // its values are never negative (a variance): tuning's random inputs respect it
 };
 
 // A window reduction over H and W (maxpool2d, avgpool2d).

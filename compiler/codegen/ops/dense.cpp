@@ -184,7 +184,7 @@ void register_dense_halide() {
   op.backward = [](BackwardContext& ctx) {
     dense_backward(ctx, ctx.pre, ctx.inputs[0], ctx.params, ctx.input_grads[0], ctx.param_grads);
   };
-  op.schedule_space = [](const KernelInfo&) { return register_tile_space(); };
+  op.schedule_space = [](const Node&, const KernelInfo&) { return register_tile_space(); };
   register_halide_op("dense", op);
 }
 

@@ -443,7 +443,7 @@ void register_depthwise_halide() {
   separable.stamp = __DATE__ " " __TIME__;
   separable.forward = separable_forward;
   separable.backward = separable_conv2d_backward;
-  separable.schedule_space = [](const KernelInfo&) { return register_tile_space(); };
+  separable.schedule_space = [](const Node&, const KernelInfo&) { return register_tile_space(); };
   register_halide_op("separable_conv2d", separable);
 }
 
