@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "codegen/codegen.h"
@@ -146,4 +148,15 @@ TEST_CASE("gradients: depthwise and separable convolutions (multipliers, strides
           "finite differences",
           "[gradients]") {
   check_gradients("tests/models/grad_depthwise.yaml");
+}
+
+TEST_CASE("gradients: Winograd input gradients (3x3, stride 1, dilations 1 to 3) match finite differences", "[gradients]") {
+  test::BuiltModel built = test::build_model("tests/models/winograd.yaml");
+  std::ifstream manifest(built.result.dir + "/manifest.json");
+  std::string text((std::istreambuf_iterator<char>(manifest)), std::istreambuf_iterator<char>());
+  size_t winograd_backward = 0;
+  for (size_t at = text.find("input gradient: Winograd"); at != std::string::npos; at = text.find("input gradient: Winograd", at + 1))
+    ++winograd_backward;
+  CHECK(winograd_backward == 5);  // by the rule (16 channels and more): c33, c16, c17, d2, d23
+  check_gradients("tests/models/winograd.yaml");
 }

@@ -92,6 +92,10 @@ TEST_CASE("kernels: the zoo's resnet20, mobilenet and dilated_swish match the re
   }
 }
 
+TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {
+  check_model("tests/models/winograd.yaml");
+}
+
 TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/ops_fold.yaml");
   const Graph& graph = built.graph;
@@ -239,9 +243,10 @@ TEST_CASE("kernels: Winograd F(2x2, 3x3) computes what the direct algorithm comp
     }
     (kernel.kind == KernelKind::Backward ? backward : forward) += 1;
   }
-  // c20, c33, c16 (with the batchnorm folded), c17, one and c1, and the training forward of c16
-  // and c17 (c16's inference kernel folds the batchnorm, c17's swish keeps its input); the
-  // backward of c33, c16, c17 and c1 (c20 and one read the network's input: no input gradient).
-  CHECK(forward == 8);
-  CHECK(backward == 4);
+  // c20, c33, c16 (with the batchnorm folded), c17, one, c1, d2 and d23, and the training
+  // forward of c16, c17 and d23 (c16's inference kernel folds the batchnorm; a fused swish keeps
+  // its input); the backward of c33, c16, c17, c1, d2 and d23 (c20 and one read the network's
+  // input: no input gradient).
+  CHECK(forward == 11);
+  CHECK(backward == 6);
 }

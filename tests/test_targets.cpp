@@ -203,7 +203,7 @@ TEST_CASE("arm64: the ARM NEON package under qemu gives the host's answer", "[ar
 TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling, dilation, depthwise and separable convolutions give the host's answer", "[arm]") {
   for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
                             "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml",
-                            "tests/models/grad_depthwise.yaml"}) {
+                            "tests/models/grad_depthwise.yaml", "tests/models/winograd.yaml"}) {
     INFO(model);
     test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), 3, true);
   }

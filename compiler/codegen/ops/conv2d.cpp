@@ -8,15 +8,14 @@ namespace cnnc {
 
 namespace {
 
-// Whether Winograd F(2x2, 3x3) can compute this conv2d's forward kernel: a 3x3 kernel, stride 1,
-// dilation 1, no fused pooling or softmax (the direct schedule fuses those).
+// Whether Winograd F(2x2, 3x3) can compute this conv2d's forward kernel: a 3x3 kernel, stride 1
+// (any dilation), no fused pooling or softmax (the direct schedule fuses those).
 bool winograd_applies(const Node& node, const KernelInfo& kernel) {
   if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d") return false;
   for (const Node::FusedOp& fused : node.fused)
     if (fused.def->traits.pooling != Pooling::None || fused.def->traits.softmax) return false;
   return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
-         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1} &&
-         node.attrs.get_pair("dilation") == std::pair<int64_t, int64_t>{1, 1};
+         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
 }
 
 // The rule for the default algorithm where Winograd applies: at least 16 input and 16 output
@@ -29,13 +28,12 @@ bool winograd_by_default(const Node& node) {
   return kernel.at(2) >= 16 && kernel.at(3) >= 16;
 }
 
-// Whether the backward computes its input gradient with Winograd: a 3x3 kernel, stride 1,
-// dilation 1, and the knob, else the rule (at least 16 channels in and out: the gradient's
+// Whether the backward computes its input gradient with Winograd: a 3x3 kernel, stride 1 (any
+// dilation), and the knob, else the rule (at least 16 channels in and out: the gradient's
 // products reduce over the output channels).
 bool winograd_applies_to_backward(const Node& node) {
   return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
-         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1} &&
-         node.attrs.get_pair("dilation") == std::pair<int64_t, int64_t>{1, 1};
+         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
 }
 bool winograd_input_gradient(const Node& node, const ScheduleParams& sched) {
   if (!winograd_applies_to_backward(node)) return false;
@@ -46,7 +44,8 @@ bool winograd_input_gradient(const Node& node, const ScheduleParams& sched) {
 // with 16 multiplications per input channel instead of 36. With d the input tile, g the 3x3
 // kernel and Y the output tile: U = G g G^T (once per call), V = B^T d B, M = sum over the input
 // channels of U * V (per position of the 4x4 tile: 16 matrix products over the channels), and
-// Y = A^T M A. Its results differ from the direct algorithm's by rounding
+// Y = A^T M A. With dilation d, a tile's two outputs (and its input tile's four values) lie d
+// apart: tile tx covers x = (tx / d) 2d + tx % d + d px, px = 0, 1. Its results differ from the direct algorithm's by rounding
 // (tests/test_kernels.cpp checks them within 1e-4 of the largest value).
 struct Winograd {
   Func kernel_transform{"winograd_kernel"}, input_transform{"winograd_input"};
@@ -83,21 +82,28 @@ struct Winograd {
     return result;
   }
 
+  int dw = 1, dh = 1;  // dilation
+
   // The 3x3 correlation (c, x, y, n) of `source` (c, x, y, n: defined past the input's edges,
-  // zero or clamped) with `weights` (co, ci, kx, ky): output (x, y) reads source from (x, y) on.
-  Func define(Func source, Func weights, int in_channels) {
+  // zero or clamped) with `weights` (co, ci, kx, ky), dilated by (dw, dh): output (x, y) reads
+  // source at (x + dw kx, y + dh ky).
+  Func define(Func source, Func weights, int in_channels, int dilation_x, int dilation_y) {
+    dw = dilation_x;
+    dh = dilation_y;
     Var c("c"), ci("ci"), x("x"), y("y"), n("n");
+    Expr base_x = tx / dw * (2 * dw) + tx % dw, base_y = ty / dh * (2 * dh) + ty % dh;
     kernel_transform(c, ci, e, nu) = per_position([&](int a, int b) {
       return bilinear(G, a, G, b, [&](int i, int j) { return Expr(weights(c, ci, j, i)); });
     });
     input_transform(ci, e, nu, tx, ty, n) = per_position([&](int a, int b) {
-      return bilinear(BT, a, BT, b, [&](int i, int j) { return Expr(source(ci, tx * 2 + j, ty * 2 + i, n)); });
+      return bilinear(BT, a, BT, b, [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); });
     });
     r = RDom(0, in_channels, "r");
     product_acc(c, e, nu, tx, ty, n) = 0.0f;
     product_acc(c, e, nu, tx, ty, n) += kernel_transform(c, r, e, nu) * input_transform(r, e, nu, tx, ty, n);
     product(c, e, nu, tx, ty, n) = product_acc(c, e, nu, tx, ty, n);
-    Expr px = x % 2, py = y % 2, tile_x = x / 2, tile_y = y / 2;
+    Expr px = x / dw % 2, py = y / dh % 2;
+    Expr tile_x = x / (2 * dw) * dw + x % dw, tile_y = y / (2 * dh) * dh + y % dh;
     Expr out[2][2];
     for (int a = 0; a < 2; ++a)
       for (int b = 0; b < 2; ++b)
@@ -107,9 +113,9 @@ struct Winograd {
     return result;
   }
 
-  // CPU: `output` (c, x, y, n) split in 2x2 tiles (unrolled, so the selects above fold, and
-  // guarded at odd edges), channel blocks `co` of `block` inside rows of tiles x images, the
-  // tasks (`task`). Per task the input transform of its row of tiles, all channels; per channel
+  // CPU: `output` (c, x, y, n) split in blocks of 2d x 2d outputs, d x d tiles (unrolled, so the
+  // selects above fold, and guarded at the edges), channel blocks `co` of `block` inside rows of
+  // blocks x images, the tasks (`task`). Per task the input transform of its row of tiles, all channels; per channel
   // block the products in register tiles of `block` channels x `tile` tiles, one position of the
   // 4x4 tile at a time.
   void schedule(Func output, int block, int vec, int tile, int in_channels, const ScheduleParams& sched, Var& co, Var& task) {
@@ -117,11 +123,14 @@ struct Winograd {
     Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi");
     co = Var("co");
     task = Var("task");
-    output.split(c, co, ci, block).split(x, otx, txi, 2, TailStrategy::GuardWithIf)
-        .split(y, oty, tyi, 2, TailStrategy::GuardWithIf).reorder(ci, txi, tyi, otx, co, oty, n)
+    output.split(c, co, ci, block).split(x, otx, txi, 2 * dw, TailStrategy::GuardWithIf)
+        .split(y, oty, tyi, 2 * dh, TailStrategy::GuardWithIf).reorder(ci, txi, tyi, otx, co, oty, n)
         .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi).fuse(oty, n, task).parallel(task);
-    kernel_transform.compute_root().vectorize(kernel_transform.args()[0], vec, TailStrategy::GuardWithIf)
-        .unroll(e).unroll(nu);
+    // (Per call: 16 values per weight vector, from up to 9 weights each; in parallel over the
+    // input channels, since at batch 1 it is a good part of the work.)
+    Var kc = kernel_transform.args()[0], kci = kernel_transform.args()[1];
+    kernel_transform.compute_root().reorder(kc, e, nu, kci).vectorize(kc, vec, TailStrategy::GuardWithIf)
+        .unroll(e).unroll(nu).parallel(kci);
     Var channel = input_transform.args()[0];
     input_transform.compute_at(output, task).reorder(channel, e, nu, tx).unroll(e).unroll(nu);
     vectorize_pure(input_transform, channel, sched.vector, in_channels);
@@ -175,7 +184,7 @@ Func conv2d_forward(ForwardContext& ctx) {
     }
     Func weights("weights");
     weights(c, x, y, n) = ctx.params.at("kernel")(c, x, y, n);
-    Func convolved = wino.define(source, weights, in_channels);
+    Func convolved = wino.define(source, weights, in_channels, int(dw), int(dh));
     value(c, x, y, n) = bias + convolved(c, x, y, n);
   } else {
     acc(c, x, y, n) = bias;
@@ -691,15 +700,17 @@ struct Conv2dBackward {
     Func transposed("transposed");  // weights with input channels contiguous
     transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
     if (ctx.hand && !ctx.sched.gpu && winograd_input_gradient(ctx.node, ctx.sched)) {
-      // 3x3, stride 1: d(input)(ci, x, y) = sum over (co, kx, ky) of w(co, ci, 2 - kx, 2 - ky) *
-      // dpre(co, x + left - 2 + kx, y + top - 2 + ky), a 3x3 correlation of the zero-padded
-      // gradient with the flipped kernel, which Winograd computes like the forward.
+      // 3x3, stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
+      // w(co, ci, 2 - kx, 2 - ky) * dpre(co, x + left - 2d + d kx, y + top - 2d + d ky), a 3x3
+      // correlation of the zero-padded gradient with the flipped kernel, which Winograd
+      // computes like the forward.
       Func shifted("dpre_padded"), flipped("flipped");
-      shifted(c, x, y, n) = select(x >= 2 - left && x < out_width + 2 - left && y >= 2 - top && y < out_height + 2 - top,
-                                   dpre(c, clamp(x + left - 2, 0, out_width - 1), clamp(y + top - 2, 0, out_height - 1), n), 0.0f);
+      int sx = left - 2 * dw, sy = top - 2 * dh;
+      shifted(c, x, y, n) = select(x + sx >= 0 && x + sx < out_width && y + sy >= 0 && y + sy < out_height,
+                                   dpre(c, clamp(x + sx, 0, out_width - 1), clamp(y + sy, 0, out_height - 1), n), 0.0f);
       flipped(ci, co, kx, ky) = params.at("kernel")(co, ci, 2 - kx, 2 - ky);
       Winograd wino;
-      Func convolved = wino.define(shifted, flipped, out_channels);
+      Func convolved = wino.define(shifted, flipped, out_channels, dw, dh);
       input_grad = Func("input_gradient");
       input_grad(ci, x, y, n) = convolved(ci, x, y, n);
       int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
