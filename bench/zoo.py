@@ -8,7 +8,8 @@ at the model's batch size (its optimizer, Adam or SGD, cross-entropy on the logi
 inference images/s (with the softmax), batch-1 median latency; each the best of R repetitions,
 2 threads, PyTorch in both NCHW and channels_last, the faster kept (PyTorch at its best). The
 two never run at once. Prints one table with the ratios (> 1: cnnc faster) and each cnnc
-inference kernel's % of the FMA peak (effective FLOPs: the layer's multiply-adds as written),
+inference kernel's % of the FMA peak (effective FLOPs: the layer's multiply-adds as written;
+and, labelled apart in brackets, executed FLOPs where its algorithm does other work: Winograd),
 writes all of it as JSON (--json) and a chart (--chart, needs python3-matplotlib).
 
 PyTorch is only a peer here, never a test dependency:
@@ -321,12 +322,17 @@ def main():
     for key in ("train", "infer256", "latency1"):
         geo = math.exp(sum(math.log(r["ratios"][key]) for r in results) / len(results))
         print(f"geometric mean {key}: {geo:.2f}x")
-    print("\ncnnc inference kernels (batch 256), % of the FMA peak (effective FLOPs):")
+    print("\ncnnc inference kernels (batch 256), % of the FMA peak: effective FLOPs (the layer's multiply-adds as "
+          "written), then in brackets the executed FLOPs where the kernel's algorithm does other work (Winograd):")
     for r in results:
         kernels = r["cnnc"]["inference_kernels"]
         prefix = r["cnnc"].get("model", r["model"]) + "_"
-        parts = [f"{k['name'][len(prefix):] if k['name'].startswith(prefix) else k['name']} {k['percent_of_peak']:.0f}%"
-                 for k in kernels]
+        parts = []
+        for k in kernels:
+            name = k['name'][len(prefix):] if k['name'].startswith(prefix) else k['name']
+            executed = k.get("executed_percent_of_peak", k["percent_of_peak"])
+            extra = f" [{executed:.0f}%]" if abs(executed - k["percent_of_peak"]) > 0.05 else ""
+            parts.append(f"{name} {k['percent_of_peak']:.0f}%{extra}")
         print(f"  {r['model']}: " + ", ".join(parts))
     if args.json:
         with open(args.json, "w") as f:

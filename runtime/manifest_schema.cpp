@@ -10,10 +10,14 @@ namespace {
 using json = nlohmann::json;
 
 json schedule_json(const Schedule& schedule) {
-  return {{"origin", schedule.origin}, {"knobs", schedule.knobs}, {"description", schedule.description}};
+  json out = {{"origin", schedule.origin}, {"knobs", schedule.knobs}, {"description", schedule.description}};
+  if (schedule.executed_flops > 0) out["executed_flops"] = schedule.executed_flops;
+  return out;
 }
 
-Schedule read_schedule(const json& in) { return {in.at("origin"), in.at("knobs"), in.at("description")}; }
+Schedule read_schedule(const json& in) {
+  return {in.at("origin"), in.at("knobs"), in.at("description"), in.value("executed_flops", int64_t(0))};
+}
 
 }  // namespace
 

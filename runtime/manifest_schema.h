@@ -55,6 +55,9 @@ struct Schedule {
   std::string origin;       // "default", "tuned" or "autoscheduler"
   std::string knobs;        // ScheduleKnobs::str()
   std::string description;  // human-readable
+  // FLOPs per example the kernel's algorithm executes where they differ from the layer's own
+  // (flops_per_example, what the direct algorithm does): Winograd's products. 0: the same.
+  int64_t executed_flops = 0;
 };
 
 struct Kernel {  // an inference kernel

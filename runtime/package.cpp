@@ -65,10 +65,14 @@ std::shared_ptr<Package> Package::open(const std::string& dir, const std::string
   }
   package->output_node_ = manifest.output.node;
   package->untrainable_reason_ = manifest.untrainable_reason;
-  for (const manifest::Kernel& kernel : manifest.kernels)
+  for (const manifest::Kernel& kernel : manifest.kernels) {
     package->kernel_flops_.emplace_back(kernel.function, kernel.flops_per_example);
-  for (const manifest::TrainingKernel& kernel : manifest.training_kernels)
+    package->kernel_executed_flops_.emplace_back(kernel.function, kernel.schedule.executed_flops);
+  }
+  for (const manifest::TrainingKernel& kernel : manifest.training_kernels) {
     package->kernel_flops_.emplace_back(kernel.function, kernel.flops_per_example);
+    package->kernel_executed_flops_.emplace_back(kernel.function, kernel.schedule.executed_flops);
+  }
 
   std::string library = dir + "/kernels.so";
   package->handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -115,6 +119,12 @@ int64_t Package::kernel_flops(const std::string& function) const {
   for (const auto& [name, flops] : kernel_flops_)
     if (name == function) return flops;
   return 0;
+}
+
+int64_t Package::kernel_executed_flops(const std::string& function) const {
+  for (const auto& [name, flops] : kernel_executed_flops_)
+    if (name == function && flops > 0) return flops;
+  return kernel_flops(function);
 }
 
 Network::Network(std::shared_ptr<Package> package) : package_(std::move(package)) {

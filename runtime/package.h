@@ -46,6 +46,8 @@ class Package {
   int64_t param_floats() const { return param_floats_; }
   // FLOPs per example of each kernel (by C symbol), inference and training, from the manifest.
   int64_t kernel_flops(const std::string& function) const;
+  // What its algorithm executes where that differs (Winograd), else kernel_flops.
+  int64_t kernel_executed_flops(const std::string& function) const;
   int64_t input_elements() const;
   int64_t output_elements() const;
   int output_node() const { return output_node_; }
@@ -68,7 +70,7 @@ class Package {
   int64_t param_floats_ = 0;
   int output_node_ = 0;
   std::string untrainable_reason_;
-  std::vector<std::pair<std::string, int64_t>> kernel_flops_;
+  std::vector<std::pair<std::string, int64_t>> kernel_flops_, kernel_executed_flops_;
 
   // The package's C API (see the generated <name>.h), one pointer per function of c_api.def,
   // named after it (create_, forward_, ...); the model is opaque here.

@@ -185,6 +185,56 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
   fs::remove_all(cache);
 }
 
+// The signature ends with the revision of cnnc's default schedules: what an older cnnc measured
+// (its defaults, its candidates) is not trusted by a cnnc whose schedules changed. Entries of
+// revision r(N-1) -- fast, valid, every kernel marked done -- are never applied by cnnc build,
+// and cnnc tune measures the kernels afresh under the new revision.
+TEST_CASE("tuning: measurements of an older schedule revision are measured again, not trusted", "[tuning]") {
+  fs::path cache = fs::temp_directory_path() / ("cnnc-tune-revision-" + std::to_string(getpid()));
+  fs::remove_all(cache);
+  fs::create_directories(cache);
+  std::string environment = "CNNC_CACHE=" + cache.string() + " ";
+  std::string model = test::source_path("tests/models/train_small.yaml");
+  Graph graph = compile_graph(parse_model_file(model));
+  TargetInfo target = resolve_target("host");
+  std::string db_path = TuningDb::default_path(cache.string());
+  std::vector<KernelInfo> kernels = all_kernels(graph);
+  auto older = [](std::string signature) {
+    size_t at = signature.rfind(" schedules=r");
+    REQUIRE(at != std::string::npos);
+    int revision = std::stoi(signature.substr(at + 12));
+    REQUIRE(revision >= 2);
+    return signature.substr(0, at) + " schedules=r" + std::to_string(revision - 1);
+  };
+  {
+    TuningDb db(db_path);
+    for (const KernelInfo& kernel : kernels) {
+      std::string old = older(kernel_signature(graph, kernel));
+      db.record(Measurement{old, target.halide, halide_version(), "channel_vectors=1 pixel_tile=2", "tuned", 1e-9, true, ""});
+      db.mark_done(old, target.halide, halide_version());
+    }
+  }
+  fs::path out = cache / "package";
+  REQUIRE(run(environment + CNNC_EXECUTABLE + " build -q " + model + " -o " + out.string()) == 0);
+  std::ifstream in(out / "manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  int kernels_seen = 0;
+  for (const char* list : {"kernels", "training_kernels"})
+    for (const auto& kernel : manifest[list]) {
+      CHECK(kernel["schedule"]["origin"] == "default");
+      ++kernels_seen;
+    }
+  CHECK(kernels_seen > 5);
+  REQUIRE(run(environment + CNNC_EXECUTABLE + " tune " + model +
+              " --autoschedulers none --repetitions 1 --threads 2 --budget 8 > /dev/null 2>&1") == 0);
+  TuningDb db(db_path);
+  int measured_again = 0;
+  for (const KernelInfo& kernel : kernels)
+    measured_again += int(db.measurements(kernel_signature(graph, kernel), target.halide, halide_version()).size());
+  CHECK(measured_again > 0);
+  fs::remove_all(cache);
+}
+
 // A gradient added to another consumer's is updated in place by the package: no autoscheduler
 // candidate for those kernels (an overlapping last vector would add values twice), the hand
 // schedules' space only; other kernels get every autoscheduler asked for.

@@ -334,6 +334,7 @@ struct PipelineBuild {
   std::vector<bool> output_batched;
   std::vector<Type> output_types;
   std::string schedule;           // human-readable summary of the hand schedule
+  int64_t executed_flops = 0;     // KernelContext::executed_flops
   bool hand = true;               // false: an autoscheduler will schedule it; add no schedule
 
   ImageParam buffer(Type type, const std::vector<int>& extents, bool batched, const std::string& name, int int_limit = 0) {

@@ -362,6 +362,7 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
     build.output(ctx.saved, halide_extents(saved_shape(node)), true);
   }
   build.schedule = ctx.hand ? ctx.schedule : "";
+  build.executed_flops = ctx.hand ? ctx.executed_flops : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +511,7 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
       auto [pipeline, build] = make_pipeline(graph, kernel, target);
       modules.push_back(pipeline.compile_to_module(build.arguments(), kernel.function, target));
       kernel.schedule = build.schedule;
+      kernel.executed_flops = build.executed_flops;
     }
     link_modules("cnnc_kernels", modules).compile({{OutputFileType::object, kernels_object}});
     compile_standalone_runtime(runtime_object, Target(target_info.halide));

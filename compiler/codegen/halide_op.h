@@ -28,6 +28,9 @@ struct KernelContext {
   ScheduleParams sched;
   bool hand = true;  // schedule by hand (false: an autoscheduler schedules the pipeline)
   PipelineBuild& build;
+  // Set by an op whose algorithm does other work than the layer as written (Winograd): the FLOPs
+  // per example it executes (2 per multiply-add); 0: the layer's own.
+  int64_t executed_flops = 0;
 };
 
 // What an op's forward definition works with (Forward and ForwardTrain kernels): the kernel's

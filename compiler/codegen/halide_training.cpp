@@ -69,6 +69,7 @@ class TrainingKernelBuilder {
       default: CNNC_ASSERT(false, "not a training kernel");
     }
     build_.schedule = hand_ ? schedule_ : "";
+    build_.executed_flops = hand_ ? executed_flops_ : 0;
   }
 
  private:
@@ -150,6 +151,7 @@ class TrainingKernelBuilder {
     }
     CNNC_ASSERT(!build_.outputs.empty(), "backward kernel of " + node_.name + " computes nothing");
     schedule_ = ctx.schedule;
+    executed_flops_ = ctx.executed_flops;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -251,6 +253,7 @@ class TrainingKernelBuilder {
   PipelineBuild& build_;
   bool hand_ = true;
   std::string schedule_;
+  int64_t executed_flops_ = 0;
 };
 
 }  // namespace

@@ -17,8 +17,9 @@ const char* manifest_build_stamp() { return __DATE__ " " __TIME__; }
 
 namespace {
 
-manifest::Schedule schedule_of(const KernelInfo& kernel) {
-  return {kernel.schedule_origin, kernel.knobs.str(), kernel.schedule};
+manifest::Schedule schedule_of(const KernelInfo& kernel, int64_t extra_flops = 0) {
+  return {kernel.schedule_origin, kernel.knobs.str(), kernel.schedule,
+          kernel.executed_flops > 0 ? kernel.executed_flops + extra_flops : 0};
 }
 
 }  // namespace
@@ -56,7 +57,7 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
     std::vector<std::string> fused;
     for (const Node::FusedOp& op : node.fused) fused.push_back(op.def->name);
     int output = kernel.node;
-    int64_t flops = node.flops;
+    int64_t flops = node.flops, folded_flops = 0;
     if (kernel.fold >= 0) {  // a folded batchnorm: its parameters, its fused ops, its output
       const Node& affine = graph.nodes[size_t(kernel.fold)];
       for (const std::string& name : kernel.fold_params) arguments.push_back(affine.name + "." + name);
@@ -64,10 +65,11 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
       for (const Node::FusedOp& op : affine.fused) fused.push_back(op.def->name);
       output = affine.id;
       flops += affine.flops;
+      folded_flops = affine.flops;
     }
     arguments.push_back("output");
     out.kernels.push_back({kernel.function, kernel.node, node.op_name(), fused, arguments, kernel.inputs, output, flops,
-                           schedule_of(kernel)});
+                           schedule_of(kernel, folded_flops)});
   }
   out.trainable = plan.untrainable.empty();
   out.untrainable_reason = plan.untrainable;

@@ -65,6 +65,7 @@ struct KernelInfo {
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
   bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
+  int64_t executed_flops = 0;       // per example, where the algorithm's work differs (Winograd); 0: the layer's
   std::string schedule_origin = "default";  // "default", "tuned" or "autoscheduler"
   ScheduleKnobs knobs;
 };

@@ -84,6 +84,13 @@ struct Winograd {
 
   int dw = 1, dh = 1;  // dilation
 
+  // FLOPs per example of the products (2 per multiply-add) for an output of width x height x
+  // out_channels from in_channels: 16 per tile, channel pair; tiles of a row: ceil(width / 2d) d.
+  static int64_t product_flops(int in_channels, int out_channels, int width, int height, int dw, int dh) {
+    int64_t tiles_x = (width + 2 * dw - 1) / (2 * dw) * dw, tiles_y = (height + 2 * dh - 1) / (2 * dh) * dh;
+    return 2 * 16 * int64_t(in_channels) * out_channels * tiles_x * tiles_y;
+  }
+
   // The 3x3 correlation (c, x, y, n) of `source` (c, x, y, n: defined past the input's edges,
   // zero or clamped) with `weights` (co, ci, kx, ky), dilated by (dw, dh): output (x, y) reads
   // source at (x + dw kx, y + dh ky).
@@ -357,6 +364,7 @@ Func conv2d_forward(ForwardContext& ctx) {
       vectorize_pure(padded, c, ctx.sched.vector, in_channels);
     }
     ctx.schedule = fmt::format("cpu: Winograd F(2x2, 3x3); products in register tiles of {} channels x {} tiles", block, tile);
+    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh));
     return output;
   }
   if (!pooling) {
@@ -722,6 +730,9 @@ struct Conv2dBackward {
       shifted.compute_at(input_grad, task);
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
+      // The weight gradient's multiply-adds as written, the input gradient's products.
+      ctx.executed_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * 9 +
+                           Winograd::product_flops(out_channels, in_channels, width, height, dw, dh);
       ctx.schedule += fmt::format("; input gradient: Winograd F(2x2, 3x3), register tiles of {} channels x {} tiles", in_block, tile);
       return;
     }
