@@ -158,5 +158,6 @@ TEST_CASE("gradients: Winograd input gradients (3x3, stride 1, dilations 1 to 3)
   for (size_t at = text.find("input gradient: Winograd"); at != std::string::npos; at = text.find("input gradient: Winograd", at + 1))
     ++winograd_backward;
   CHECK(winograd_backward == 5);  // by the rule (16 channels and more): c33, c16, c17, d2, d23
+  CHECK(text.find("\"executed_flops\"") != std::string::npos);  // Winograd's own work, recorded apart
   check_gradients("tests/models/winograd.yaml");
 }

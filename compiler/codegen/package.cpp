@@ -55,13 +55,19 @@ std::string package_cache_key(const Plan& plan, const TargetInfo& target, const 
 }
 
 // Generate kernels: every kernel of the plan into kernels.o, the Halide runtime into runtime.o,
-// and the schedule each got recorded in the plan.
+// and the schedule each got (and the FLOPs it executes) recorded in the plan.
 void generate_kernels(Plan& plan, const TargetInfo& target, const std::string& work) {
   std::vector<KernelInfo> all = plan.kernels;
   all.insert(all.end(), plan.training.begin(), plan.training.end());
   compile_kernels(plan.graph, all, target, work + "/kernels.o", work + "/runtime.o");
-  for (size_t i = 0; i < plan.kernels.size(); ++i) plan.kernels[i].schedule = all[i].schedule;
-  for (size_t i = 0; i < plan.training.size(); ++i) plan.training[i].schedule = all[plan.kernels.size() + i].schedule;
+  for (size_t i = 0; i < plan.kernels.size(); ++i) {
+    plan.kernels[i].schedule = all[i].schedule;
+    plan.kernels[i].executed_flops = all[i].executed_flops;
+  }
+  for (size_t i = 0; i < plan.training.size(); ++i) {
+    plan.training[i].schedule = all[plan.kernels.size() + i].schedule;
+    plan.training[i].executed_flops = all[plan.kernels.size() + i].executed_flops;
+  }
 }
 
 // A work directory beside the cache entry, removed on the way out unless released.
