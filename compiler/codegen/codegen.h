@@ -25,6 +25,11 @@ std::vector<ScheduleKnobs> schedule_space(const Graph& graph, const KernelInfo& 
 std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target,
                                              const std::vector<std::string>& autoschedulers);
 bool adds_in_place(const KernelInfo& kernel);
+// The kernels `cnnc tune` measures, in the order it measures them: one per signature, those with
+// the most work first (their FLOPs per example, times how many kernels of the plan share the
+// signature), so that a short budget goes where a step spends its time; memory-bound kernels
+// (no FLOPs) last, in plan order. Each with its signature.
+std::vector<std::pair<KernelInfo, std::string>> tuning_order(const Graph& graph, const std::vector<KernelInfo>& kernels);
 
 // Result of timing one kernel with the Halide JIT on random data.
 struct KernelTiming {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #include "codegen/codegen.h"
@@ -28,6 +29,18 @@ std::vector<ScheduleKnobs> tuning_candidates(const Graph& graph, const KernelInf
     candidates.push_back(knobs);
   }
   return candidates;
+}
+
+std::vector<std::pair<KernelInfo, std::string>> tuning_order(const Graph& graph, const std::vector<KernelInfo>& kernels) {
+  std::map<std::string, int64_t> flops;
+  std::vector<std::pair<KernelInfo, std::string>> work;
+  for (const KernelInfo& kernel : kernels) {
+    std::string signature = kernel_signature(graph, kernel);
+    if (!flops.count(signature)) work.emplace_back(kernel, signature);
+    flops[signature] += training_kernel_flops(graph, kernel);
+  }
+  std::stable_sort(work.begin(), work.end(), [&](const auto& a, const auto& b) { return flops[a.second] > flops[b.second]; });
+  return work;
 }
 
 void choose_schedules(Plan& plan, const TargetInfo& target) {

@@ -67,13 +67,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
   std::vector<KernelInfo> kernels = plan.kernels;
   for (const KernelInfo& kernel : plan.training)
     if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
-  std::map<std::string, bool> seen;
-  std::vector<std::pair<KernelInfo, std::string>> work;
-  for (const KernelInfo& kernel : kernels) {
-    std::string signature = kernel_signature(graph, kernel);
-    if (!seen[signature]) work.emplace_back(kernel, signature);
-    seen[signature] = true;
-  }
+  std::vector<std::pair<KernelInfo, std::string>> work = tuning_order(graph, kernels);  // the most work first
 
   TuningDb db(TuningDb::default_path(cache_directory()));
   std::string halide = halide_version();
