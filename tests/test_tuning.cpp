@@ -135,7 +135,10 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
         ++total;
         if (m.valid) ++valid[m.signature + "|" + m.candidate];
       }
-    for (auto& [key, n] : valid) CHECK(n == 1);  // no candidate measured twice
+    for (auto& [key, n] : valid) {  // no candidate measured twice, but the default: first and after the candidates
+      INFO(key);
+      CHECK(n <= (key.size() >= 8 && key.compare(key.size() - 8, 8, "|default") == 0 ? 2 : 1));
+    }
     return total;
   };
   int after_first = count();

@@ -176,6 +176,19 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
         out << "\r\033[K" << line << std::flush;  // (erased by the next line)
       }
     }
+    if (!done && complete && !interrupted && elapsed() < options.budget) {
+      // The default once more, after its candidates: on a shared machine a single early timing
+      // can catch a busy moment and make every candidate look faster than it is. The faster of
+      // the two counts (both are recorded).
+      kernel.knobs = ScheduleKnobs{};
+      ChildTiming again = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches,
+                                               time_limit(), stop, InjectedFault::None);
+      if (again.timing.ok && compare_outputs(reference, again.timing).empty()) {
+        Measurement m{signature, target.halide, halide, "default", "default", again.timing.seconds, true, ""};
+        db.record(m);
+        if (m.seconds < measured["default"].seconds) measured["default"] = m;
+      }
+    }
     if (!done && complete) db.mark_done(signature, target.halide, halide);
     std::optional<Measurement> best = db.best(signature, target.halide, halide);
     double default_seconds = measured.count("default") ? measured["default"].seconds : 0;

@@ -689,7 +689,10 @@ struct Conv2dBackward {
         ctx.schedule = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
                                 small_block, taps, chunks);
       } else {
-        int tile = std::min(in_channels, ctx.sched.pixel_tile);
+        // Input channels per tile: near pixel_tile, wasting the least to the last, overlapping
+        // tile (16 channels by tiles of 12 computed 24: 1.28x slower than one tile of 16).
+        int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
+                             ctx.sched.registers);
         kernel_partial.split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, coo, cio, kx, ky, k)
             .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, kx, t2).fuse(t2, ky, t3).fuse(t3, k, t4).parallel(t4);
         kernel_acc.compute_at(kernel_partial, t4).vectorize(co, vec).unroll(co).unroll(ci);
