@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -56,6 +57,19 @@ TEST_CASE("knobs: text round trip and errors", "[tuning]") {
   CHECK(knobs.str() == "channel_vectors=2 pixel_tile=6 batch_chunks=8");
   CHECK(ScheduleKnobs::parse(knobs.str()) == knobs);
   CHECK(ScheduleKnobs::parse("autoscheduler=Li2018").autoscheduler == "Li2018");
+  // Every candidate of every kernel's space reads back as itself (cnnc build parses the
+  // database's best), the algorithm knob's both values included.
+  for (const char* model : {"tests/models/winograd.yaml", "tests/models/train_small.yaml"}) {
+    Graph graph = compile_graph(parse_model_file(test::source_path(model)));
+    std::set<std::string> algorithms;
+    for (const KernelInfo& kernel : all_kernels(graph))
+      for (const ScheduleKnobs& candidate : schedule_space(graph, kernel, resolve_target("host"))) {
+        INFO(kernel.function << ": " << candidate.str());
+        CHECK(ScheduleKnobs::parse(candidate.str()) == candidate);
+        algorithms.insert(candidate.algorithm);
+      }
+    if (std::string(model) == "tests/models/winograd.yaml") CHECK(algorithms == std::set<std::string>{"", "direct", "winograd"});
+  }
   CHECK_THROWS_WITH(ScheduleKnobs::parse("pixel_tile=0"), Catch::Contains("bad value"));
   CHECK_THROWS_WITH(ScheduleKnobs::parse("tile=3"), Catch::Contains("unknown schedule knob"));
 }
