@@ -250,24 +250,3 @@ TEST_CASE("kernels: Winograd F(2x2, 3x3) computes what the direct algorithm comp
   CHECK(forward == 11);
   CHECK(backward == 6);
 }
-
-TEST_CASE("scratch timing", "[.scratch]") {
-  Graph graph = compile_graph(parse_model_file(std::getenv("SCRATCH_MODEL")));
-  TargetInfo target = resolve_target("host");
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  int64_t floats = 0;
-  for (const Node& node : graph.nodes) floats += node.param_count();
-  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
-    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
-  std::string only = std::getenv("SCRATCH_KERNELS");
-  for (KernelInfo kernel : kernels) {
-    if (only.find(kernel.function) == std::string::npos) continue;
-    std::string line = kernel.function;
-    for (int tile : {0, 2, 3, 4, 6, 8, 12, 16}) {
-      kernel.knobs.pixel_tile = tile;
-      KernelTiming t = time_kernel(graph, kernel, target, 64, 5);
-      char buf[64]; std::snprintf(buf, sizeof buf, " t%d %.3f", tile, t.seconds * 1e3); line += buf;
-    }
-    std::printf("%s\n", line.c_str());
-  }
-}
