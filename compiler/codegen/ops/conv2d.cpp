@@ -28,9 +28,9 @@ bool winograd_by_default(const Node& node) {
   return kernel.at(2) >= 16 && kernel.at(3) >= 16;
 }
 
-// Whether the backward computes its input gradient with Winograd: a 3x3 kernel, stride 1 (any
-// dilation), and the knob, else the rule (at least 16 channels in and out: the gradient's
-// products reduce over the output channels).
+// Whether Winograd can compute this conv2d's input gradient: a 3x3 kernel, stride 1 (any
+// dilation). Whether it does: the knob, else the forward's rule (the gradient's products reduce
+// over the output channels).
 bool winograd_applies_to_backward(const Node& node) {
   return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
          node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
@@ -45,8 +45,8 @@ bool winograd_input_gradient(const Node& node, const ScheduleParams& sched) {
 // kernel and Y the output tile: U = G g G^T (once per call), V = B^T d B, M = sum over the input
 // channels of U * V (per position of the 4x4 tile: 16 matrix products over the channels), and
 // Y = A^T M A. With dilation d, a tile's two outputs (and its input tile's four values) lie d
-// apart: tile tx covers x = (tx / d) 2d + tx % d + d px, px = 0, 1. Its results differ from the direct algorithm's by rounding
-// (tests/test_kernels.cpp checks them within 1e-4 of the largest value).
+// apart: tile tx covers x = (tx / d) 2d + tx % d + d px, px = 0, 1. Its results differ from the
+// direct algorithm's by rounding (tests/test_kernels.cpp: within 1e-4 of the largest value).
 struct Winograd {
   Func kernel_transform{"winograd_kernel"}, input_transform{"winograd_input"};
   Func product{"winograd_product"}, product_acc{"winograd_product_acc"};
@@ -122,9 +122,9 @@ struct Winograd {
 
   // CPU: `output` (c, x, y, n) split in blocks of 2d x 2d outputs, d x d tiles (unrolled, so the
   // selects above fold, and guarded at the edges), channel blocks `co` of `block` inside rows of
-  // blocks x images, the tasks (`task`). Per task the input transform of its row of tiles, all channels; per channel
-  // block the products in register tiles of `block` channels x `tile` tiles, one position of the
-  // 4x4 tile at a time.
+  // blocks x images, the tasks (`task`). Per task the input transform of its rows of tiles, all
+  // channels; per channel block the products in register tiles of `block` channels x `tile`
+  // tiles, one position of the 4x4 tile at a time.
   void schedule(Func output, int block, int vec, int tile, int in_channels, const ScheduleParams& sched, Var& co, Var& task) {
     Var c = output.args()[0], x = output.args()[1], y = output.args()[2], n = output.args()[3];
     Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi");
