@@ -102,6 +102,28 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
   }
 }
 
+// The schedule families of #11 in training, at the batches a package serves (1, 7 and 32: fewer
+// and more examples than the 8 fixed batch chunks of the batchnorm sums and the 4 of the weight
+// gradients): one training step's loss and every gradient against the double-precision
+// reference. winograd.yaml: Winograd forward and input gradients (dilated too), 'same' padding
+// copied per task, a strided input gradient; grad_bn.yaml: batchnorm's chunked statistics and
+// gradient sums; grad_conv.yaml: strided convolutions with same padding (col2im at strides).
+TEST_CASE("random networks: Winograd, strided and batchnorm training gradients match the reference at batches 1, 7 and 32", "[random]") {
+  for (const char* model : {"tests/models/winograd.yaml", "tests/models/grad_bn.yaml", "tests/models/grad_conv.yaml"}) {
+    std::ifstream in(test::source_path(model));
+    std::stringstream text;
+    text << in.rdbuf();
+    for (int batch : {1, 7, 32}) {
+      test::NetCheckOptions options;
+      options.forward_batches = {batch};
+      options.gradient_batch = batch;
+      test::NetCheckResult result = test::check_net(text.str(), model, 31 + uint32_t(batch), options);
+      INFO(model << " at batch " << batch << ": " << result.stage << ": " << result.message);
+      CHECK(result.ok());
+    }
+  }
+}
+
 // Test builds put every buffer of the plan between guard zones checked after each kernel
 // (BuildOptions::guard_zones): a write outside a buffer is reported with the kernel that ran.
 TEST_CASE("guard zones: a write past the end of a buffer fails the next kernel, named", "[random]") {
