@@ -99,7 +99,8 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
   bench->add_flag("--no-tuning", options->no_tuning, "Use the default schedules, ignoring the tuning database");
   bench->add_option("--json", options->json,
                     "Write the results as JSON (train_images_per_second, infer_latency_ms_batch1, "
-                    "infer_images_per_second_batch256, fma_peak_gflops, kernels, ...)");
+                    "infer_images_per_second_batch256, fma_peak_gflops, inference_kernels and training_kernels "
+                    "with ms, percent_of_peak and executed_percent_of_peak, ...)");
   bench->callback([options, &action] {
     action = [options] {
       LoadedModel loaded = load_model(options->model, options->target, false, !options->no_tuning);

@@ -31,8 +31,9 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
     std::vector<std::string> autoschedulers = {"Mullapudi2016", "Li2018", "Adams2019"};
   };
   auto options = std::make_shared<Options>();
-  CLI::App* tune = app.add_subcommand("tune", "Measure schedule candidates per kernel on this machine and keep the best "
-                                              "in the tuning database ($CNNC_CACHE/tuning.sqlite)");
+  CLI::App* tune = app.add_subcommand("tune", "Measure schedule candidates per kernel on this machine (the kernels with "
+                                              "the most work first) and keep the best in the tuning database "
+                                              "($CNNC_CACHE/tuning.sqlite)");
   tune->add_option("model", options->model, "Model file (YAML)")->required();
   tune->add_option("--target", options->target, "Target (must run on this machine)")->capture_default_str();
   tune->add_option("--budget", options->budget, "Seconds to spend at most; an unfinished run resumes next time")
