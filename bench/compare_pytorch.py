@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from torch_timing import best_training_rate
+
 
 def torch_measure(threads, repetitions, steps, batch_size, latency_runs, batches):
     import torch
@@ -40,20 +42,8 @@ def torch_measure(threads, repetitions, steps, batch_size, latency_runs, batches
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
     loss_fn = nn.CrossEntropyLoss()
 
-    def train(count):
-        for s in range(count):
-            i = (s * batch_size) % (1024 - batch_size)
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(x[i:i + batch_size]), y[i:i + batch_size]).backward()
-            optimizer.step()
-
-    train(10)
-    best = 0.0
-    for _ in range(repetitions):
-        start = time.perf_counter()
-        train(steps)
-        best = max(best, steps * batch_size / (time.perf_counter() - start))
-    result["train_images_per_second"] = best
+    result["train_images_per_second"] = best_training_rate(model, optimizer, loss_fn, x, y, batch_size, steps,
+                                                           repetitions, warmup=10)
 
     # Inference (with the softmax, as the Keras model's output).
     model = nn.Sequential(make_model(), nn.Softmax(dim=1)).eval()

@@ -32,6 +32,8 @@ import time
 
 import yaml
 
+from torch_timing import best_training_rate
+
 NODE = re.compile(r"^\s+%(\d+) (\S+) = (\w+)\(([^)]*)\)(?: (\{.*\}))? -> \(None, ([^)]*)\)$")
 
 
@@ -225,21 +227,10 @@ def torch_measure(nodes, train, args):
         loss_fn = nn.CrossEntropyLoss()
         model.train()
 
-        def step_range(count):
-            for s in range(count):
-                i = (s * batch) % (1024 - batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss_fn(model(xs[i:i + batch]), y[i:i + batch]).backward()
-                optimizer.step()
-
-        step_range(5)
-        for _ in range(args.repetitions):
-            start = time.perf_counter()
-            step_range(args.steps)
-            rate = args.steps * batch / (time.perf_counter() - start)
-            if rate > best["train_images_per_second"]:
-                best["train_images_per_second"] = rate
-                best["train_format"] = label
+        rate = best_training_rate(model, optimizer, loss_fn, xs, y, batch, args.steps, args.repetitions, warmup=5)
+        if rate > best["train_images_per_second"]:
+            best["train_images_per_second"] = rate
+            best["train_format"] = label
         inference = nn.Sequential(model, nn.Softmax(dim=1)).eval()
         big = xs[:256]
         with torch.no_grad():

@@ -2,7 +2,10 @@
 // parameters and inputs.
 #pragma once
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -20,6 +23,17 @@
 namespace cnnc::test {
 
 inline std::string source_path(const std::string& relative) { return std::string(CNNC_SOURCE_DIR) + "/" + relative; }
+
+// An empty directory cnnc-NAME-PID under the system's temporary directory, removed afterwards.
+struct Scratch {
+  std::filesystem::path path;
+  explicit Scratch(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("cnnc-" + name + "-" + std::to_string(getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~Scratch() { std::filesystem::remove_all(path); }
+};
 
 struct BuiltModel {
   Graph graph;

@@ -127,9 +127,8 @@ TEST_CASE("tuning: autoscheduled candidates run at batches smaller than the tuni
 }
 
 TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the database", "[tuning]") {
-  fs::path cache = fs::temp_directory_path() / ("cnnc-tune-test-" + std::to_string(getpid()));
-  fs::remove_all(cache);
-  fs::create_directories(cache);
+  test::Scratch scratch("tune-test");
+  const fs::path& cache = scratch.path;
   std::string environment = "CNNC_CACHE=" + cache.string() + " ";
   std::string model = test::source_path("tests/models/train_small.yaml");
   std::string tune = environment + CNNC_EXECUTABLE + " tune " + model + " --autoschedulers none --repetitions 1 --threads 2 ";
@@ -199,7 +198,6 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
   std::vector<float> input = test::random_input(7 * plain.package->input_elements(), 4);
   std::vector<float> x = a.forward(input, 7), y = b.forward(input, 7);
   for (size_t i = 0; i < x.size(); ++i) CHECK(std::fabs(x[i] - y[i]) <= 1e-5);
-  fs::remove_all(cache);
 }
 
 // The signature ends with the revision of cnnc's default schedules: what an older cnnc measured
@@ -207,9 +205,8 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
 // revision r(N-1) -- fast, valid, every kernel marked done -- are never applied by cnnc build,
 // and cnnc tune measures the kernels afresh under the new revision.
 TEST_CASE("tuning: measurements of an older schedule revision are measured again, not trusted", "[tuning]") {
-  fs::path cache = fs::temp_directory_path() / ("cnnc-tune-revision-" + std::to_string(getpid()));
-  fs::remove_all(cache);
-  fs::create_directories(cache);
+  test::Scratch scratch("tune-revision");
+  const fs::path& cache = scratch.path;
   std::string environment = "CNNC_CACHE=" + cache.string() + " ";
   std::string model = test::source_path("tests/models/train_small.yaml");
   Graph graph = compile_graph(parse_model_file(model));
@@ -249,7 +246,6 @@ TEST_CASE("tuning: measurements of an older schedule revision are measured again
   for (const KernelInfo& kernel : kernels)
     measured_again += int(db.measurements(kernel_signature(graph, kernel), target.halide, halide_version()).size());
   CHECK(measured_again > 0);
-  fs::remove_all(cache);
 }
 
 // A gradient added to another consumer's is updated in place by the package: no autoscheduler
