@@ -8,14 +8,20 @@ namespace cnnc {
 
 namespace {
 
-// Whether Winograd F(2x2, 3x3) can compute this conv2d's forward kernel: a 3x3 kernel, stride 1
-// (any dilation), no fused pooling or softmax (the direct schedule fuses those).
+// Whether Winograd F(2x2, 3x3) can compute this conv2d's input gradient: a 3x3 kernel, stride 1
+// (any dilation).
+bool winograd_applies_to_backward(const Node& node) {
+  return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
+         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
+}
+
+// ... and its forward kernel: the same, with no fused pooling or softmax (the direct schedule
+// fuses those).
 bool winograd_applies(const Node& node, const KernelInfo& kernel) {
   if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d") return false;
   for (const Node::FusedOp& fused : node.fused)
     if (fused.def->traits.pooling != Pooling::None || fused.def->traits.softmax) return false;
-  return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
-         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
+  return winograd_applies_to_backward(node);
 }
 
 // The rule for the default algorithm where Winograd applies: at least 16 input and 16 output
@@ -28,15 +34,9 @@ bool winograd_by_default(const Node& node) {
   return kernel.at(2) >= 16 && kernel.at(3) >= 16;
 }
 
-// Whether Winograd can compute this conv2d's input gradient: a 3x3 kernel, stride 1 (any
-// dilation). Whether it does: the knob, else the forward's rule (the gradient's products reduce
-// over the output channels).
-bool winograd_applies_to_backward(const Node& node) {
-  return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
-         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
-}
-bool winograd_input_gradient(const Node& node, const ScheduleParams& sched) {
-  if (!winograd_applies_to_backward(node)) return false;
+// Where Winograd applies, whether a kernel uses it: the knob, else the rule (for the input
+// gradient too: its products reduce over the output channels).
+bool winograd_chosen(const Node& node, const ScheduleParams& sched) {
   return sched.algorithm.empty() ? winograd_by_default(node) : sched.algorithm == "winograd";
 }
 
@@ -175,8 +175,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   // F(2x2, 3x3) where it applies and the knob, else the rule, picks it (a CPU schedule; other
   // targets stay direct).
   Expr bias = ctx.node.attrs.get_bool("use_bias") ? ctx.params.at("bias")(c) : Expr(0.0f);
-  bool winograd = ctx.hand && !ctx.sched.gpu && winograd_applies(ctx.node, ctx.kernel) &&
-                  (ctx.sched.algorithm.empty() ? winograd_by_default(ctx.node) : ctx.sched.algorithm == "winograd");
+  bool winograd = ctx.hand && !ctx.sched.gpu && winograd_applies(ctx.node, ctx.kernel) && winograd_chosen(ctx.node, ctx.sched);
   RDom r(0, in_channels, 0, int(kw), 0, int(kh), "r");
   Func acc("acc");
   Winograd wino;
@@ -189,9 +188,7 @@ Func conv2d_forward(ForwardContext& ctx) {
       source = Func("source");
       source(c, x, y, n) = padded(c, x, y, n);
     }
-    Func weights("weights");
-    weights(c, x, y, n) = ctx.params.at("kernel")(c, x, y, n);
-    Func convolved = wino.define(source, weights, in_channels, int(dw), int(dh));
+    Func convolved = wino.define(source, ctx.params.at("kernel"), in_channels, int(dw), int(dh));
     value(c, x, y, n) = bias + convolved(c, x, y, n);
   } else {
     acc(c, x, y, n) = bias;
@@ -307,6 +304,11 @@ Func conv2d_forward(ForwardContext& ctx) {
   int64_t row_flops = int64_t(out_width) * out_channels * kh * kw * in_channels * 2;
   // 'same' padding: the zero-padded input rows a task reads are copied once per task, so that
   // the taps read memory without a bounds test (inlined, the test ran at every tap).
+  auto copy_padded_per_task = [&](Func f, Var task) {
+    if (!padded.defined()) return;
+    padded.compute_at(f, task);
+    vectorize_pure(padded, c, ctx.sched.vector, in_channels);
+  };
   auto parallelize = [&](Func f, int64_t flops) {
     Var task = n;
     if (flops >= 100000) {
@@ -315,10 +317,7 @@ Func conv2d_forward(ForwardContext& ctx) {
     } else {
       f.parallel(n);
     }
-    if (padded.defined()) {
-      padded.compute_at(f, task);
-      vectorize_pure(padded, c, ctx.sched.vector, in_channels);
-    }
+    copy_padded_per_task(f, task);
   };
   // With few input channels (conv1: one), the kernel slice of a channel block is a handful of
   // vectors: a tile small enough to keep it in registers beside the accumulators saves
@@ -359,10 +358,7 @@ Func conv2d_forward(ForwardContext& ctx) {
     int tile = pick_tile((out_width + 1) / 2, preferred_tile, vectors, ctx.sched.registers);
     Var task;
     wino.schedule(output, block, vec, tile, in_channels, ctx.sched, co, task);
-    if (padded.defined()) {
-      padded.compute_at(output, task);
-      vectorize_pure(padded, c, ctx.sched.vector, in_channels);
-    }
+    copy_padded_per_task(output, task);
     ctx.schedule = fmt::format("cpu: Winograd F(2x2, 3x3); products in register tiles of {} channels x {} tiles", block, tile);
     ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh));
     return output;
@@ -708,9 +704,7 @@ struct Conv2dBackward {
     }
 
     if (!ctx.kernel.input_grad[0]) return;
-    Func transposed("transposed");  // weights with input channels contiguous
-    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
-    if (ctx.hand && !ctx.sched.gpu && winograd_input_gradient(ctx.node, ctx.sched)) {
+    if (ctx.hand && !ctx.sched.gpu && winograd_applies_to_backward(ctx.node) && winograd_chosen(ctx.node, ctx.sched)) {
       // 3x3, stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
       // w(co, ci, 2 - kx, 2 - ky) * dpre(co, x + left - 2d + d kx, y + top - 2d + d ky), a 3x3
       // correlation of the zero-padded gradient with the flipped kernel, which Winograd
@@ -739,6 +733,8 @@ struct Conv2dBackward {
       ctx.schedule += fmt::format("; input gradient: Winograd F(2x2, 3x3), register tiles of {} channels x {} tiles", in_block, tile);
       return;
     }
+    Func transposed("transposed");  // weights with input channels contiguous
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
     // A GEMM over the real output pixels, then col2im. cols(ci, kx, ky, ox, oy) = sum over co of
     // w(co, ci, kx, ky) * dpre(co, ox, oy) does exactly the forward FLOPs (a direct convolution
     // of the zero-padded gradient does ~40% more at stride 1, and stride^2 times more at larger
