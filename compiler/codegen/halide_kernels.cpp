@@ -513,6 +513,10 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
       kernel.schedule = build.schedule;
       kernel.executed_flops = build.executed_flops;
     }
+    if (modules.empty())
+      throw UserError(SourceLoc{graph.file, 0, 0},
+                      "the model computes nothing: each of its layers only passes its input on (flatten, dropout "
+                      "at inference), so there is no kernel to compile");
     link_modules("cnnc_kernels", modules).compile({{OutputFileType::object, kernels_object}});
     compile_standalone_runtime(runtime_object, Target(target_info.halide));
   } catch (const Halide::CompileError& error) {
