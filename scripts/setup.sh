@@ -16,7 +16,9 @@ packages=(
   libsqlite3-dev                                # tuning database
   zlib1g-dev                                    # gzipped IDX data
   libstb-dev                                    # PNG input for predict
+  libonnx-dev libprotobuf-dev                   # ONNX import/export (libonnx-dev lacks the protobuf headers' dependency)
   catch2                                        # tests (v2.13)
+  libonnx-testdata                              # ONNX's conformance cases, run by the tests
   g++-aarch64-linux-gnu qemu-user               # ARM64 cross build and run
   dataset-fashion-mnist                         # the real training data
 )

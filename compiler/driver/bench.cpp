@@ -85,7 +85,7 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
   };
   auto options = std::make_shared<Options>();
   CLI::App* bench = app.add_subcommand("bench", "Measure kernels, training and inference speed on this machine");
-  bench->add_option("model", options->model, "Model file (YAML)")->required();
+  bench->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
   bench->add_option("--batch-size", options->batch_size, "Training batch size (default: the model's train: batch_size)")
       ->check(CLI::Range(int64_t(1), int64_t(65536)));
   bench->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));

@@ -7,6 +7,7 @@
 #include "codegen/package.h"
 #include "codegen/target.h"
 #include "driver/commands.h"
+#include "driver/load_model.h"
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"
 
@@ -26,7 +27,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
   auto options = std::make_shared<Options>();
   CLI::App* build = app.add_subcommand(
       "build", "Compile a model into a package: kernels.a, kernels.so, <name>.h (C API) and manifest.json");
-  build->add_option("model", options->model, "Model file (YAML)")->required();
+  build->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
   build->add_option("-t,--target", options->target,
                     fmt::format("Target: {}, or a Halide target string", fmt::join(known_target_names(), ", ")))
       ->capture_default_str();
@@ -47,7 +48,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
   build->add_flag("-q,--quiet", options->quiet, "Print only errors");
   build->callback([options, &action] {
     action = [options] {
-      ModelSpec model = parse_model_file(options->model);
+      ModelSpec model = read_model_file(options->model);
       if (!options->name.empty()) {
         if (!is_valid_identifier(options->name) || is_reserved_model_name(options->name))
           throw UserError(SourceLoc{"--name", 0, 0},

@@ -6,6 +6,7 @@
 
 #include "codegen/plan.h"
 #include "driver/commands.h"
+#include "driver/load_model.h"
 #include "frontend/parse_model.h"
 #include "graph/passes.h"
 #include "graph/pipeline.h"
@@ -22,7 +23,7 @@ void add_check_command(CLI::App& app, CommandAction& action) {
   auto options = std::make_shared<Options>();
   CLI::App* check = app.add_subcommand("check", "Validate a model file and print its summary (layers, shapes, "
                                                 "parameters, FLOPs, memory)");
-  check->add_option("model", options->model, "Model file (YAML), e.g. models/mnist_cnn.yaml")->required();
+  check->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx), e.g. models/mnist_cnn.yaml")->required();
   // check stops before the code-generation passes; `cnnc build --dump-after` shows those. The
   // kernels planned are the exception: planning needs no Halide, so check can show them too.
   check->add_option("--dump-after", options->dump_after,
@@ -32,7 +33,7 @@ void add_check_command(CLI::App& app, CommandAction& action) {
   check->add_flag("-q,--quiet", options->quiet, "Print nothing on success; only errors and the exit status");
   check->callback([options, &action] {
     action = [options] {
-      ModelSpec model = parse_model_file(options->model);
+      ModelSpec model = read_model_file(options->model);
       PipelineOptions pipeline;
       pipeline.dump_after = options->dump_after;
       pipeline.dump = &std::cout;

@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
   cnnc::add_train_command(app, action);
   cnnc::add_eval_command(app, action);
   cnnc::add_predict_command(app, action);
+  cnnc::add_export_command(app, action);
   cnnc::add_tune_command(app, action);
+  cnnc::add_import_command(app, action);
   cnnc::add_bench_command(app, action);
   try {
     app.parse(argc, argv);

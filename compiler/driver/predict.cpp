@@ -21,6 +21,7 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
     uint64_t seed = 0;
     bool seed_given = false;
     int top = 3;
+    int digits = 4;
     int64_t limit = 10;
     int threads = 0;
     int batch_size = 256;
@@ -28,16 +29,20 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
   };
   auto options = std::make_shared<Options>();
   CLI::App* predict = app.add_subcommand("predict", "Classify images: print the top classes with probabilities");
-  predict->add_option("model", options->model, "Model file (YAML)")->required();
+  predict->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
   predict->add_option("inputs", options->inputs,
                       "IDX image files (gzipped or not, e.g. t10k-images-idx3-ubyte.gz) or image files (PNG, JPEG, "
                       "BMP); images must have the model's input height and width")
       ->required();
   predict->add_option("-w,--weights", options->weights,
-                      "Weights (safetensors, from cnnc train); without it, Keras-default initial weights from --seed");
+                      "Weights (safetensors, from cnnc train); without it, an ONNX model's own weights, or Keras-default "
+                      "initial weights from --seed");
   predict->add_option("--seed", options->seed, "Seed of the initial weights when no --weights is given (default: "
                                                "the model's train: seed)");
   predict->add_option("-k,--top", options->top, "Classes to print per image")->capture_default_str()->check(CLI::Range(1, 1000));
+  predict->add_option("--digits", options->digits, "Decimal places of the probabilities printed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 9));
   predict->add_option("-n,--limit", options->limit, "Images to read from each IDX file (0: all)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
@@ -57,13 +62,9 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
 
       rt::Network network(loaded.package);
       package.set_threads(options->threads);
-      if (!options->weights.empty()) {
-        rt::load_weights(network, options->weights);
-      } else {
-        rt::init_params(network, options->seed_given ? options->seed : uint64_t(loaded.graph.train.seed));
-        if (!options->quiet)
-          std::cerr << "cnnc: no --weights: using untrained initial weights (predictions are meaningless)\n";
-      }
+      uint64_t seed = options->seed_given ? options->seed : uint64_t(loaded.graph.train.seed);
+      if (initial_weights(network, loaded, options->weights, seed) == InitialWeights::Seed && !options->quiet)
+        std::cerr << "cnnc: no --weights: using untrained initial weights (predictions are meaningless)\n";
 
       int64_t classes = package.output_elements();
       for (const std::string& path : options->inputs) {
@@ -93,7 +94,7 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
             std::partial_sort(order.begin(), order.begin() + top, order.end(),
                               [&](int a, int c) { return scores[a] > scores[c]; });
             std::vector<std::string> parts;
-            for (int k = 0; k < top; ++k) parts.push_back(fmt::format("{} ({:.4f})", order[k], scores[order[k]]));
+            for (int k = 0; k < top; ++k) parts.push_back(fmt::format("{} ({:.{}f})", order[k], scores[order[k]], options->digits));
             std::cout << fmt::format("{}: {}\n", labels[size_t(first + b)], fmt::join(parts, ", "));
           }
         }

@@ -46,7 +46,7 @@ void add_train_command(CLI::App& app, CommandAction& action) {
   };
   auto options = std::make_shared<Options>();
   CLI::App* train = app.add_subcommand("train", "Train a model on IDX image data and save its weights (safetensors)");
-  train->add_option("model", options->model, "Model file (YAML) with a train: section (defaults apply without one)")
+  train->add_option("model", options->model, "Model file (YAML with a train: section, defaults apply without one; or ONNX: .onnx, training starts from its weights)")
       ->required();
   train->add_option("--data", options->data,
                     "Directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] and the t10k-* test files")
@@ -99,7 +99,8 @@ void add_train_command(CLI::App& app, CommandAction& action) {
 
       package.set_threads(options->threads);
       rt::Network network(loaded.package);
-      rt::init_params(network, config.seed);
+      if (initial_weights(network, loaded, "", config.seed) == InitialWeights::Onnx)
+        std::cout << fmt::format("Starting from the weights in {}\n", options->model);
       std::string optimizer = config.optimizer == "adam"
                                   ? fmt::format("adam (learning_rate {})", config.learning_rate)
                                   : fmt::format("sgd (learning_rate {}, momentum {})", config.learning_rate, config.momentum);
@@ -133,8 +134,9 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
   };
   auto options = std::make_shared<Options>();
   CLI::App* eval = app.add_subcommand("eval", "Evaluate trained weights: loss, accuracy and the confusion matrix");
-  eval->add_option("model", options->model, "Model file (YAML)")->required();
-  eval->add_option("-w,--weights", options->weights, "Weights (safetensors, from cnnc train)")->required();
+  eval->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
+  eval->add_option("-w,--weights", options->weights,
+                   "Weights (safetensors, from cnnc train); required unless the model is ONNX (its own weights)");
   eval->add_option("--data", options->data, "Directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
       ->capture_default_str();
   eval->add_option("--limit", options->limit, "Use only the first N test images")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -144,7 +146,9 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
       LoadedModel loaded = load_model(options->model, "host", true);
       rt::Network network(loaded.package);
       loaded.package->set_threads(options->threads);
-      rt::load_weights(network, options->weights);
+      if (options->weights.empty() && !loaded.onnx)
+        throw UserError(SourceLoc{options->model, 0, 0}, "eval needs --weights (the model file has none)");
+      initial_weights(network, loaded, options->weights, 0);
       int64_t classes = loaded.package->output_elements();
       rt::Dataset data = rt::load_dataset(options->data, "t10k", options->limit, loaded.graph.nodes[0].shape, classes);
       rt::EvalResult result = rt::evaluate(network, data);

@@ -15,6 +15,7 @@
 
 #include "codegen/target.h"
 #include "driver/commands.h"
+#include "driver/load_model.h"
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"
 #include "tune/tune_kernels.h"
@@ -34,7 +35,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
   CLI::App* tune = app.add_subcommand("tune", "Measure schedule candidates per kernel on this machine (the kernels with "
                                               "the most work first) and keep the best in the tuning database "
                                               "($CNNC_CACHE/tuning.sqlite)");
-  tune->add_option("model", options->model, "Model file (YAML)")->required();
+  tune->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
   tune->add_option("--target", options->target, "Target (must run on this machine)")->capture_default_str();
   tune->add_option("--budget", options->budget, "Seconds to spend at most; an unfinished run resumes next time")
       ->capture_default_str()->check(CLI::Range(1.0, 1e7));
@@ -54,7 +55,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
   tune->callback([options, &action] {
     action = [options] {
       auto start = std::chrono::steady_clock::now();
-      Graph graph = compile_graph(parse_model_file(options->model));
+      Graph graph = compile_graph(read_model_file(options->model));
       TargetInfo target = resolve_target(options->target);
       if (!target.runs_here)
         throw UserError(SourceLoc{"--target", 0, 0},
