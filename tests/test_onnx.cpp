@@ -274,7 +274,7 @@ TEST_CASE("ONNX import: a small hand-built model imports as the expected cnnc la
   CHECK(imported.spec.layers[1].op == "flatten");
   CHECK(imported.spec.layers[2].op == "dense");
   // The Gemm's rows follow ONNX's (c, y, x) flatten; cnnc's dense reads (y, x, c).
-  REQUIRE(imported.output_order.empty());
+  REQUIRE(imported.output_flattened.empty());
   const ImportedTensor& kernel = imported.weights.at(imported.spec.layers[2].name + ".kernel");
   REQUIRE(kernel.shape == Shape{32, 3});
   for (int64_t y = 0; y < 4; ++y)
@@ -314,6 +314,7 @@ TEST_CASE("ONNX import: an NHWC input turned NCHW by a Transpose, and an NHWC ou
   graph->mutable_node()->DeleteSubrange(2, 2);
   *graph->add_node() = to_nhwc;
   graph->mutable_node()->Add()->CopyFrom(to_nchw);
+  graph->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
   // Topological order: the input's Transpose first.
   for (int n = graph->node_size() - 1; n > 0; --n) graph->mutable_node()->SwapElements(n, n - 1);
   OnnxImport imported = import_onnx_bytes(serialized(model), "nhwc.onnx");
@@ -450,4 +451,138 @@ TEST_CASE("ONNX import fuzz: mutated models import or fail with a UserError") {
   }
   WARN(fmt::format("{} mutated models imported, {} refused with a UserError", imported, refused));
   CHECK(imported + refused > 100);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graphs the importer must refuse, or import in one exact way, rather than guess (each once
+// imported wrongly, found by review).
+
+namespace {
+
+// A small graph builder: one float input "x", nodes, initializers, one output.
+struct Builder {
+  onnx::ModelProto model;
+  explicit Builder(std::vector<int64_t> input, int opset = 13) {
+    model.set_ir_version(8);
+    auto* o = model.add_opset_import();
+    o->set_version(opset);
+    value_info(model.mutable_graph()->add_input(), "x", input);
+  }
+  static void value_info(onnx::ValueInfoProto* info, const std::string& name, const std::vector<int64_t>& dims) {
+    info->set_name(name);
+    auto* tensor = info->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) tensor->mutable_shape()->add_dim()->set_dim_value(d);
+  }
+  onnx::NodeProto* node(const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
+    auto* n = model.mutable_graph()->add_node();
+    n->set_op_type(op);
+    n->set_name(out[0] + "_node");
+    for (auto& i : in) n->add_input(i);
+    for (auto& o : out) n->add_output(o);
+    return n;
+  }
+  void init(const std::string& name, std::vector<int64_t> dims) {
+    auto* t = model.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    int64_t n = 1;
+    for (int64_t d : dims) t->add_dims(d), n *= d;
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.25f * float(i % 5) - 0.5f);
+  }
+  std::string bytes(const std::string& output, std::vector<int64_t> dims = {}) {
+    auto* out = model.mutable_graph()->add_output();
+    if (dims.empty()) out->set_name(output);
+    else value_info(out, output, dims);
+    return serialized(model);
+  }
+};
+
+void set_float(onnx::NodeProto* node, const std::string& name, float value) {
+  auto* a = node->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(value);
+}
+
+std::vector<std::string> ops_of(const OnnxImport& imported) {
+  std::vector<std::string> ops;
+  for (const LayerSpec& layer : imported.spec.layers)
+    ops.push_back(layer.op + (layer.attrs.has("activation") ? "+" + layer.attrs.get_string("activation") : ""));
+  return ops;
+}
+
+}  // namespace
+
+TEST_CASE("ONNX import: folds only what is exact") {
+  SECTION("a LeakyRelu folds into the conv only with the slope `activation: leaky_relu` has (0.2)") {
+    for (float alpha : {0.2f, 0.3f}) {
+      Builder g({1, 1, 5, 5});
+      g.init("w", {2, 1, 3, 3});
+      g.node("Conv", {"x", "w"}, {"c"});
+      set_float(g.node("LeakyRelu", {"c"}, {"y"}), "alpha", alpha);
+      OnnxImport imported = import_onnx_bytes(g.bytes("y"), "leaky.onnx");
+      if (alpha == 0.2f) CHECK(ops_of(imported) == std::vector<std::string>{"conv2d+leaky_relu"});
+      else CHECK(ops_of(imported) == std::vector<std::string>{"conv2d+linear", "leaky_relu"});
+    }
+  }
+  SECTION("an activation after an Identity of a value something else reads is not folded") {
+    Builder g({1, 1, 5, 5});
+    g.init("w", {2, 1, 3, 3});
+    g.node("Conv", {"x", "w"}, {"c"});
+    g.node("Identity", {"c"}, {"i"});
+    g.node("Relu", {"i"}, {"r"});
+    g.node("Add", {"r", "c"}, {"y"});
+    OnnxImport imported = import_onnx_bytes(g.bytes("y"), "alias.onnx");
+    CHECK(ops_of(imported) == std::vector<std::string>{"conv2d+linear", "relu", "add"});
+  }
+  SECTION("a globally pooled [N, C, 1, 1] keeps its rank: Softmax over the last axis is refused") {
+    Builder g({1, 3, 4, 4});
+    g.node("GlobalAveragePool", {"x"}, {"p"});
+    g.node("Softmax", {"p"}, {"y"});
+    CHECK_THAT(import_error(g.bytes("y")), Catch::Contains("Softmax over axis -1 of a rank-4 tensor"));
+  }
+  SECTION("a [C] constant added to a map broadcasts along the width: not a bias") {
+    Builder g({1, 1, 4, 1});
+    g.init("w", {3, 1, 1, 1});
+    g.init("b", {3});
+    g.node("Conv", {"x", "w"}, {"c"});
+    g.node("Add", {"c", "b"}, {"y"});
+    CHECK_THAT(import_error(g.bytes("y")), Catch::Contains("Add of a constant"));
+  }
+  SECTION("MatMul + Add of a [M, 1] constant is no dense bias") {
+    Builder g({1, 4});
+    g.init("w", {4, 3});
+    g.init("b", {3, 1});
+    g.node("MatMul", {"x", "w"}, {"m"});
+    g.node("Add", {"m", "b"}, {"y"});
+    CHECK_THAT(import_error(g.bytes("y")), Catch::Contains("Add of a constant"));
+  }
+  SECTION("BatchNormalization in its training form (opset 9: five outputs) is refused") {
+    Builder g({1, 2, 3, 3}, 9);
+    for (const char* p : {"s", "b", "m", "v"}) g.init(p, {2});
+    g.node("BatchNormalization", {"x", "s", "b", "m", "v"}, {"y", "rm", "rv", "sm", "sv"});
+    CHECK_THAT(import_error(g.bytes("y")), Catch::Contains("the training form"));
+  }
+  SECTION("malformed nodes and attributes are errors, not crashes") {
+    Builder g({1, 3});
+    auto* sig = g.node("Sigmoid", {}, {"s"});
+    (void)sig;
+    g.node("Mul", {"x", "s"}, {"y"});
+    CHECK_THAT(import_error(g.bytes("y")), Catch::Contains("input 0 is missing"));
+    Builder h({1, 4});
+    h.init("w", {3, 4});
+    set_float(h.node("Gemm", {"x", "w"}, {"y"}), "transA", 1.0f);
+    CHECK_THAT(import_error(h.bytes("y")), Catch::Contains("attribute transA has type FLOAT, not INT"));
+  }
+  SECTION("an output shape other than the one declared is refused") {
+    Builder g({1, 4});
+    g.init("w", {4, 3});
+    g.node("Gemm", {"x", "w"}, {"y"});
+    CHECK_THAT(import_error(g.bytes("y", {1, 5})), Catch::Contains("declares its output 'y' as [1, 5]"));
+    Builder ok({1, 4});
+    ok.init("w", {4, 3});
+    ok.node("Gemm", {"x", "w"}, {"y"});
+    CHECK(import_onnx_bytes(ok.bytes("y", {1, 3}), "ok.onnx").spec.layers.size() == 1);
+  }
 }

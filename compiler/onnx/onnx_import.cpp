@@ -48,13 +48,25 @@ struct Value {
   bool nhwc = false;        // after Transpose(0, 2, 3, 1): only a Flatten or Reshape may read it
   Shape shape;              // cnnc's, batch excluded
   Shape onnx_shape;         // ONNX's, batch excluded
-  std::vector<int64_t> order;  // vector from a flattened NCHW map: ONNX index of each element
+  // A vector flattened from an NCHW map [H, W, C] (cnnc's order h, w, c; ONNX's c, h, w): those
+  // dimensions; empty when the two orders agree. See onnx_index.
+  Shape flattened;
   Padding4 pad{0, 0, 0, 0};    // zeros still to add around `layer`'s output (a Pad not yet folded)
   std::string pad_name;        // that Pad node's name, for the zero_padding2d layer if one is made
   bool non_negative = false;   // every element >= 0 (after relu, sigmoid ...)
 
   bool padded() const { return pad[0] || pad[1] || pad[2] || pad[3]; }
+  // ONNX's rank, batch included.
+  int64_t rank() const { return int64_t(onnx_shape.size()) + 1; }
 };
+
+// The ONNX index of element j of a vector flattened from a map [h, w, c] in cnnc's order.
+int64_t onnx_index(const Shape& flattened, int64_t j) {
+  if (flattened.empty()) return j;
+  int64_t h = flattened[0], w = flattened[1], c = flattened[2];
+  int64_t ch = j % c, x = (j / c) % w, y = j / (c * w);
+  return (ch * h + y) * w + x;
+}
 
 struct Layer {
   std::string op, name;
@@ -129,6 +141,7 @@ class Importer {
 
   // Attributes of the current node.
   const onnx::AttributeProto* attr(const std::string& name) const;
+  const onnx::AttributeProto* typed_attr(const std::string& name, int type) const;
   int64_t attr_int(const std::string& name, int64_t fallback) const;
   double attr_float(const std::string& name, double fallback) const;
   std::string attr_string(const std::string& name, const std::string& fallback) const;
@@ -213,6 +226,13 @@ class Importer {
   std::vector<Layer> layers_;
   std::set<std::string> names_;
   std::set<std::string> reserved_;  // usable names of the nodes imported
+  // Layers whose output an alias (Identity, a Flatten of a vector, a pending Pad ...) and some other
+  // node both read: never changed by a fold.
+  std::set<std::string> shared_layers_;
+  // For ops that pass their input on as it is: marks the layer shared if the input has other readers.
+  void alias_input() {
+    if (uses(node_->input(0)) != 1) shared_layers_.insert(values_.at(node_->input(0)).layer);
+  }
   std::map<std::string, int> name_counters_;
   const onnx::NodeProto* node_ = nullptr;
   int node_index_ = 0;
@@ -295,11 +315,11 @@ Constant Importer::decode(const onnx::TensorProto& tensor, const std::string& wh
   } else if (tensor.has_raw_data()) {
     raw = &tensor.raw_data();
   }
-  result.values.resize(size_t(elements));
   if (raw) {
     if (raw->size() != bytes)
       fail(fmt::format("{}: {} bytes of data for shape {} of {} ({} bytes expected)", what, raw->size(),
                        dims_text(result.dims), type_name(type), bytes));
+    result.values.resize(size_t(elements));
     const char* data = raw->data();
     for (int64_t i = 0; i < elements; ++i) {
       const char* at = data + size_t(i) * width;
@@ -318,6 +338,7 @@ Constant Importer::decode(const onnx::TensorProto& tensor, const std::string& wh
                                                       : tensor.int64_data_size();
   if (count != elements)
     fail(fmt::format("{}: {} values for shape {} ({} expected)", what, count, dims_text(result.dims), elements));
+  result.values.resize(size_t(elements));
   for (int64_t i = 0; i < elements; ++i) {
     int k = int(i);
     result.values[size_t(i)] = type == onnx::TensorProto::FLOAT    ? double(tensor.float_data(k))
@@ -386,23 +407,32 @@ const onnx::AttributeProto* Importer::attr(const std::string& name) const {
   return nullptr;
 }
 
-int64_t Importer::attr_int(const std::string& name, int64_t fallback) const {
+// An attribute of the type asked for (or of no declared type, as in files older than IR 3).
+const onnx::AttributeProto* Importer::typed_attr(const std::string& name, int type) const {
   const auto* a = attr(name);
+  if (a && a->type() != onnx::AttributeProto::UNDEFINED && a->type() != type)
+    fail_node(fmt::format("attribute {} has type {}, not {}", name, onnx::AttributeProto::AttributeType_Name(a->type()),
+                          onnx::AttributeProto::AttributeType_Name(onnx::AttributeProto::AttributeType(type))));
+  return a;
+}
+
+int64_t Importer::attr_int(const std::string& name, int64_t fallback) const {
+  const auto* a = typed_attr(name, onnx::AttributeProto::INT);
   return a ? a->i() : fallback;
 }
 
 double Importer::attr_float(const std::string& name, double fallback) const {
-  const auto* a = attr(name);
+  const auto* a = typed_attr(name, onnx::AttributeProto::FLOAT);
   return a ? double(a->f()) : fallback;
 }
 
 std::string Importer::attr_string(const std::string& name, const std::string& fallback) const {
-  const auto* a = attr(name);
+  const auto* a = typed_attr(name, onnx::AttributeProto::STRING);
   return a ? a->s() : fallback;
 }
 
 std::vector<int64_t> Importer::attr_ints(const std::string& name) const {
-  const auto* a = attr(name);
+  const auto* a = typed_attr(name, onnx::AttributeProto::INTS);
   if (!a) return {};
   if (a->ints_size() > 64) fail_node(fmt::format("attribute {} has {} values", name, a->ints_size()));
   return std::vector<int64_t>(a->ints().begin(), a->ints().end());
@@ -466,6 +496,8 @@ int Importer::sole_consumer(const std::string& name) const {
   if (it == consumers_.end() || it->second.size() != 1 || uses(name) != 1) return -1;
   return it->second[0];
 }
+
+bool default_domain(const onnx::NodeProto& node) { return node.domain().empty() || node.domain() == "ai.onnx"; }
 
 bool usable_name(const std::string& name) {
   return !name.empty() && name.size() <= 64 && is_valid_identifier(name) && name != kInputName;
@@ -543,7 +575,7 @@ Layer* Importer::foldable_producer(const Value& value, std::initializer_list<con
   if (value.layer_index < 0 || value.padded() || value.nhwc) return nullptr;
   Layer& layer = layers_[size_t(value.layer_index)];
   if (layer.name != value.layer || value.layer_index != int(layers_.size()) - 1) return nullptr;
-  if (uses(node_->input(0)) != 1) return nullptr;
+  if (uses(node_->input(0)) != 1 || shared_layers_.count(layer.name)) return nullptr;
   bool known = false;
   for (const char* op : ops) known = known || layer.op == op;
   if (!known) return nullptr;
@@ -665,11 +697,18 @@ void Importer::conv() {
       fail_node(fmt::format("bias of {} values for {} output channels", bias->values.size(), out_channels));
   }
   Window w = read_window(input, kernel, true);
-  if ((w.sh > 1 || w.sw > 1) && (w.dh > 1 || w.dw > 1))
-    fail_node(fmt::format("strides {}x{} with dilations {}x{}: cnnc's convolutions have a stride or a dilation "
-                          "above 1, not both (as in Keras)",
-                          w.sh, w.sw, w.dh, w.dw));
   if (w.dh > 64 || w.dw > 64) fail_node("dilations above 64 are not supported");
+  // A stride and a dilation both above 1 (cnnc's convolutions, like Keras's, take one or the
+  // other): the dilated convolution at stride 1, then every s-th row and column, kept by a 1x1 max
+  // pooling of stride s. Exact; it computes s_h * s_w times the outputs it keeps.
+  int64_t keep_h = 1, keep_w = 1;
+  if ((w.sh > 1 || w.sw > 1) && (w.dh > 1 || w.dw > 1)) {
+    keep_h = w.sh, keep_w = w.sw;
+    w.sh = w.sw = 1;
+    result_.notes.push_back(fmt::format("{}: strides {}x{} with dilations {}x{}: a stride-1 convolution, then a 1x1 "
+                                        "max pooling of stride {}x{} keeps every output it computes",
+                                        node_desc_, keep_h, keep_w, w.dh, w.dw, keep_h, keep_w));
+  }
   std::string padding = padding_kind(input, w);
   std::string source;
   Value source_value = input;
@@ -684,7 +723,8 @@ void Importer::conv() {
 
   int64_t kh = w.kh, kw = w.kw;
   // Fold a 1x1 convolution after a bias-free depthwise one into a separable_conv2d.
-  if (!depthwise && kh == 1 && kw == 1 && padding == "valid" && w.sh == 1 && w.sw == 1 && !input.padded()) {
+  if (!depthwise && kh == 1 && kw == 1 && padding == "valid" && w.sh == 1 && w.sw == 1 && keep_h * keep_w == 1 &&
+      !input.padded()) {
     Layer* dw = foldable_producer(input, {"depthwise_conv2d"});
     if (dw && *dw->get("use_bias") == "false") {
       dw->op = "separable_conv2d";
@@ -743,6 +783,16 @@ void Importer::conv() {
   int64_t in_h = source_value.shape[0], in_w = source_value.shape[1];
   int64_t out_h = window_output_size(in_h, (kh - 1) * w.dh + 1, w.sh, padding);
   int64_t out_w = window_output_size(in_w, (kw - 1) * w.dw + 1, w.sw, padding);
+  if (keep_h * keep_w > 1) {
+    Layer& keep = add_layer("maxpool2d", {layer.name}, kGeneratedName);
+    keep.set("size", "1");
+    keep.set("stride", pair_text(keep_h, keep_w));
+    keep.set("padding", "valid");
+    out_h = (out_h - 1) / keep_h + 1;
+    out_w = (out_w - 1) / keep_w + 1;
+    define_output(image_value(keep, {out_h, out_w, out_channels}, input.one_d));
+    return;
+  }
   define_output(image_value(layer, {out_h, out_w, out_channels}, input.one_d));
 }
 
@@ -812,8 +862,11 @@ void Importer::dense_from(const Value& input, const Constant& weights, bool tran
   std::vector<float> bias_values;
   if (bias) {
     size_t n = bias->values.size();
-    if (n != size_t(units) && n != 1)
-      fail_node(fmt::format("bias C of shape {} does not broadcast to [{}]", dims_text(bias->dims), units));
+    Shape dims = bias->dims;
+    while (!dims.empty() && dims.front() == 1) dims.erase(dims.begin());
+    // [M], [1, M] or one value; [M, 1] or [N, M] would vary along the batch.
+    if (!(dims.empty() || dims == Shape{units}))
+      fail_node(fmt::format("bias C of shape {} does not broadcast to [{}] along the units alone", dims_text(bias->dims), units));
     for (int64_t u = 0; u < units; ++u) bias_values.push_back(float(beta * bias->values[n == 1 ? 0 : size_t(u)]));
   }
   Layer& layer = add_layer("dense", {input.layer}, preferred);
@@ -822,7 +875,7 @@ void Importer::dense_from(const Value& input, const Constant& weights, bool tran
   layer.set("use_bias", bias ? "true" : "false");
   ImportedTensor k{{in, units}, std::vector<float>(size_t(in * units))};
   for (int64_t j = 0; j < in; ++j) {
-    int64_t row = input.order.empty() ? j : input.order[size_t(j)];
+    int64_t row = onnx_index(input.flattened, j);
     for (int64_t u = 0; u < units; ++u) {
       double w = transposed ? weights.values[size_t(u * in + row)] : weights.values[size_t(row * units + u)];
       k.data[size_t(j * units + u)] = float(alpha * w);
@@ -857,7 +910,10 @@ void Importer::matmul() {
     if (next.op_type() == "Add" && next.input_size() == 2 && next.output_size() == 1) {
       int other = next.input(0) == node_->output(0) ? 1 : 0;
       auto it = constants_.find(next.input(other));
-      if (it != constants_.end() && it->second.values.size() == size_t(weights.dims.size() == 2 ? weights.dims[1] : 0)) {
+      Shape bias_dims = it != constants_.end() ? it->second.dims : Shape{};
+      while (bias_dims.size() > 1 && bias_dims.front() == 1) bias_dims.erase(bias_dims.begin());
+      if (it != constants_.end() && weights.dims.size() == 2 && bias_dims == Shape{weights.dims[1]} &&
+          default_domain(next)) {
         std::string preferred = next.name();
         dense_from(input, weights, false, 1.0, &it->second, 1.0, preferred);
         Value out = values_.at(node_->output(0));
@@ -874,16 +930,16 @@ void Importer::matmul() {
 
 void Importer::activation(const std::string& op, std::vector<std::pair<std::string, std::string>> attrs, bool non_negative) {
   Value input = value(0);
-  if (!input.image && !input.order.empty() && op == "softmax")
+  if (!input.image && !input.flattened.empty() && op == "softmax")
     fail_node("a Softmax over a flattened NCHW map is not supported");
   // An activation right after a convolution or dense, with the attributes `activation: op` has
-  // (none, or the op's defaults: leaky_relu's alpha 0.3, elu's 1): that layer's `activation:`.
+  // (none, or the slope that form uses: leaky_relu's 0.2, elu's 1, as in codegen/ops/activation.cpp
+  // and Keras's activation functions; the layer leaky_relu's default is 0.3, Keras's LeakyReLU):
+  // that layer's `activation:`.
   bool defaults = true;
-  const OpDef* def = find_op(op);
   for (const auto& [key, text] : attrs) {
-    const AttrSpec* spec = def ? def->find_attr(key) : nullptr;
-    const double* fallback = spec ? std::get_if<double>(&spec->default_value) : nullptr;
-    defaults = defaults && fallback && float(*fallback) == float(std::stod(text));
+    double as_activation = op == "leaky_relu" ? 0.2 : op == "elu" ? 1.0 : NAN;
+    defaults = defaults && key == "alpha" && float(as_activation) == float(std::stod(text));
   }
   if (defaults) {
     if (Layer* producer = foldable_producer(input, {"conv2d", "depthwise_conv2d", "separable_conv2d", "dense"})) {
@@ -921,9 +977,10 @@ void Importer::clip() {
 
 void Importer::softmax() {
   const Value& input = value(0);
-  int64_t rank = input.image ? (input.one_d ? 3 : 4) : 2;
+  int64_t rank = input.rank();
   int64_t axis = attr_int("axis", opset_ < 13 ? 1 : -1);
   if (axis < 0) axis += rank;
+  // A vector [N, F] (or a globally pooled [N, C, 1, 1], along C; before opset 13, C and the 1s).
   if (!input.image && axis == 1) return activation("softmax", {}, true);
   if (input.image) {
     // Opset 13 and later: over one axis; the channels are cnnc's last. Before: over all axes from
@@ -939,9 +996,16 @@ void Importer::softmax() {
 
 void Importer::batchnorm() {
   Value input = value(0);
-  if (!input.order.empty()) fail_node("BatchNormalization of a flattened NCHW map is not supported");
+  if (!input.flattened.empty()) fail_node("BatchNormalization of a flattened NCHW map is not supported");
   require_unused_outputs(1);
   if (opset_ >= 14 && attr_int("training_mode", 0) != 0) fail_node("training_mode=1; cnnc imports inference graphs");
+  // Before opset 14 the training form is the one with the statistics outputs (opsets 7-13), or
+  // is_test=0 (opsets 1-6), whether or not the outputs are read.
+  int outputs = 0;
+  for (const auto& out : node_->output()) outputs += !out.empty();
+  if (opset_ < 14 && opset_ >= 7 && outputs > 1)
+    fail_node("the training form (mean and variance outputs); cnnc imports inference graphs");
+  if (opset_ < 7 && attr_int("is_test", 0) == 0) fail_node("is_test=0 (the training form); cnnc imports inference graphs");
   if (opset_ < 9 && attr_int("spatial", 1) != 1) fail_node("spatial=0 (per-element statistics) is not supported");
   int64_t channels = input.image ? input.shape[2] : input.shape[0];
   const char* roles[] = {"scale", "bias B", "mean", "variance"};
@@ -979,13 +1043,14 @@ void Importer::add() {
     int64_t channels = input.image ? input.shape[2] : input.shape[0];
     Shape dims = bias.dims;
     while (!dims.empty() && dims.front() == 1 && int64_t(dims.size()) > 1) dims.erase(dims.begin());
-    bool per_channel = int64_t(bias.values.size()) == channels &&
-                       (input.image ? (dims.size() == size_t(input.one_d ? 2 : 3) || dims.size() == 1)
-                                    : dims.size() == 1);
-    if (input.image && dims.size() == 1 && channels > 1 && input.shape[1] > 1) per_channel = false;  // would be along W
+    // Per channel: [C, 1, 1] on a map ([C, 1] on a sequence; a [C] would broadcast along the
+    // width), [C] on a vector, leading 1s allowed.
+    bool per_channel = int64_t(bias.values.size()) == channels && dims.size() == size_t(input.rank() - 1) &&
+                       dims[0] == channels;
     const std::string input_name = node_->input(v);
     Layer* producer = nullptr;
-    if (per_channel && uses(input_name) == 1 && input.layer_index >= 0 && !input.padded()) {
+    if (per_channel && uses(input_name) == 1 && input.layer_index >= 0 && !input.padded() &&
+        !shared_layers_.count(input.layer)) {
       Layer& layer = layers_[size_t(input.layer_index)];
       bool last = input.layer_index == int(layers_.size()) - 1 && layer.name == input.layer;
       const std::string* use_bias = layer.get("use_bias");
@@ -997,7 +1062,7 @@ void Importer::add() {
                 "right before it");
     producer->set("use_bias", "true");
     std::vector<float> values(bias.values.begin(), bias.values.end());
-    if (!input.order.empty()) fail_node("a bias on a flattened NCHW map is not supported");
+    if (!input.flattened.empty()) fail_node("a bias on a flattened NCHW map is not supported");
     producer->params.emplace_back("bias", ImportedTensor{{channels}, values});
     result_.notes.push_back(fmt::format("{}: became the bias of '{}'", node_desc_, producer->name));
     define_output(input);
@@ -1005,14 +1070,16 @@ void Importer::add() {
   }
   Value a = value(0), b = value(1);
   std::string x = materialize(a), y = materialize(b);
-  if (a.image != b.image || a.shape != b.shape || a.one_d != b.one_d || a.order != b.order)
+  if (a.image != b.image || a.shape != b.shape || a.one_d != b.one_d || a.flattened != b.flattened || a.onnx_shape != b.onnx_shape)
     fail_node(fmt::format("Add of {} and {}: cnnc adds tensors of the same shape (no broadcasting)",
                           dims_text(a.onnx_shape), dims_text(b.onnx_shape)));
   // Add(Add(a, b), c), the inner sum read by nothing else: one add of three inputs, as cnnc's
   // own three-input add exports.
   for (int i = 0; i < 2; ++i) {
     const Value& inner = i == 0 ? a : b;
-    if (inner.layer_index != int(layers_.size()) - 1 || uses(node_->input(i)) != 1 || a.layer == b.layer) continue;
+    if (inner.layer_index != int(layers_.size()) - 1 || uses(node_->input(i)) != 1 || a.layer == b.layer ||
+        shared_layers_.count(inner.layer))
+      continue;
     Layer& sum = layers_[size_t(inner.layer_index)];
     if (sum.op != "add" || sum.name != inner.layer) continue;
     sum.inputs.push_back(i == 0 ? y : x);
@@ -1037,17 +1104,18 @@ void Importer::concat() {
     names.push_back(materialize(inputs.back()));
   }
   const Value& first = inputs[0];
-  int64_t rank = first.image ? (first.one_d ? 3 : 4) : 2;
+  int64_t rank = first.rank();
   int64_t axis = attr_int("axis", 1);
   if (axis < 0) axis += rank;
   if (axis < 1 || axis >= rank) fail_node(fmt::format("axis {} of a rank-{} tensor: cnnc does not join along the batch", attr_int("axis", 1), rank));
+  if (!first.image && axis != 1) fail_node(fmt::format("Concat of [N, C, 1, 1] tensors along axis {}: cnnc joins them along C", axis));
   int64_t cnnc_axis = !first.image ? -1 : axis == 1 ? -1 : first.one_d ? 2 : axis - 1;  // NCHW -> NHWC, Keras counting
   size_t index = cnnc_axis == -1 ? first.shape.size() - 1 : size_t(cnnc_axis - 1);
   Shape shape = first.shape;
   shape[index] = 0;
   bool non_negative = true;
   for (Value& in : inputs) {
-    if (in.image != first.image || in.one_d != first.one_d || !in.order.empty())
+    if (in.image != first.image || in.one_d != first.one_d || !in.flattened.empty() || in.rank() != rank)
       fail_node("Concat of tensors of different kinds (or of flattened NCHW maps) is not supported");
     for (size_t d = 0; d < shape.size(); ++d)
       if (d != index && in.shape[d] != first.shape[d])
@@ -1071,10 +1139,12 @@ void Importer::concat() {
 void Importer::flatten() {
   Value input = value(0);
   int64_t axis = attr_int("axis", 1);
-  int64_t rank = input.image ? (input.one_d ? 3 : 4) : 2;
+  int64_t rank = input.rank();
   if (axis < 0) axis += rank;
   if (axis != 1) fail_node(fmt::format("Flatten with axis {}: cnnc flattens each example (axis 1)", attr_int("axis", 1)));
   if (!input.image && !input.nhwc) {
+    alias_input();
+    input.onnx_shape = input.shape;  // a [N, C, 1, 1] becomes [N, C]
     define_output(input);  // already a vector
     return;
   }
@@ -1087,13 +1157,7 @@ void Importer::flatten() {
   out.onnx_shape = out.shape;
   out.non_negative = input.non_negative;
   int64_t h = input.shape[0], w = input.shape[1], c = input.shape[2];
-  if (!input.nhwc && h * w > 1 && c > 1) {
-    // cnnc's element (y, x, ch) is ONNX's (ch, y, x).
-    out.order.resize(size_t(h * w * c));
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        for (int64_t ch = 0; ch < c; ++ch) out.order[size_t((y * w + x) * c + ch)] = (ch * h + y) * w + x;
-  }
+  if (!input.nhwc && h * w > 1 && c > 1) out.flattened = {h, w, c};  // cnnc's (y, x, ch) is ONNX's (ch, y, x)
   define_output(out);
 }
 
@@ -1162,6 +1226,7 @@ void Importer::transpose() {
     return;
   }
   if (input.image && !input.one_d && perm == std::vector<int64_t>{0, 2, 3, 1}) {
+    alias_input();
     input.nhwc = true;
     define_output(input);
     return;
@@ -1183,6 +1248,7 @@ void Importer::dropout() {
   }
   if (!(ratio >= 0 && ratio < 1)) fail_node(fmt::format("ratio {} is outside [0, 1)", ratio));
   if (ratio == 0) {
+    alias_input();
     define_output(input);
     return;
   }
@@ -1222,6 +1288,7 @@ void Importer::pad() {
   // Kept pending: the window after it may take it as its own padding.
   for (int k = 0; k < 4; ++k) input.pad[size_t(k)] += add[size_t(k)];
   input.pad_name = node_->name();
+  alias_input();
   define_output(input);
 }
 
@@ -1277,10 +1344,11 @@ void Importer::resize() {
 
 // Sigmoid(x) read only by Mul(x, Sigmoid(x)): swish.
 bool Importer::try_swish() {
+  if (node_->input_size() < 1) return false;
   int next = sole_consumer(node_->output(0));
   if (next < 0) return false;
   const onnx::NodeProto& mul = graph_->node(next);
-  if (mul.op_type() != "Mul" || mul.input_size() != 2 || mul.output_size() != 1) return false;
+  if (mul.op_type() != "Mul" || mul.input_size() != 2 || mul.output_size() != 1 || !default_domain(mul)) return false;
   const std::string& x = node_->input(0);
   bool matches = (mul.input(0) == x && mul.input(1) == node_->output(0)) ||
                  (mul.input(1) == x && mul.input(0) == node_->output(0));
@@ -1306,19 +1374,23 @@ bool Importer::try_gelu() {
   if (node_->input_size() != 2 || !constant_near(*node_, node_->input(1), std::sqrt(2.0))) return false;
   const std::string& x = node_->input(0);
   int erf = sole_consumer(node_->output(0));
-  if (erf < 0 || graph_->node(erf).op_type() != "Erf") return false;
+  auto is = [&](int n, const char* op, int inputs) {
+    return n >= 0 && graph_->node(n).op_type() == op && graph_->node(n).input_size() == inputs &&
+           graph_->node(n).output_size() >= 1 && default_domain(graph_->node(n));
+  };
+  if (!is(erf, "Erf", 1)) return false;
   int add = sole_consumer(graph_->node(erf).output(0));
-  if (add < 0 || graph_->node(add).op_type() != "Add") return false;
+  if (!is(add, "Add", 2)) return false;
   const auto& add_node = graph_->node(add);
   const std::string& erf_out = graph_->node(erf).output(0);
   std::string one = add_node.input(0) == erf_out ? add_node.input(1) : add_node.input(0);
   if (!constant_near(add_node, one, 1.0)) return false;
   int mul1 = sole_consumer(add_node.output(0));
-  if (mul1 < 0 || graph_->node(mul1).op_type() != "Mul") return false;
+  if (!is(mul1, "Mul", 2)) return false;
   const auto& m1 = graph_->node(mul1);
   std::string other1 = m1.input(0) == add_node.output(0) ? m1.input(1) : m1.input(0);
   int mul2 = sole_consumer(m1.output(0));
-  if (mul2 < 0 || graph_->node(mul2).op_type() != "Mul") return false;
+  if (!is(mul2, "Mul", 2)) return false;
   const auto& m2 = graph_->node(mul2);
   std::string other2 = m2.input(0) == m1.output(0) ? m2.input(1) : m2.input(0);
   bool shape_ok = (other1 == x && constant_near(m2, other2, 0.5)) || (constant_near(m1, other1, 0.5) && other2 == x);
@@ -1459,7 +1531,10 @@ OnnxImport Importer::run(const std::string& bytes) {
     else if (op == "Reshape") reshape();
     else if (op == "Transpose") transpose();
     else if (op == "Dropout") dropout();
-    else if (op == "Identity") define_output(value(0));
+    else if (op == "Identity") {
+      alias_input();
+      define_output(value(0));
+    }
     else if (op == "Pad") pad();
     else if (op == "Resize" || op == "Upsample") resize();
     else if (op == "Div" && try_gelu()) {}
@@ -1484,7 +1559,22 @@ OnnxImport Importer::run(const std::string& bytes) {
   if (layers_.empty() || out.layer == kInputName) fail("the graph computes nothing from its input");
   if (layers_.back().name != out.layer) fail("internal: the output is not the last layer");
   result_.onnx_output_shape = out.onnx_shape;
-  result_.output_order = out.order;
+  // The shape the file declares for its output, where it declares one, must be the one computed.
+  const auto& declared = graph.output(0).type();
+  if (declared.has_tensor_type() && declared.tensor_type().has_shape() && declared.tensor_type().shape().dim_size() > 0) {
+    const auto& dims = declared.tensor_type().shape().dim();
+    bool same = size_t(dims.size()) == out.onnx_shape.size() + 1;
+    for (int d = 1; same && d < dims.size(); ++d)
+      same = !dims[d].has_dim_value() || dims[d].dim_value() == out.onnx_shape[size_t(d - 1)];
+    if (!same) {
+      std::vector<std::string> text;
+      for (const auto& dim : dims) text.push_back(dim.has_dim_value() ? std::to_string(dim.dim_value()) : "?");
+      fail(fmt::format("the graph declares its output '{}' as [{}], but the network imported computes [N, {}]; "
+                       "refused rather than guessed",
+                       output, fmt::join(text, ", "), fmt::join(out.onnx_shape, ", ")));
+    }
+  }
+  result_.output_flattened = out.flattened;
   if (left_out) result_.notes.push_back(fmt::format("{} nodes do not lead to the output and were left out", left_out));
 
   // Weights.
@@ -1546,9 +1636,9 @@ std::vector<float> OnnxImport::onnx_input_to_cnnc(const float* onnx, int64_t bat
 std::vector<float> OnnxImport::cnnc_output_to_onnx(const float* cnnc, int64_t batch) const {
   int64_t n = shape_elements(onnx_output_shape);
   std::vector<float> out(size_t(n * batch));
-  if (!output_order.empty()) {
+  if (!output_flattened.empty()) {
     for (int64_t b = 0; b < batch; ++b)
-      for (int64_t j = 0; j < n; ++j) out[size_t(b * n + output_order[size_t(j)])] = cnnc[b * n + j];
+      for (int64_t j = 0; j < n; ++j) out[size_t(b * n + onnx_index(output_flattened, j))] = cnnc[b * n + j];
     return out;
   }
   if (onnx_output_shape.size() == 1 || n == onnx_output_shape[0] || output_nhwc) {

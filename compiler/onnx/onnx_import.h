@@ -38,9 +38,9 @@ struct OnnxImport {
   // the output's. cnnc's input and output are NHWC; to compare with ONNX, permute.
   Shape onnx_input_shape, onnx_output_shape;
   std::string input_name, output_name;  // the ONNX graph's
-  // For an output that is a flattened NCHW map: onnx index of each cnnc output element; empty
-  // when the two orders agree (see cnnc_output_to_onnx).
-  std::vector<int64_t> output_order;
+  // For an output that is a flattened NCHW map: that map's [H, W, C] (cnnc flattens it in h, w, c
+  // order, ONNX in c, h, w; see cnnc_output_to_onnx); empty when the two orders agree.
+  Shape output_flattened;
   // The file's input is NHWC, turned NCHW by a Transpose (tf2onnx), or its output is a Transpose
   // to NHWC: that side needs no permutation.
   bool input_nhwc = false, output_nhwc = false;
