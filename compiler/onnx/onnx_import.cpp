@@ -1619,6 +1619,21 @@ bool is_onnx_path(const std::string& path) {
   return ext == ".onnx";
 }
 
+namespace {
+
+// Examples of c channels by hw positions: channels first (NCHW) to last (NHWC), or back.
+void move_channels(const float* in, float* out, int64_t batch, int64_t c, int64_t hw, bool to_last) {
+  int64_t n = c * hw;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < hw; ++p) {
+        int64_t first = b * n + ch * hw + p, last = b * n + p * c + ch;
+        out[to_last ? last : first] = in[to_last ? first : last];
+      }
+}
+
+}  // namespace
+
 std::vector<float> OnnxImport::onnx_input_to_cnnc(const float* onnx, int64_t batch) const {
   int64_t n = shape_elements(onnx_input_shape);
   std::vector<float> out(size_t(n * batch));
@@ -1626,10 +1641,7 @@ std::vector<float> OnnxImport::onnx_input_to_cnnc(const float* onnx, int64_t bat
     std::copy(onnx, onnx + n * batch, out.begin());
     return out;
   }
-  int64_t c = onnx_input_shape[0], hw = n / c;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) out[size_t(b * n + p * c + ch)] = onnx[b * n + ch * hw + p];
+  move_channels(onnx, out.data(), batch, onnx_input_shape[0], n / onnx_input_shape[0], /*to_last=*/true);
   return out;
 }
 
@@ -1645,10 +1657,7 @@ std::vector<float> OnnxImport::cnnc_output_to_onnx(const float* cnnc, int64_t ba
     std::copy(cnnc, cnnc + n * batch, out.begin());
     return out;
   }
-  int64_t c = onnx_output_shape[0], hw = n / c;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t p = 0; p < hw; ++p) out[size_t(b * n + ch * hw + p)] = cnnc[b * n + p * c + ch];
+  move_channels(cnnc, out.data(), batch, onnx_output_shape[0], n / onnx_output_shape[0], /*to_last=*/false);
   return out;
 }
 
