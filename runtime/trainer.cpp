@@ -1,9 +1,12 @@
 #include "trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <ostream>
 #include <random>
@@ -90,6 +93,58 @@ class Progress {
 
 std::string number(double value) { return fmt::format("{:.17g}", value); }
 
+// "1 epoch", "2 epochs".
+std::string counted(int64_t n, const std::string& noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : noun.back() == 'h' ? "es" : "s");
+}
+
+// One batch of examples as floats in [0, 1], augmented as the config asks. Each example's
+// crop offset and flip come from (seed, epoch, example) alone: the same in a resumed run.
+void prepare_batch(const Dataset& data, const std::vector<int64_t>& order, int64_t first, int batch,
+                   const TrainConfig& config, int64_t epoch, float* input, int32_t* labels) {
+  const ImageSet& images = data.images;
+  const int64_t pixels = images.image_bytes(), h = images.height, w = images.width, c = images.channels;
+  const bool augment = config.crop_padding > 0 || config.horizontal_flip;
+  for (int i = 0; i < batch; ++i) {
+    int64_t example = order[size_t(first + i)];
+    const uint8_t* from = images.pixels.data() + example * pixels;
+    float* to = input + i * pixels;
+    labels[i] = data.labels[size_t(example)];
+    if (!augment) {
+      for (int64_t k = 0; k < pixels; ++k) to[k] = float(from[k]) * (1.0f / 255.0f);
+      continue;
+    }
+    std::mt19937_64 random(config.seed * 0x9E3779B97F4A7C15ull ^ (uint64_t(epoch) << 40) ^ uint64_t(example) * 0xC2B2AE3D27D4EB4Full);
+    int64_t p = config.crop_padding;
+    int64_t dy = p > 0 ? int64_t(random() % uint64_t(2 * p + 1)) - p : 0;
+    int64_t dx = p > 0 ? int64_t(random() % uint64_t(2 * p + 1)) - p : 0;
+    bool flip = config.horizontal_flip && (random() & 1);
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        int64_t sy = y + dy, sx = (flip ? w - 1 - x : x) + dx;
+        bool inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
+        for (int64_t k = 0; k < c; ++k)
+          to[(y * w + x) * c + k] = inside ? float(from[(sy * w + sx) * c + k]) * (1.0f / 255.0f) : 0.0f;
+      }
+  }
+}
+
+// The settings a resumed run must share with the checkpoint, beyond optimizer, batch and seed.
+std::string training_settings(const TrainConfig& c) {
+  return fmt::format("schedule={} decay_steps={} decay_rate={} staircase={} alpha={} warmup_steps={} weight_decay={} "
+                     "early_stopping={} monitor={} patience={} min_delta={} restore={} crop_padding={} flip={} epochs={}",
+                     c.schedule, c.decay_steps, number(c.decay_rate), c.staircase, number(c.alpha), c.warmup_steps,
+                     number(c.weight_decay), c.early_stopping, c.monitor, c.patience, number(c.min_delta),
+                     c.restore_best_weights, c.crop_padding, c.horizontal_flip, c.schedule == "cosine_decay" ? c.epochs : 0);
+}
+
+double monitored(const EpochMetrics& row, const std::string& monitor) {
+  if (monitor == "val_accuracy") return row.val_accuracy;
+  if (monitor == "loss") return row.loss;
+  if (monitor == "accuracy") return row.accuracy;
+  return row.val_loss;
+}
+
 double metadata_number(const std::map<std::string, std::string>& metadata, const std::string& key,
                        const std::string& path) {
   auto it = metadata.find(key);
@@ -105,6 +160,121 @@ double metadata_number(const std::map<std::string, std::string>& metadata, const
 }  // namespace
 
 void request_stop() { stop_requested = true; }
+
+const std::vector<std::string>& fashion_mnist_classes() {
+  static const std::vector<std::string> names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  return names;
+}
+
+bool is_image_folder_data(const std::string& dir) {
+  std::error_code error;
+  return std::filesystem::is_directory(std::filesystem::path(dir) / "train", error) ||
+         (std::filesystem::is_directory(std::filesystem::path(dir) / "test", error) &&
+          !std::filesystem::exists(std::filesystem::path(dir) / "t10k-images-idx3-ubyte.gz", error));
+}
+
+double learning_rate_at(const TrainConfig& config, int64_t step, int64_t total_steps) {
+  double lr = config.learning_rate;
+  if (config.schedule == "exponential_decay") {
+    double p = double(step) / double(std::max<int64_t>(config.decay_steps, 1));
+    if (config.staircase) p = std::floor(p);
+    return lr * std::pow(config.decay_rate, p);
+  }
+  if (config.schedule == "cosine_decay") {
+    if (step < config.warmup_steps) return lr * double(step) / double(config.warmup_steps);
+    int64_t decay = config.decay_steps > 0 ? config.decay_steps : std::max<int64_t>(total_steps - config.warmup_steps, 1);
+    double done = double(std::min(step - config.warmup_steps, decay)) / double(decay);
+    double cosine = 0.5 * (1 + std::cos(M_PI * done));
+    return lr * ((1 - config.alpha) * cosine + config.alpha);
+  }
+  return lr;
+}
+
+TrainTestData load_data(const std::string& dir, const std::vector<int64_t>& input_shape, int64_t classes,
+                        const DataOptions& options, bool test_only) {
+  namespace fs = std::filesystem;
+  TrainTestData data;
+  if (!is_image_folder_data(dir)) {
+    if (!test_only) data.train = load_dataset(dir, "train", options.train_limit, input_shape, classes);
+    data.test = load_dataset(dir, "t10k", options.test_limit, input_shape, classes);
+    data.classes = options.classes;
+    std::error_code error;
+    if (data.classes.empty() && classes == 10 &&
+        fs::equivalent(dir, "/usr/share/datasets/fashion-mnist", error))
+      data.classes = fashion_mnist_classes();
+    data.description = dir;
+    return data;
+  }
+  if (input_shape.size() != 3 || (input_shape[2] != 1 && input_shape[2] != 3))
+    throw UserError(SourceLoc{dir, 0, 0}, fmt::format("image folders train models whose input is an image with 1 or 3 "
+                                                      "channels; this model's input is [{}]",
+                                                      fmt::join(input_shape, ", ")));
+  int64_t height = input_shape[0], width = input_shape[1];
+  int channels = int(input_shape[2]);
+  std::vector<std::string> names = options.classes;
+  std::error_code error;
+  bool has_train = fs::is_directory(fs::path(dir) / "train", error), has_test = fs::is_directory(fs::path(dir) / "test", error);
+  auto add_report = [&](const FolderImages& folder) {
+    data.skipped.insert(data.skipped.end(), folder.skipped.begin(), folder.skipped.end());
+  };
+  auto to_dataset = [](FolderImages& folder) {
+    Dataset d;
+    d.images = std::move(folder.images);
+    d.labels = std::move(folder.labels);
+    return d;
+  };
+  if (!test_only || !has_test) {
+    if (!has_train) throw UserError(SourceLoc{dir, 0, 0}, "no train/ folder of class folders here");
+    FolderImages train = read_image_folder((fs::path(dir) / "train").string(), names, height, width, channels,
+                                           options.skip_bad_images, has_test ? options.train_limit : -1);
+    add_report(train);
+    data.train = to_dataset(train);
+  }
+  if (has_test) {
+    FolderImages test = read_image_folder((fs::path(dir) / "test").string(), names, height, width, channels,
+                                          options.skip_bad_images, options.test_limit);
+    add_report(test);
+    data.test = to_dataset(test);
+  } else {
+    if (!(options.validation_split > 0 && options.validation_split < 1))
+      throw UserError(SourceLoc{dir, 0, 0}, "no test/ folder here: give --validation-split F (e.g. 0.2) to hold out "
+                                            "a fraction of train/ for validation");
+    // A seeded shuffle, then the last fraction held out, as the same seed always gives.
+    int64_t count = data.train.images.count, held = std::max<int64_t>(1, int64_t(std::llround(double(count) * options.validation_split)));
+    if (held >= count) throw UserError(SourceLoc{dir, 0, 0}, "the validation split leaves no training images");
+    std::vector<int64_t> order = epoch_order(count, options.seed, -2);
+    Dataset train, test;
+    for (Dataset* d : {&train, &test}) {
+      d->images.height = height, d->images.width = width, d->images.channels = channels;
+    }
+    int64_t bytes = data.train.images.image_bytes();
+    for (int64_t i = 0; i < count; ++i) {
+      Dataset& to = i < count - held ? train : test;
+      int64_t example = order[size_t(i)];
+      to.images.pixels.insert(to.images.pixels.end(), data.train.images.pixels.begin() + example * bytes,
+                              data.train.images.pixels.begin() + (example + 1) * bytes);
+      to.labels.push_back(data.train.labels[size_t(example)]);
+      ++to.images.count;
+    }
+    auto keep = [](Dataset& d, int64_t limit) {
+      if (limit < 0 || d.images.count <= limit) return;
+      d.images.count = limit;
+      d.images.pixels.resize(size_t(limit * d.images.image_bytes()));
+      d.labels.resize(size_t(limit));
+    };
+    keep(train, options.train_limit);
+    keep(test, options.test_limit);
+    data.train = std::move(train);
+    data.test = std::move(test);
+  }
+  if (int64_t(names.size()) != classes)
+    throw UserError(SourceLoc{dir, 0, 0}, fmt::format("{} class folders ({}), but the model has {} outputs", names.size(),
+                                                      fmt::join(names, ", "), classes));
+  data.classes = names;
+  data.description = fmt::format("{} ({} classes: {})", dir, names.size(), fmt::join(names, ", "));
+  return data;
+}
 
 Dataset load_dataset(const std::string& dir, const std::string& prefix, int64_t limit,
                      const std::vector<int64_t>& input_shape, int64_t classes) {
@@ -159,6 +329,10 @@ EvalResult evaluate(Network& network, const Dataset& data, int batch_size) {
   return result;
 }
 
+namespace {
+std::vector<float> best_weights;  // early stopping's best parameters (restore_best_weights), for the checkpoint
+}
+
 void save_checkpoint(Network& network, const TrainConfig& config, const CheckpointPosition& position,
                      const std::string& path) {
   const Package& package = network.package();
@@ -167,6 +341,10 @@ void save_checkpoint(Network& network, const TrainConfig& config, const Checkpoi
   for (const TensorInfo& info : package.params()) {
     const float* values = network.params() + info.offset;
     tensors[info.name] = Tensor{info.shape, std::vector<float>(values, values + info.elements())};
+    if (config.early_stopping && config.restore_best_weights && !best_weights.empty())
+      tensors["best." + info.name] =
+          Tensor{info.shape, std::vector<float>(best_weights.begin() + info.offset,
+                                                best_weights.begin() + info.offset + info.elements())};
     for (int slot = 0; slot < slots; ++slot) {
       const float* state = network.optimizer_state(slot) + info.offset;
       tensors[fmt::format("optimizer.{}.{}", slot, info.name)] =
@@ -193,6 +371,10 @@ void save_checkpoint(Network& network, const TrainConfig& config, const Checkpoi
       {"beta_2", number(config.beta_2)},
       {"epsilon", number(config.epsilon)},
       {"momentum", number(config.momentum)},
+      {"best", number(position.best)},
+      {"best_epoch", std::to_string(position.best_epoch)},
+      {"wait", std::to_string(position.wait)},
+      {"training", training_settings(config)},
   };
   save_safetensors(path, pointers, metadata);
 }
@@ -215,6 +397,7 @@ CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, 
   require_same("optimizer", config.optimizer);
   require_same("batch_size", std::to_string(config.batch_size));
   require_same("seed", std::to_string(config.seed));
+  if (metadata.count("training")) require_same("training", training_settings(config));
   const Package& package = network.package();
   int slots = config.optimizer == "adam" ? 2 : 1;
   for (const TensorInfo& info : package.params()) {
@@ -229,6 +412,16 @@ CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, 
       std::copy(it->second.data.begin(), it->second.data.end(), target);
     }
   }
+  best_weights.clear();
+  if (config.early_stopping && config.restore_best_weights && tensors.count("best." + package.params()[0].name)) {
+    best_weights.assign(size_t(package.param_floats()), 0.0f);
+    for (const TensorInfo& info : package.params()) {
+      auto it = tensors.find("best." + info.name);
+      if (it == tensors.end() || it->second.shape != info.shape)
+        throw UserError(where, fmt::format("corrupt checkpoint: no best.{} of the right shape", info.name));
+      std::copy(it->second.data.begin(), it->second.data.end(), best_weights.begin() + info.offset);
+    }
+  }
   network.params_changed();
   CheckpointPosition position;
   position.epoch = int64_t(metadata_number(metadata, "epoch", path));
@@ -237,6 +430,11 @@ CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, 
   position.loss_sum = metadata_number(metadata, "loss_sum", path);
   position.correct = int64_t(metadata_number(metadata, "correct", path));
   position.seen = int64_t(metadata_number(metadata, "seen", path));
+  if (metadata.count("best")) {
+    position.best = metadata_number(metadata, "best", path);
+    position.best_epoch = int64_t(metadata_number(metadata, "best_epoch", path));
+    position.wait = int64_t(metadata_number(metadata, "wait", path));
+  }
   if (position.epoch < 0 || position.batch < 0 || position.step < 0)
     throw UserError(where, "corrupt checkpoint: negative position");
   network.set_step(position.step);
@@ -250,10 +448,11 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
                         config.momentum);
   network.set_seed(uint32_t(config.seed));
   CheckpointPosition position;
+  best_weights.clear();
   if (!config.resume.empty()) {
     position = load_checkpoint(network, config, config.resume);
-    out << fmt::format("Resuming from {}: {} epochs and {} batches done, step {}\n", config.resume, position.epoch,
-                       position.batch, position.step);
+    out << fmt::format("Resuming from {}: {} and {} done, step {}\n", config.resume,
+                       counted(position.epoch, "epoch"), counted(position.batch, "batch"), position.step);
   } else {
     network.set_step(0);
     std::fill(network.optimizer_state(0), network.optimizer_state(0) + network.package().param_floats(), 0.0f);
@@ -267,10 +466,17 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   }
 
   const int64_t count = train_data.images.count, batch_size = config.batch_size;
-  const int64_t batches = (count + batch_size - 1) / batch_size;
+  const int64_t batches = (count + batch_size - 1) / batch_size, total_steps = batches * config.epochs;
   const int64_t pixels = train_data.images.image_bytes();
-  std::vector<float> input(static_cast<size_t>(batch_size * pixels));
-  std::vector<int32_t> labels(static_cast<size_t>(batch_size));
+  // Two batch buffers: a reader thread prepares the next batch while the current one trains.
+  std::vector<float> inputs[2] = {std::vector<float>(size_t(batch_size * pixels)), std::vector<float>(size_t(batch_size * pixels))};
+  std::vector<int32_t> labels[2] = {std::vector<int32_t>(size_t(batch_size)), std::vector<int32_t>(size_t(batch_size))};
+  // Decoupled weight decay needs the parameters from before each update.
+  std::vector<float> before;
+  std::vector<std::pair<int64_t, int64_t>> trainable;  // offset, elements
+  for (const TensorInfo& info : network.package().params())
+    if (info.trainable) trainable.emplace_back(info.offset, info.elements());
+  double learning_rate = config.learning_rate;
   TrainResult result;
   for (int64_t epoch = position.epoch; epoch < config.epochs; ++epoch) {
     std::vector<int64_t> order = epoch_order(count, config.seed, epoch);
@@ -281,16 +487,32 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     out << fmt::format("Epoch {}/{}\n", epoch + 1, config.epochs) << std::flush;
     Progress progress(out, terminal, batches);
     auto start = std::chrono::steady_clock::now();
+    auto prepare = [&](int64_t b, int slot) {
+      int batch = int(std::min(batch_size, count - b * batch_size));
+      prepare_batch(train_data, order, b * batch_size, batch, config, epoch, inputs[slot].data(), labels[slot].data());
+    };
+    std::future<void> next;
+    if (first_batch < batches) prepare(first_batch, first_batch % 2);
     for (int64_t b = first_batch; b < batches; ++b) {
       int batch = int(std::min(batch_size, count - b * batch_size));
-      for (int i = 0; i < batch; ++i) {
-        int64_t example = order[size_t(b * batch_size + i)];
-        const uint8_t* from = train_data.images.pixels.data() + example * pixels;
-        float* to = input.data() + i * pixels;
-        for (int64_t k = 0; k < pixels; ++k) to[k] = float(from[k]) * (1.0f / 255.0f);
-        labels[size_t(i)] = train_data.labels[size_t(example)];
+      int slot = int(b % 2);
+      if (next.valid()) next.get();
+      if (b + 1 < batches) next = std::async(std::launch::async, prepare, b + 1, 1 - slot);
+      if (!config.schedule.empty()) {
+        learning_rate = learning_rate_at(config, network.step(), total_steps);
+        network.set_optimizer(config.optimizer, float(learning_rate), config.beta_1, config.beta_2, config.epsilon,
+                              config.momentum);
       }
-      Network::StepResult step = network.train_step(input.data(), labels.data(), batch);
+      if (config.weight_decay > 0) before.assign(network.params(), network.params() + network.package().param_floats());
+      Network::StepResult step = network.train_step(inputs[slot].data(), labels[slot].data(), batch);
+      if (config.weight_decay > 0) {
+        // As AdamW: the update, less learning_rate * weight_decay times the weights before it.
+        float decay = float(learning_rate * config.weight_decay);
+        float* params = network.params();
+        for (auto [offset, elements] : trainable)
+          for (int64_t k = offset; k < offset + elements; ++k) params[k] -= decay * before[size_t(k)];
+        network.params_changed();
+      }
       loss_sum += step.loss_sum;
       correct += step.correct;
       seen += batch;
@@ -298,9 +520,13 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       progress.update(b + 1, seconds_since(start), b + 1 - first_batch, loss_sum / double(seen), double(correct) / double(seen));
       if (config.stop_after && config.stop_after(network.step())) stop_requested = true;
       if (stop_requested && b + 1 < batches) {
+        if (next.valid()) next.get();
         progress.finish();
         if (!config.checkpoint.empty()) {
-          save_checkpoint(network, config, {epoch, b + 1, network.step(), loss_sum, correct, seen}, config.checkpoint);
+          CheckpointPosition here = position;
+          here.epoch = epoch, here.batch = b + 1, here.step = network.step(), here.loss_sum = loss_sum;
+          here.correct = correct, here.seen = seen;
+          save_checkpoint(network, config, here, config.checkpoint);
           out << fmt::format("Interrupted after batch {}/{} of epoch {}; saved {} (continue with --resume {})\n", b + 1,
                              batches, epoch + 1, config.checkpoint, config.checkpoint);
         } else {
@@ -319,21 +545,62 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
                              validation.loss,
                              validation.accuracy,
                              seconds,
-                             double(seen_here) / seconds};
+                             double(seen_here) / seconds,
+                             learning_rate};
     out << fmt::format("{}/{} - {:.1f}s - {:.0f} images/s - loss: {:.4f} - accuracy: {:.4f} - val_loss: {:.4f} - "
-                       "val_accuracy: {:.4f}\n",
+                       "val_accuracy: {:.4f}{}\n",
                        batches, batches, seconds, metrics_row.images_per_second, metrics_row.loss, metrics_row.accuracy,
-                       metrics_row.val_loss, metrics_row.val_accuracy)
+                       metrics_row.val_loss, metrics_row.val_accuracy,
+                       config.schedule.empty() ? "" : fmt::format(" - learning_rate: {:.3g}", learning_rate))
         << std::flush;
     if (metrics)
       metrics << fmt::format("{{\"epoch\": {}, \"loss\": {:.6f}, \"accuracy\": {:.6f}, \"val_loss\": {:.6f}, "
-                             "\"val_accuracy\": {:.6f}, \"seconds\": {:.3f}, \"images_per_second\": {:.1f}}}\n",
+                             "\"val_accuracy\": {:.6f}, \"seconds\": {:.3f}, \"images_per_second\": {:.1f}, "
+                             "\"learning_rate\": {:.6g}}}\n",
                              metrics_row.epoch, metrics_row.loss, metrics_row.accuracy, metrics_row.val_loss,
-                             metrics_row.val_accuracy, metrics_row.seconds, metrics_row.images_per_second)
+                             metrics_row.val_accuracy, metrics_row.seconds, metrics_row.images_per_second,
+                             metrics_row.learning_rate)
               << std::flush;
-    if (!config.checkpoint.empty())
-      save_checkpoint(network, config, {epoch + 1, 0, network.step(), 0, 0, 0}, config.checkpoint);
     result.history.push_back(metrics_row);
+
+    // Early stopping (Keras's EarlyStopping): an improvement is a change beyond min_delta in the
+    // monitored metric's good direction; after `patience` epochs without one, training stops.
+    bool stop = false;
+    if (config.early_stopping) {
+      double value = monitored(metrics_row, config.monitor);
+      bool higher_is_better = config.monitor.find("accuracy") != std::string::npos;
+      bool first = position.best_epoch == 0;
+      bool improved = first || (higher_is_better ? value - position.best > config.min_delta
+                                                 : position.best - value > config.min_delta);
+      if (improved) {
+        position.best = value;
+        position.best_epoch = epoch + 1;
+        position.wait = 0;
+        if (config.restore_best_weights)
+          best_weights.assign(network.params(), network.params() + network.package().param_floats());
+      } else {
+        ++position.wait;
+      }
+      stop = position.wait > config.patience && epoch + 1 < config.epochs;
+    }
+    if (stop) {
+      out << fmt::format("Early stopping: {} has not improved for {}; best {:.4f} at epoch {}{}\n", config.monitor,
+                         counted(position.wait, "epoch"), position.best, position.best_epoch,
+                         config.restore_best_weights ? ", whose weights are restored" : "");
+      if (config.restore_best_weights && !best_weights.empty()) {
+        std::copy(best_weights.begin(), best_weights.end(), network.params());
+        network.params_changed();
+      }
+      result.stopped_early = true;
+    }
+    if (!config.checkpoint.empty()) {
+      // A run that stopped early is complete: its checkpoint says so (and holds the weights kept).
+      CheckpointPosition here = position;
+      here.epoch = stop ? config.epochs : epoch + 1, here.batch = 0, here.step = network.step();
+      here.loss_sum = 0, here.correct = 0, here.seen = 0;
+      save_checkpoint(network, config, here, config.checkpoint);
+    }
+    if (stop) break;
   }
   return result;
 }

@@ -18,6 +18,28 @@ struct Dataset {
   std::vector<uint8_t> labels;
 };
 
+// Where training data comes from (cnnc train --data DIR): IDX files (train-* and t10k-*), or a
+// folder of images per class, DIR/train/<class>/* and DIR/test/<class>/* (or a validation split).
+struct DataOptions {
+  int64_t train_limit = -1, test_limit = -1;  // >= 0: keep that many examples
+  double validation_split = 0;  // image folders without DIR/test: this fraction of DIR/train, held out
+  bool skip_bad_images = false;  // leave undecodable images out (reported) instead of stopping
+  uint64_t seed = 0;             // of the validation split
+  std::vector<std::string> classes;  // class names from the model (train: classes), if any
+};
+struct TrainTestData {
+  Dataset train, test;
+  std::vector<std::string> classes;  // names in label order; empty when unknown
+  std::string description;           // for the log: what was read
+  std::vector<std::string> skipped;  // images left out, "path: reason"
+};
+// Fashion-MNIST's ten class names, for its IDX files in the default data folder.
+const std::vector<std::string>& fashion_mnist_classes();
+bool is_image_folder_data(const std::string& dir);
+// The training and test sets. `test_only` reads only the test part (cnnc eval).
+TrainTestData load_data(const std::string& dir, const std::vector<int64_t>& input_shape, int64_t classes,
+                        const DataOptions& options, bool test_only = false);
+
 // Reads <dir>/<prefix>-images-idx3-ubyte[.gz] and <prefix>-labels-idx1-ubyte[.gz] ("train" or
 // "t10k"); `limit` >= 0 keeps the first `limit` examples. Checks that the counts agree, that the
 // images have the model's input shape and that every label is one of its `classes`.
@@ -34,6 +56,23 @@ struct TrainConfig {
   std::string checkpoint;  // written at the end of every epoch and when interrupted ("" : none)
   std::string resume;      // checkpoint to continue from ("" : start afresh)
   std::string metrics;     // JSON Lines, one object per epoch ("" : none)
+  // The learning rate per step (Keras schedules): "" constant, exponential_decay, cosine_decay.
+  std::string schedule;
+  int64_t decay_steps = 0;  // cosine_decay: 0 means every step of the run after the warmup
+  double decay_rate = 0.96, alpha = 0;
+  bool staircase = false;
+  int64_t warmup_steps = 0;
+  double weight_decay = 0;  // decoupled (AdamW, SGDW): w -= lr * weight_decay * w before the update
+  // Early stopping on a metric of EpochMetrics: val_loss, val_accuracy, loss or accuracy.
+  bool early_stopping = false;
+  std::string monitor = "val_loss";
+  int64_t patience = 0;
+  double min_delta = 0;
+  bool restore_best_weights = false;
+  // Augmentation of image batches, seeded by (seed, epoch, example): a random crop of the image
+  // padded with crop_padding zeros on each side, and a left-right mirror with probability 1/2.
+  int64_t crop_padding = 0;
+  bool horizontal_flip = false;
   // Called after every step with the number of steps taken; returning true stops training as
   // an interruption does (tests use it to interrupt at an exact step).
   std::function<bool(int64_t step)> stop_after;
@@ -42,7 +81,11 @@ struct TrainConfig {
 struct EpochMetrics {
   int64_t epoch = 0;
   double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
+  double learning_rate = 0;  // at the epoch's last step
 };
+
+// The learning rate of optimizer step `step` (0-based) of a run of `total_steps`.
+double learning_rate_at(const TrainConfig& config, int64_t step, int64_t total_steps);
 
 struct EvalResult {
   double loss = 0, accuracy = 0;
@@ -59,6 +102,7 @@ void request_stop();
 struct TrainResult {
   std::vector<EpochMetrics> history;  // epochs run by this call
   bool interrupted = false;
+  bool stopped_early = false;         // early stopping ended the run (weights restored if asked)
 };
 
 // Trains `network` (parameters already initialized, or restored from config.resume).
@@ -74,6 +118,10 @@ struct CheckpointPosition {
   int64_t step = 0;          // optimizer steps
   double loss_sum = 0;       // running sums of the interrupted epoch
   int64_t correct = 0, seen = 0;
+  // Early stopping: the best monitored value, its epoch, epochs since; best weights are kept in
+  // the checkpoint as "best.<name>" when restore_best_weights.
+  double best = 0;
+  int64_t best_epoch = 0, wait = 0;
 };
 void save_checkpoint(Network& network, const TrainConfig& config, const CheckpointPosition& position,
                      const std::string& path);

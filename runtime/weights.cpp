@@ -151,7 +151,7 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path, std::map
   return tensors;
 }
 
-void save_weights(const Network& network, const std::string& path) {
+void save_weights(const Network& network, const std::string& path, const std::vector<std::string>& classes) {
   std::map<std::string, Tensor> copies;
   std::map<std::string, const Tensor*> tensors;
   for (const TensorInfo& info : network.package().params()) {
@@ -159,7 +159,24 @@ void save_weights(const Network& network, const std::string& path) {
     copies[info.name] = Tensor{info.shape, std::vector<float>(data, data + info.elements())};
   }
   for (auto& [name, tensor] : copies) tensors[name] = &tensor;
-  save_safetensors(path, tensors, {{"format", "cnnc-weights-1"}, {"model", network.package().model_name()}});
+  std::map<std::string, std::string> metadata = {{"format", "cnnc-weights-1"}, {"model", network.package().model_name()}};
+  if (!classes.empty()) metadata["classes"] = nlohmann::json(classes).dump();
+  save_safetensors(path, tensors, metadata);
+}
+
+std::vector<std::string> load_class_names(const std::string& path) {
+  std::map<std::string, std::string> metadata;
+  load_safetensors(path, &metadata);
+  auto it = metadata.find("classes");
+  if (it == metadata.end()) return {};
+  nlohmann::json names = nlohmann::json::parse(it->second, nullptr, false);
+  std::vector<std::string> result;
+  if (!names.is_array()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
+  for (const auto& name : names) {
+    if (!name.is_string()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
+    result.push_back(name.get<std::string>());
+  }
+  return result;
 }
 
 void load_weights(Network& network, const std::string& path) {

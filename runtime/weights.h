@@ -32,7 +32,10 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
 
 // The network's parameters as named tensors, and back. load_weights requires every parameter,
 // with the same shape.
-void save_weights(const Network& network, const std::string& path);
+// `classes`, when given, travel in the file's metadata ("classes": a JSON list of names).
+void save_weights(const Network& network, const std::string& path, const std::vector<std::string>& classes = {});
+// The class names a weights or checkpoint file carries; empty when it has none.
+std::vector<std::string> load_class_names(const std::string& path);
 void load_weights(Network& network, const std::string& path);
 
 }  // namespace cnnc::rt

@@ -10,6 +10,12 @@
 #include <random>
 #include <sstream>
 
+#include <cmath>
+
+#include <fmt/format.h>
+#include <stb_image_write.h>
+
+#include "data.h"
 #include "test_support.h"
 #include "trainer.h"
 #include "weights.h"
@@ -242,4 +248,176 @@ TEST_CASE("training: a residual network with batchnorm trains, and its moving st
   for (int step = 0; step < 30; ++step) last = network.train_step(input.data(), labels.data(), batch).loss_sum;
   CHECK(last < 0.5f * first);
   CHECK_FALSE(std::equal(before.begin(), before.end(), network.param("block1_bn1.moving_mean")));
+}
+
+TEST_CASE("training options: the learning-rate schedules follow Keras's formulas", "[training]") {
+  rt::TrainConfig config;
+  config.learning_rate = 0.1f;
+  config.schedule = "exponential_decay";
+  config.decay_steps = 10;
+  config.decay_rate = 0.5;
+  CHECK(rt::learning_rate_at(config, 0, 100) == Approx(0.1));
+  CHECK(rt::learning_rate_at(config, 10, 100) == Approx(0.05));
+  CHECK(rt::learning_rate_at(config, 15, 100) == Approx(0.1 * std::pow(0.5, 1.5)));
+  config.staircase = true;
+  CHECK(rt::learning_rate_at(config, 15, 100) == Approx(0.05));
+  config.schedule = "cosine_decay";
+  config.decay_steps = 0;  // the rest of the run
+  config.warmup_steps = 10;
+  config.alpha = 0.1;
+  CHECK(rt::learning_rate_at(config, 0, 110) == Approx(0.0));
+  CHECK(rt::learning_rate_at(config, 5, 110) == Approx(0.05));
+  CHECK(rt::learning_rate_at(config, 10, 110) == Approx(0.1));
+  CHECK(rt::learning_rate_at(config, 60, 110) == Approx(0.1 * (0.9 * 0.5 + 0.1)));  // half way: cos = 0
+  CHECK(rt::learning_rate_at(config, 110, 110) == Approx(0.01));
+  CHECK(rt::learning_rate_at(config, 500, 110) == Approx(0.01));
+}
+
+TEST_CASE("training options: schedule, weight decay, augmentation and early stopping resume exactly", "[training]") {
+  Fixture fixture;
+  auto with_options = [&](const std::string& name) {
+    rt::TrainConfig config = fixture.config(name);
+    config.schedule = "cosine_decay";
+    config.warmup_steps = 10;
+    config.weight_decay = 0.05;
+    config.crop_padding = 2;
+    config.horizontal_flip = true;
+    config.early_stopping = true;
+    config.patience = 5;
+    config.restore_best_weights = true;
+    return config;
+  };
+  std::vector<float> whole = fixture.run(with_options("opts_whole"));
+  CHECK(fixture.run(with_options("opts_again")) == whole);  // seeded: bit-reproducible
+  rt::TrainConfig first = with_options("opts_middle");
+  first.stop_after = [](int64_t step) { return step == 37; };
+  CHECK(fixture.run(first) != whole);
+  rt::TrainConfig second = with_options("opts_middle");
+  second.resume = first.checkpoint;
+  CHECK(fixture.run(second) == whole);
+  // A resumed run must keep the settings.
+  rt::TrainConfig changed = with_options("opts_middle");
+  changed.resume = first.checkpoint;
+  changed.weight_decay = 0.01;
+  CHECK_THROWS_WITH(fixture.run(changed), Catch::Contains("resume with the same settings"));
+
+  // Each option changes the result; weight decay shrinks the weights.
+  auto norm = [](const std::vector<float>& w) {
+    double sum = 0;
+    for (float v : w) sum += double(v) * v;
+    return sum;
+  };
+  rt::TrainConfig plain = fixture.config("opts_plain");
+  std::vector<float> base = fixture.run(plain);
+  rt::TrainConfig decayed = fixture.config("opts_decay");
+  decayed.weight_decay = 0.2;
+  std::vector<float> shrunk = fixture.run(decayed);
+  CHECK(norm(shrunk) < norm(base));
+  rt::TrainConfig augmented = fixture.config("opts_augment");
+  augmented.horizontal_flip = true;
+  CHECK(fixture.run(augmented) != base);
+}
+
+TEST_CASE("training options: early stopping stops and restores the best weights", "[training]") {
+  Fixture fixture;
+  rt::TrainConfig one = fixture.config("early_one");
+  one.epochs = 1;
+  std::vector<float> after_one = fixture.run(one);
+  rt::TrainConfig config = fixture.config("early");
+  config.early_stopping = true;
+  config.monitor = "val_accuracy";
+  config.min_delta = 2.0;  // no epoch can improve on the first by that much
+  config.restore_best_weights = true;
+  fixture.built.package->set_threads(2);
+  rt::Network network(fixture.built.package);
+  rt::init_params(network, config.seed);
+  std::ostringstream log;
+  rt::TrainResult result = rt::train(network, fixture.train_data, fixture.test_data, config, log, false);
+  INFO(log.str());
+  CHECK(result.stopped_early);
+  CHECK(result.history.size() == 2);
+  CHECK(log.str().find("Early stopping: val_accuracy has not improved for 1 epoch;") != std::string::npos);
+  CHECK(std::vector<float>(network.params(), network.params() + fixture.built.package->param_floats()) == after_one);
+}
+
+TEST_CASE("training data: image folders, class names, corrupt files, resizing and a validation split", "[training]") {
+  test::Scratch scratch("image-folders");
+  fs::path root = scratch.path;
+  // The synthetic bars as PNG files in four class folders; names sorted: across, down, left, up.
+  const char* names[] = {"up", "down", "left", "across"};  // label 0..3 of write_synthetic's bars
+  std::mt19937 random(5);
+  auto write_split = [&](const std::string& split, int count, int size) {
+    for (int i = 0; i < count; ++i) {
+      int label = int(random() % 4);
+      std::vector<uint8_t> pixels;
+      for (int y = 0; y < size; ++y)
+        for (int x = 0; x < size; ++x) {
+          int yy = y * 12 / size, xx = x * 12 / size;
+          bool bar = (label == 0 && yy < 3) || (label == 1 && yy > 8) || (label == 2 && xx < 3) || (label == 3 && xx > 8);
+          pixels.push_back(uint8_t(std::min<uint32_t>(255, (bar ? 180 : 0) + random() % 60)));
+        }
+      fs::path dir = root / split / names[label];
+      fs::create_directories(dir);
+      REQUIRE(stbi_write_png((dir / fmt::format("{:03d}.png", i)).c_str(), size, size, 1, pixels.data(), size));
+    }
+  };
+  write_split("train", 160, 12);
+  write_split("test", 40, 24);  // twice the model's size: resized
+  test::BuiltModel built = test::build_model("tests/models/train_small.yaml");
+  std::vector<int64_t> shape = built.graph.nodes[0].shape;
+  rt::DataOptions options;
+  rt::TrainTestData data = rt::load_data(root.string(), shape, 4, options);
+  CHECK(data.classes == std::vector<std::string>{"across", "down", "left", "up"});
+  CHECK(data.train.images.count == 160);
+  CHECK(data.test.images.count == 40);
+  CHECK(data.train.images.height == 12);
+
+  // Trains like the IDX version, and the class names travel with the weights.
+  rt::Network network(built.package);
+  rt::init_params(network, 3);
+  rt::TrainConfig config;
+  config.epochs = 4;
+  config.batch_size = 8;
+  config.learning_rate = 0.01f;
+  config.model_hash = model_fingerprint(built.graph);
+  std::ostringstream log;
+  rt::TrainResult result = rt::train(network, data.train, data.test, config, log, false);
+  INFO(log.str());
+  CHECK(result.history.back().val_accuracy >= 0.9);
+  std::string weights = (root / "w.safetensors").string();
+  rt::save_weights(network, weights, data.classes);
+  CHECK(rt::load_class_names(weights) == data.classes);
+
+  // A corrupt file: an error naming it, or left out with --skip-bad-images.
+  std::ofstream((root / "train" / "up" / "broken.png").string()) << "not a png";
+  CHECK_THROWS_WITH(rt::load_data(root.string(), shape, 4, options), Catch::Contains("broken.png"));
+  options.skip_bad_images = true;
+  rt::TrainTestData skipped = rt::load_data(root.string(), shape, 4, options);
+  REQUIRE(skipped.skipped.size() == 1);
+  CHECK(skipped.train.images.count == 160);
+  // A class folder in test/ that train/ lacks, and the wrong number of classes.
+  fs::create_directories(root / "test" / "sideways");
+  CHECK_THROWS_WITH(rt::load_data(root.string(), shape, 4, options), Catch::Contains("sideways"));
+  fs::remove_all(root / "test");
+  // Without test/: a validation split, the same for the same seed.
+  CHECK_THROWS_WITH(rt::load_data(root.string(), shape, 4, options), Catch::Contains("--validation-split"));
+  options.validation_split = 0.25;
+  rt::TrainTestData split = rt::load_data(root.string(), shape, 4, options);
+  CHECK(split.train.images.count == 120);
+  CHECK(split.test.images.count == 40);
+  CHECK(rt::load_data(root.string(), shape, 4, options).test.labels == split.test.labels);
+  CHECK_THROWS_WITH(rt::load_data(root.string(), shape, 3, options), Catch::Contains("4 class folders"));
+}
+
+TEST_CASE("image resizing: bilinear with aligned pixel centres", "[training]") {
+  // 2x2 to 4x4: corners keep their values, inner pixels mix.
+  std::vector<uint8_t> in = {0, 100, 200, 40};
+  std::vector<uint8_t> out = rt::resize_bilinear(in.data(), 2, 2, 1, 4, 4);
+  CHECK(out[0] == 0);
+  CHECK(out[3] == 100);
+  CHECK(out[12] == 200);
+  CHECK(out[15] == 40);
+  CHECK(out[1] == 25);  // x = 0.25 between 0 and 100
+  // Same size: unchanged.
+  CHECK(rt::resize_bilinear(in.data(), 2, 2, 1, 2, 2) == in);
 }

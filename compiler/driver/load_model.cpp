@@ -1,5 +1,7 @@
 #include "driver/load_model.h"
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include <fmt/format.h>
@@ -26,6 +28,7 @@ LoadedModel load_model(const std::string& model_path, const std::string& target,
   BuildOptions options;
   options.target = target;
   options.log = quiet ? nullptr : &std::cerr;
+  options.log_in_place = isatty(STDERR_FILENO) != 0;
   options.use_tuning = use_tuning;
   PackageResult result = build_package(loaded.graph, options);
   loaded.package = rt::Package::open(result.dir, model_fingerprint(loaded.graph));
@@ -58,6 +61,14 @@ InitialWeights initial_weights(rt::Network& network, const LoadedModel& model, c
   }
   rt::init_params(network, seed);
   return InitialWeights::Seed;
+}
+
+std::vector<std::string> class_names(const LoadedModel& model, const std::string& weights_file) {
+  std::vector<std::string> names;
+  if (!weights_file.empty()) names = rt::load_class_names(weights_file);
+  if (names.empty()) names = model.graph.train.classes;
+  if (int64_t(names.size()) != model.package->output_elements()) return {};
+  return names;
 }
 
 }  // namespace cnnc

@@ -31,6 +31,9 @@ void set_params(rt::Network& network, const std::map<std::string, ImportedTensor
 // The weights a command starts from: the --weights file when given, else an ONNX model's own,
 // else Keras-default initial weights from `seed`. Returns what it used, for messages.
 enum class InitialWeights { File, Onnx, Seed };
+// The class names for a model's outputs: those the weights file carries (cnnc train saves them),
+// else the model's train: classes; empty when neither has them.
+std::vector<std::string> class_names(const LoadedModel& model, const std::string& weights_file);
 InitialWeights initial_weights(rt::Network& network, const LoadedModel& model, const std::string& weights_file,
                                uint64_t seed);
 

@@ -67,6 +67,7 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
         std::cerr << "cnnc: no --weights: using untrained initial weights (predictions are meaningless)\n";
 
       int64_t classes = package.output_elements();
+      std::vector<std::string> names = class_names(loaded, options->weights);
       for (const std::string& path : options->inputs) {
         rt::ImageSet images;
         std::vector<std::string> labels;
@@ -94,7 +95,8 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
             std::partial_sort(order.begin(), order.begin() + top, order.end(),
                               [&](int a, int c) { return scores[a] > scores[c]; });
             std::vector<std::string> parts;
-            for (int k = 0; k < top; ++k) parts.push_back(fmt::format("{} ({:.{}f})", order[k], scores[order[k]], options->digits));
+            for (int k = 0; k < top; ++k) parts.push_back(fmt::format("{} ({:.{}f})", names.empty() ? std::to_string(order[k]) : names[size_t(order[k])],
+                                             scores[order[k]], options->digits));
             std::cout << fmt::format("{}: {}\n", labels[size_t(first + b)], fmt::join(parts, ", "));
           }
         }

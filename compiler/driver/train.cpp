@@ -43,14 +43,23 @@ void add_train_command(CLI::App& app, CommandAction& action) {
     int64_t epochs = 0, batch_size = 0, train_limit = -1, test_limit = -1;
     uint64_t seed = 0;
     int threads = 0;
+    double validation_split = 0;
+    bool skip_bad_images = false;
   };
   auto options = std::make_shared<Options>();
   CLI::App* train = app.add_subcommand("train", "Train a model on IDX image data and save its weights (safetensors)");
   train->add_option("model", options->model, "Model file (YAML with a train: section, defaults apply without one; or ONNX: .onnx, training starts from its weights)")
       ->required();
   train->add_option("--data", options->data,
-                    "Directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] and the t10k-* test files")
+                    "Directory with train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] and the t10k-* test "
+                    "files, or with image folders train/<class>/*.png|jpg and test/<class>/* (class names: the folder "
+                    "names, sorted)")
       ->capture_default_str();
+  train->add_option("--validation-split", options->validation_split,
+                    "Image folders without test/: hold out this fraction of train/ for validation")
+      ->check(CLI::Range(0.0, 0.99));
+  train->add_flag("--skip-bad-images", options->skip_bad_images,
+                  "Leave out image files that cannot be decoded (listed) instead of stopping at the first");
   train->add_option("--epochs", options->epochs, "Epochs (default: the model's train: epochs)")->check(CLI::Range(int64_t(1), int64_t(100000)));
   train->add_option("--batch-size", options->batch_size, "Batch size (default: the model's train: batch_size)")
       ->check(CLI::Range(int64_t(1), int64_t(65536)));
@@ -87,6 +96,20 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       config.epsilon = float(spec.optimizer.epsilon);
       config.momentum = float(spec.optimizer.momentum);
       config.model_hash = model_fingerprint(graph);
+      config.schedule = spec.schedule.kind;
+      config.decay_steps = spec.schedule.decay_steps;
+      config.decay_rate = spec.schedule.decay_rate;
+      config.staircase = spec.schedule.staircase;
+      config.alpha = spec.schedule.alpha;
+      config.warmup_steps = spec.schedule.warmup_steps;
+      config.weight_decay = spec.weight_decay;
+      config.early_stopping = spec.early_stopping.enabled;
+      config.monitor = spec.early_stopping.monitor;
+      config.patience = spec.early_stopping.patience;
+      config.min_delta = spec.early_stopping.min_delta;
+      config.restore_best_weights = spec.early_stopping.restore_best_weights;
+      config.crop_padding = spec.augmentation.crop_padding;
+      config.horizontal_flip = spec.augmentation.horizontal_flip;
       std::string output = options->output.empty() ? graph.name + ".safetensors" : options->output;
       config.checkpoint = options->checkpoint.empty() ? checkpoint_for(output) : options->checkpoint;
       config.resume = options->resume;
@@ -94,8 +117,22 @@ void add_train_command(CLI::App& app, CommandAction& action) {
 
       const Shape& input_shape = graph.nodes[0].shape;
       int64_t classes = package.output_elements();
-      rt::Dataset train_data = rt::load_dataset(options->data, "train", options->train_limit, input_shape, classes);
-      rt::Dataset test_data = rt::load_dataset(options->data, "t10k", options->test_limit, input_shape, classes);
+      if (!spec.classes.empty() && int64_t(spec.classes.size()) != classes)
+        throw UserError(spec.loc, fmt::format("train: 'classes' names {} classes, but the model has {} outputs",
+                                              spec.classes.size(), classes));
+      if ((config.crop_padding > 0 || config.horizontal_flip) && input_shape.size() != 3)
+        throw UserError(spec.loc, "train: 'augmentation' applies to image inputs; this model's input is a vector");
+      rt::DataOptions data_options;
+      data_options.train_limit = options->train_limit;
+      data_options.test_limit = options->test_limit;
+      data_options.validation_split = options->validation_split;
+      data_options.skip_bad_images = options->skip_bad_images;
+      data_options.seed = config.seed;
+      data_options.classes = spec.classes;
+      rt::TrainTestData data = rt::load_data(options->data, input_shape, classes, data_options);
+      for (const std::string& skipped : data.skipped) std::cerr << "cnnc: skipped " << skipped << "\n";
+      const rt::Dataset& train_data = data.train;
+      const rt::Dataset& test_data = data.test;
 
       package.set_threads(options->threads);
       rt::Network network(loaded.package);
@@ -106,7 +143,7 @@ void add_train_command(CLI::App& app, CommandAction& action) {
                                   : fmt::format("sgd (learning_rate {}, momentum {})", config.learning_rate, config.momentum);
       std::cout << fmt::format("Training {} ({} parameters) on {} images from {}, validating on {}: {} epochs, batch {}, "
                                "{}, seed {}\n",
-                               graph.name, with_commas(graph.total_params()), train_data.images.count, options->data,
+                               graph.name, with_commas(graph.total_params()), train_data.images.count, data.description,
                                test_data.images.count, config.epochs, config.batch_size, optimizer, config.seed)
                 << std::flush;
 
@@ -116,7 +153,7 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       std::signal(SIGINT, SIG_DFL);
       std::signal(SIGTERM, SIG_DFL);
       if (result.interrupted) return 130;
-      rt::save_weights(network, output);
+      rt::save_weights(network, output, data.classes);
       rt::EvalResult test = rt::evaluate(network, test_data);
       std::cout << fmt::format("Test accuracy: {:.4f} (loss {:.4f}) on {} images\n", test.accuracy, test.loss,
                                test_data.images.count);
@@ -131,14 +168,18 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
     std::string model, weights, data = kDefaultData;
     int64_t limit = -1;
     int threads = 0;
+    bool skip_bad_images = false;
   };
   auto options = std::make_shared<Options>();
   CLI::App* eval = app.add_subcommand("eval", "Evaluate trained weights: loss, accuracy and the confusion matrix");
   eval->add_option("model", options->model, "Model file (YAML, or ONNX: .onnx)")->required();
   eval->add_option("-w,--weights", options->weights,
                    "Weights (safetensors, from cnnc train); required unless the model is ONNX (its own weights)");
-  eval->add_option("--data", options->data, "Directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]")
+  eval->add_option("--data", options->data,
+                   "Directory with t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or image folders "
+                   "test/<class>/*")
       ->capture_default_str();
+  eval->add_flag("--skip-bad-images", options->skip_bad_images, "Leave out image files that cannot be decoded");
   eval->add_option("--limit", options->limit, "Use only the first N test images")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   eval->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));
   eval->callback([options, &action] {
@@ -150,15 +191,29 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
         throw UserError(SourceLoc{options->model, 0, 0}, "eval needs --weights (the model file has none)");
       initial_weights(network, loaded, options->weights, 0);
       int64_t classes = loaded.package->output_elements();
-      rt::Dataset data = rt::load_dataset(options->data, "t10k", options->limit, loaded.graph.nodes[0].shape, classes);
+      rt::DataOptions data_options;
+      data_options.test_limit = options->limit;
+      data_options.skip_bad_images = options->skip_bad_images;
+      data_options.classes = class_names(loaded, options->weights);
+      rt::TrainTestData loaded_data = rt::load_data(options->data, loaded.graph.nodes[0].shape, classes, data_options,
+                                                    /*test_only=*/true);
+      const rt::Dataset& data = loaded_data.test;
+      std::vector<std::string> names = loaded_data.classes;
       rt::EvalResult result = rt::evaluate(network, data);
       std::cout << fmt::format("{} on {} test images from {}\nloss: {:.4f} - accuracy: {:.4f}\n\n", loaded.graph.name,
                                data.images.count, options->data, result.loss, result.accuracy);
-      std::cout << "Confusion matrix (rows: true class, columns: predicted class)\n      ";
+      // Rows labelled with the class names where known; columns by number.
+      auto row_label = [&](int64_t k) {
+        return size_t(k) < names.size() ? fmt::format("{} {}", k, names[size_t(k)]) : fmt::format("{}", k);
+      };
+      size_t label_width = 6;
+      for (int64_t k = 0; k < classes; ++k) label_width = std::max(label_width, row_label(k).size() + 2);
+      std::cout << "Confusion matrix (rows: true class, columns: predicted class)\n"
+                << std::string(label_width, ' ');
       for (int64_t k = 0; k < classes; ++k) std::cout << fmt::format("{:>6}", k);
       std::cout << "\n";
       for (int64_t t = 0; t < classes; ++t) {
-        std::cout << fmt::format("{:>6}", t);
+        std::cout << fmt::format("{:<{}}", row_label(t), label_width);
         for (int64_t k = 0; k < classes; ++k) std::cout << fmt::format("{:>6}", result.confusion[size_t(t)][size_t(k)]);
         std::cout << "\n";
       }

@@ -35,12 +35,40 @@ struct OptimizerSpec {
   double momentum = 0.0;      // sgd
 };
 
+// The learning rate over the steps of a run, as Keras's schedules (keras.optimizers.schedules).
+struct ScheduleSpec {
+  std::string kind;  // "" (constant), exponential_decay, cosine_decay
+  int64_t decay_steps = 0;   // exponential_decay: required; cosine_decay: 0 means the whole run
+  double decay_rate = 0.96;  // exponential_decay: lr * rate^(step / decay_steps)
+  bool staircase = false;    // exponential_decay: step / decay_steps rounded down (step decay)
+  double alpha = 0.0;        // cosine_decay: the floor, as a fraction of the learning rate
+  int64_t warmup_steps = 0;  // cosine_decay: linear warmup from 0 first
+};
+
+struct EarlyStoppingSpec {
+  bool enabled = false;
+  std::string monitor = "val_loss";  // val_loss, val_accuracy, loss, accuracy
+  int64_t patience = 0;
+  double min_delta = 0;
+  bool restore_best_weights = false;
+};
+
+struct AugmentationSpec {
+  int64_t crop_padding = 0;       // random crop of the image padded with this many zeros each side
+  bool horizontal_flip = false;   // mirror left-right with probability 1/2
+};
+
 struct TrainSpec {
   std::string loss = "categorical_crossentropy";
   OptimizerSpec optimizer;
   int64_t batch_size = 32;
   int64_t epochs = 1;
   int64_t seed = 0;
+  ScheduleSpec schedule;
+  double weight_decay = 0;  // decoupled (AdamW / SGDW): w -= lr * weight_decay * w each step
+  EarlyStoppingSpec early_stopping;
+  AugmentationSpec augmentation;
+  std::vector<std::string> classes;  // names of the output classes, in order (optional)
   SourceLoc loc;
 };
 

@@ -397,12 +397,88 @@ OptimizerSpec read_optimizer(const Reader& reader, const YAML::Node& node, const
   return optimizer;
 }
 
+ScheduleSpec read_schedule(const Reader& reader, const YAML::Node& node, const SourceLoc& at) {
+  ScheduleSpec schedule;
+  const std::string context = "train: 'schedule'";
+  SourceLoc where = reader.loc(node, at);
+  if (!node.IsMap() || node.size() != 1)
+    reader.fail(where, fmt::format("{}: expected one of {{exponential_decay: {{...}}}}, {{cosine_decay: {{...}}}}, "
+                                   "found {}",
+                                   context, Reader::describe(node)));
+  auto entries = reader.read_map(node, at, context, {"exponential_decay", "cosine_decay"});
+  schedule.kind = entries[0].key;
+  std::vector<std::string> known = schedule.kind == "exponential_decay"
+                                       ? std::vector<std::string>{"decay_steps", "decay_rate", "staircase"}
+                                       : std::vector<std::string>{"decay_steps", "alpha", "warmup_steps"};
+  const YAML::Node& params = entries[0].value;
+  bool has_steps = false;
+  if (params && !params.IsNull())
+    for (auto& [key, value, key_loc] : reader.read_map(params, entries[0].key_loc, context + " " + schedule.kind, known)) {
+      std::string what = fmt::format("{} {}: '{}'", context, schedule.kind, key);
+      if (key == "decay_steps") {
+        schedule.decay_steps = reader.read_int(value, key_loc, what, 1, 1e12);
+        has_steps = true;
+      } else if (key == "decay_rate") {
+        schedule.decay_rate = reader.read_float(value, key_loc, what, 0, 1, false);
+      } else if (key == "staircase") {
+        schedule.staircase = reader.read_bool(value, key_loc, what);
+      } else if (key == "alpha") {
+        schedule.alpha = reader.read_float(value, key_loc, what, 0, 1, false);
+      } else if (key == "warmup_steps") {
+        schedule.warmup_steps = reader.read_int(value, key_loc, what, 0, 1e12);
+      }
+    }
+  if (schedule.kind == "exponential_decay" && !has_steps)
+    reader.fail(entries[0].key_loc, context + " exponential_decay: missing 'decay_steps' (steps per decay by decay_rate)");
+  return schedule;
+}
+
+EarlyStoppingSpec read_early_stopping(const Reader& reader, const YAML::Node& node, const SourceLoc& at) {
+  EarlyStoppingSpec early;
+  early.enabled = true;
+  const std::string context = "train: 'early_stopping'";
+  if (node.IsNull()) return early;
+  for (auto& [key, value, key_loc] :
+       reader.read_map(node, at, context, {"monitor", "patience", "min_delta", "restore_best_weights"})) {
+    std::string what = fmt::format("{}: '{}'", context, key);
+    if (key == "monitor") {
+      early.monitor = reader.read_string(value, key_loc, what);
+      const std::vector<std::string> metrics = {"val_loss", "val_accuracy", "loss", "accuracy"};
+      if (std::find(metrics.begin(), metrics.end(), early.monitor) == metrics.end())
+        reader.fail(reader.loc(value, key_loc), fmt::format("{}: unknown metric '{}'{}; expected val_loss, val_accuracy, "
+                                                            "loss or accuracy",
+                                                            what, early.monitor.substr(0, 40),
+                                                            did_you_mean(early.monitor, metrics)));
+    } else if (key == "patience") {
+      early.patience = reader.read_int(value, key_loc, what, 0, 100000);
+    } else if (key == "min_delta") {
+      early.min_delta = reader.read_float(value, key_loc, what, 0, 1e6, false);
+    } else if (key == "restore_best_weights") {
+      early.restore_best_weights = reader.read_bool(value, key_loc, what);
+    }
+  }
+  return early;
+}
+
+AugmentationSpec read_augmentation(const Reader& reader, const YAML::Node& node, const SourceLoc& at) {
+  AugmentationSpec augmentation;
+  const std::string context = "train: 'augmentation'";
+  if (node.IsNull()) return augmentation;
+  for (auto& [key, value, key_loc] : reader.read_map(node, at, context, {"crop_padding", "horizontal_flip"})) {
+    std::string what = fmt::format("{}: '{}'", context, key);
+    if (key == "crop_padding") augmentation.crop_padding = reader.read_int(value, key_loc, what, 0, 64);
+    else if (key == "horizontal_flip") augmentation.horizontal_flip = reader.read_bool(value, key_loc, what);
+  }
+  return augmentation;
+}
+
 TrainSpec read_train(const Reader& reader, const YAML::Node& node, const SourceLoc& at) {
   TrainSpec train;
   train.loc = reader.loc(node, at);
   if (node.IsNull()) return train;
   for (auto& [key, value, key_loc] :
-       reader.read_map(node, at, "train", {"loss", "optimizer", "batch_size", "epochs", "seed"})) {
+       reader.read_map(node, at, "train", {"loss", "optimizer", "batch_size", "epochs", "seed", "schedule",
+                                           "weight_decay", "early_stopping", "augmentation", "classes"})) {
     std::string what = "train: '" + key + "'";
     if (key == "loss") {
       train.loss = reader.read_string(value, key_loc, what);
@@ -420,6 +496,24 @@ TrainSpec read_train(const Reader& reader, const YAML::Node& node, const SourceL
       train.epochs = reader.read_int(value, key_loc, what, 1, 100000);
     } else if (key == "seed") {
       train.seed = reader.read_int(value, key_loc, what, 0, 4294967295.0);
+    } else if (key == "schedule") {
+      train.schedule = read_schedule(reader, value, key_loc);
+    } else if (key == "weight_decay") {
+      train.weight_decay = reader.read_float(value, key_loc, what, 0, 1, false);
+    } else if (key == "early_stopping") {
+      train.early_stopping = read_early_stopping(reader, value, key_loc);
+    } else if (key == "augmentation") {
+      train.augmentation = read_augmentation(reader, value, key_loc);
+    } else if (key == "classes") {
+      SourceLoc list_loc = reader.loc(value, key_loc);
+      if (!value.IsSequence() || value.size() == 0 || value.size() > 100000)
+        reader.fail(list_loc, fmt::format("{}: expected a list of class names, found {}", what, Reader::describe(value)));
+      for (const YAML::Node& name : value) {
+        std::string text = reader.read_string(name, list_loc, what);
+        if (text.empty() || text.size() > 200 || text.find_first_of("\n\r\t") != std::string::npos)
+          reader.fail(reader.loc(name, list_loc), fmt::format("{}: a class name must be 1 to 200 characters on one line", what));
+        train.classes.push_back(text);
+      }
     }
   }
   return train;
