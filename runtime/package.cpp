@@ -190,6 +190,15 @@ Network::StepResult Network::compute_gradients(const float* input, const int32_t
 }
 
 const float* Network::param_grads() const { return package_->param_grads_(model_); }
+
+void Network::apply_gradients(float scale) {
+  if (package_->apply_gradients_(model_, scale) != 0) throw UserError(SourceLoc{package_->dir(), 0, 0}, package_->error_(model_));
+}
+
+void Network::set_label_smoothing(float smoothing) {
+  if (package_->set_label_smoothing_(model_, smoothing) != 0)
+    throw UserError(SourceLoc{package_->dir(), 0, 0}, package_->error_(model_));
+}
 float* Network::optimizer_state(int slot) { return package_->optimizer_state_(model_, slot); }
 int64_t Network::step() const { return package_->step_(model_); }
 void Network::set_step(int64_t step) { package_->set_step_(model_, step); }

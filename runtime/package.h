@@ -117,6 +117,10 @@ class Network {
   // Forward and backward only: param_grads() receives the gradient of the mean loss.
   StepResult compute_gradients(const float* input, const int32_t* labels, int batch);
   const float* param_grads() const;
+  // The optimizer update from those gradients, each times `scale` (the second half of a step).
+  void apply_gradients(float scale);
+  // Keras's label smoothing of the training loss: targets (1 - s) one-hot + s / classes.
+  void set_label_smoothing(float smoothing);
   // Slot 0: Adam's m or SGD's velocity; slot 1: Adam's v. param_floats() each.
   float* optimizer_state(int slot);
   int64_t step() const;

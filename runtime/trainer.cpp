@@ -132,9 +132,10 @@ void prepare_batch(const Dataset& data, const std::vector<int64_t>& order, int64
 // The settings a resumed run must share with the checkpoint, beyond optimizer, batch and seed.
 std::string training_settings(const TrainConfig& c) {
   return fmt::format("schedule={} decay_steps={} decay_rate={} staircase={} alpha={} warmup_steps={} weight_decay={} "
-                     "early_stopping={} monitor={} patience={} min_delta={} restore={} crop_padding={} flip={} epochs={}",
+                     "clipnorm={} label_smoothing={} early_stopping={} monitor={} patience={} min_delta={} restore={} "
+                     "crop_padding={} flip={} epochs={}",
                      c.schedule, c.decay_steps, number(c.decay_rate), c.staircase, number(c.alpha), c.warmup_steps,
-                     number(c.weight_decay), c.early_stopping, c.monitor, c.patience, number(c.min_delta),
+                     number(c.weight_decay), number(c.global_clipnorm), number(c.label_smoothing), c.early_stopping, c.monitor, c.patience, number(c.min_delta),
                      c.restore_best_weights, c.crop_padding, c.horizontal_flip, c.schedule == "cosine_decay" ? c.epochs : 0);
 }
 
@@ -447,6 +448,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   network.set_optimizer(config.optimizer, config.learning_rate, config.beta_1, config.beta_2, config.epsilon,
                         config.momentum);
   network.set_seed(uint32_t(config.seed));
+  network.set_label_smoothing(float(config.label_smoothing));
   CheckpointPosition position;
   best_weights.clear();
   if (!config.resume.empty()) {
@@ -504,7 +506,19 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
                               config.momentum);
       }
       if (config.weight_decay > 0) before.assign(network.params(), network.params() + network.package().param_floats());
-      Network::StepResult step = network.train_step(inputs[slot].data(), labels[slot].data(), batch);
+      Network::StepResult step;
+      if (config.global_clipnorm > 0) {
+        // Keras's global_clipnorm: all gradients scaled by limit / norm when their norm exceeds it.
+        step = network.compute_gradients(inputs[slot].data(), labels[slot].data(), batch);
+        const float* grads = network.param_grads();
+        double squares = 0;
+        for (auto [offset, elements] : trainable)
+          for (int64_t k = offset; k < offset + elements; ++k) squares += double(grads[k]) * grads[k];
+        double norm = std::sqrt(squares);
+        network.apply_gradients(norm > config.global_clipnorm ? float(config.global_clipnorm / norm) : 1.0f);
+      } else {
+        step = network.train_step(inputs[slot].data(), labels[slot].data(), batch);
+      }
       if (config.weight_decay > 0) {
         // As AdamW: the update, less learning_rate * weight_decay times the weights before it.
         float decay = float(learning_rate * config.weight_decay);

@@ -63,6 +63,8 @@ struct TrainConfig {
   bool staircase = false;
   int64_t warmup_steps = 0;
   double weight_decay = 0;  // decoupled (AdamW, SGDW): w -= lr * weight_decay * w before the update
+  double global_clipnorm = 0;  // > 0: gradients scaled to a global L2 norm of at most this (Keras)
+  double label_smoothing = 0;  // targets (1 - s) one-hot + s / classes in the training loss
   // Early stopping on a metric of EpochMetrics: val_loss, val_accuracy, loss or accuracy.
   bool early_stopping = false;
   std::string monitor = "val_loss";

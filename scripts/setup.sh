@@ -21,6 +21,7 @@ packages=(
   libonnx-testdata                              # ONNX's conformance cases, run by the tests
   g++-aarch64-linux-gnu qemu-user               # ARM64 cross build and run
   dataset-fashion-mnist                         # the real training data
+  python3                                       # scripts/ (e.g. idx-to-png-folders.py, used by a test)
 )
 
 missing=()

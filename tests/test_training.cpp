@@ -421,3 +421,55 @@ TEST_CASE("image resizing: bilinear with aligned pixel centres", "[training]") {
   // Same size: unchanged.
   CHECK(rt::resize_bilinear(in.data(), 2, 2, 1, 2, 2) == in);
 }
+
+TEST_CASE("training options: label smoothing's loss and gradients; clipping by global norm", "[training]") {
+  test::BuiltModel built = test::build_model("tests/models/grad_relu.yaml");  // no dropout or batchnorm
+  rt::Network network(built.package);
+  test::randomize_params(network, 11);
+  const int batch = 5;
+  const int64_t classes = built.package->output_elements();
+  std::vector<float> input = test::random_input(batch * built.package->input_elements(), 12);
+  std::vector<int32_t> labels;
+  for (int i = 0; i < batch; ++i) labels.push_back(int32_t((i * 7) % classes));
+  std::vector<float> p = network.forward(input, batch);
+  const double s = 0.2;
+  double expected = 0;  // -sum over examples and classes of target * log p
+  for (int n = 0; n < batch; ++n)
+    for (int64_t k = 0; k < classes; ++k) {
+      double target = (k == labels[size_t(n)] ? 1 - s : 0) + s / double(classes);
+      expected -= target * std::log(double(p[size_t(n * classes + k)]));
+    }
+  network.set_label_smoothing(float(s));
+  auto loss_at = [&]() { return double(network.compute_gradients(input.data(), labels.data(), batch).loss_sum); };
+  CHECK(loss_at() == Approx(expected).epsilon(1e-4));
+  // The gradient of the mean loss against central differences, at a few parameters.
+  network.compute_gradients(input.data(), labels.data(), batch);
+  const std::vector<float> grads(network.param_grads(), network.param_grads() + built.package->param_floats());
+  for (int64_t k : {int64_t(0), built.package->param_floats() / 2, built.package->param_floats() - 1}) {
+    float* w = network.params() + k;
+    const float original = *w, h = 1e-2f;
+    *w = original + h;
+    network.params_changed();
+    double up = loss_at();
+    *w = original - h;
+    network.params_changed();
+    double down = loss_at();
+    *w = original;
+    network.params_changed();
+    double numeric = (up - down) / (2 * h) / batch;
+    INFO("parameter " << k);
+    CHECK(grads[size_t(k)] == Approx(numeric).margin(2e-3).epsilon(2e-2));
+  }
+  CHECK_THROWS_WITH(network.set_label_smoothing(1.5f), Catch::Contains("label smoothing must be in [0, 1)"));
+
+  // apply_gradients(scale) is train_step's update with the gradients scaled: with plain SGD the
+  // change of every parameter is -lr * scale * gradient.
+  network.set_label_smoothing(0);
+  network.set_optimizer("sgd", 0.5f, 0, 0, 0, 0);
+  network.compute_gradients(input.data(), labels.data(), batch);
+  const std::vector<float> g(network.param_grads(), network.param_grads() + built.package->param_floats());
+  const std::vector<float> before(network.params(), network.params() + built.package->param_floats());
+  network.apply_gradients(0.25f);
+  for (size_t k = 0; k < g.size(); k += 7) CHECK(network.params()[k] == Approx(before[k] - 0.5 * 0.25 * g[k]).margin(1e-6));
+  CHECK(network.step() == 1);
+}

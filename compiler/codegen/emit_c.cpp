@@ -201,6 +201,7 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       call.buffer(plan.logits_saved ? fmt::format("&s[{}]", plan.logits_source) : fmt::format("&b[{}]", plan.logits_source),
                   false);
       call.buffer("&model->labels_buffer", false);
+      call.scalar("float", "model->label_smoothing");
       call.buffer("&model->logit_grad_buffer", true);
       call.buffer("&model->loss_buffer", true);
       break;

@@ -165,6 +165,9 @@ class TrainingKernelBuilder {
     int classes = int(logits_shape[0]);
     ImageParam logits = batched(logits_shape, "logits");
     ImageParam labels = build_.buffer(Int(32), {}, true, "labels", classes);
+    // Keras's label smoothing: the target is (1 - s) one-hot + s / classes.
+    Param<float> smoothing("label_smoothing");
+    build_.scalar(smoothing, 0.0f);
     Expr batch = logits.dim(1).extent();
     Var u("u"), n("n");
     RDom k(0, classes, "k");
@@ -173,16 +176,22 @@ class TrainingKernelBuilder {
     total(n) = Halide::sum(vector_exp(logits(k, n) - top(n)));
     log_sum(n) = top(n) + log(total(n));
     Expr label = clamp(labels(n), 0, classes - 1);
-    loss(n) = log_sum(n) - logits(label, n);
-    gradient(u, n) = (vector_exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f, 0.0f)) / cast<float>(batch);
+    Func logit_sum("logit_sum");
+    logit_sum(n) = Halide::sum(logits(k, n));
+    Expr uniform = smoothing / float(classes);
+    // -sum_k target_k log p_k, with log p_k = logits_k - log_sum.
+    loss(n) = log_sum(n) - (1.0f - smoothing) * logits(label, n) - uniform * logit_sum(n);
+    gradient(u, n) = (vector_exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f - smoothing, 0.0f) - uniform) /
+                     cast<float>(batch);
     build_.output(gradient, {classes}, true);
     build_.output(loss, {}, true);
     loss.output_buffer().dim(0).set_min(0);
     if (!hand_) return;
     log_sum.compute_root();
     top.compute_root();
+    logit_sum.compute_root();
     if (sched_.gpu) {
-      for (Func f : {top, log_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
+      for (Func f : {top, log_sum, logit_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
       loss.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
       gradient.gpu_tile(u, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, classes), 4, TailStrategy::GuardWithIf);
     }

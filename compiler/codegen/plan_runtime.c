@@ -41,7 +41,7 @@ struct MODEL {
   struct halide_buffer_t flat[4];           /* params, grads, state 0, state 1 as flat vectors */
   struct halide_dimension_t flat_dim[4][1];
   int optimizer;                            /* 0: adam, 1: sgd */
-  float learning_rate, beta_1, beta_2, epsilon, momentum;
+  float learning_rate, beta_1, beta_2, epsilon, momentum, label_smoothing;
   int64_t step;
   uint32_t seed;
   double train_kernel_seconds[TRAIN_KERNELS > 0 ? TRAIN_KERNELS : 1];
@@ -254,6 +254,7 @@ MODEL *CNNC_PREFIX(create)(void) {
   model->beta_2 = 0.999f;
   model->epsilon = 1e-7f;
   model->momentum = 0.0f;
+  model->label_smoothing = 0.0f;
   return model;
 }
 
@@ -412,6 +413,12 @@ int CNNC_PREFIX(set_optimizer)(MODEL *model, const char *kind, float learning_ra
   return 0;
 }
 
+int CNNC_PREFIX(set_label_smoothing)(MODEL *model, float smoothing) {
+  if (!(smoothing >= 0.0f && smoothing < 1.0f)) return fail(model, "label smoothing must be in [0, 1)");
+  model->label_smoothing = smoothing;
+  return 0;
+}
+
 /* Describes the training buffers for this batch, allocating when the batch grows. */
 static int prepare_training(MODEL *model, const int32_t *labels, int batch) {
   if (ensure_training_blocks(model)) return 1;
@@ -497,6 +504,19 @@ int CNNC_PREFIX(compute_gradients)(MODEL *model, const float *input, const int32
     }
     *correct = right;
   }
+  return 0;
+}
+
+int CNNC_PREFIX(apply_gradients)(MODEL *model, float scale) {
+  model->error[0] = 0;
+  if (!TRAINABLE) return fail(model, untrainable_reason);
+  if (!model->grads) return fail(model, "no gradients yet: call compute_gradients first");
+  if (!(scale >= 0.0f) || scale > 1e30f) return fail(model, "the gradient scale must be a finite number >= 0");
+  if (scale != 1.0f)
+    for (int64_t i = 0; i < (int64_t)PARAM_FLOATS; ++i) model->grads[i] *= scale;
+  model->step += 1;
+  if (run_optimizer(model)) return 1;
+  CNNC_PREFIX(params_changed)(model);
   return 0;
 }
 

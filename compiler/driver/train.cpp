@@ -103,6 +103,8 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       config.alpha = spec.schedule.alpha;
       config.warmup_steps = spec.schedule.warmup_steps;
       config.weight_decay = spec.weight_decay;
+      config.global_clipnorm = spec.global_clipnorm;
+      config.label_smoothing = spec.label_smoothing;
       config.early_stopping = spec.early_stopping.enabled;
       config.monitor = spec.early_stopping.monitor;
       config.patience = spec.early_stopping.patience;

@@ -66,6 +66,8 @@ struct TrainSpec {
   int64_t seed = 0;
   ScheduleSpec schedule;
   double weight_decay = 0;  // decoupled (AdamW / SGDW): w -= lr * weight_decay * w each step
+  double global_clipnorm = 0;  // > 0: gradients scaled so that their global norm is at most this
+  double label_smoothing = 0;  // loss: {categorical_crossentropy: {label_smoothing: s}}
   EarlyStoppingSpec early_stopping;
   AugmentationSpec augmentation;
   std::vector<std::string> classes;  // names of the output classes, in order (optional)

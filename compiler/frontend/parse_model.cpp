@@ -478,9 +478,22 @@ TrainSpec read_train(const Reader& reader, const YAML::Node& node, const SourceL
   if (node.IsNull()) return train;
   for (auto& [key, value, key_loc] :
        reader.read_map(node, at, "train", {"loss", "optimizer", "batch_size", "epochs", "seed", "schedule",
-                                           "weight_decay", "early_stopping", "augmentation", "classes"})) {
+                                           "weight_decay", "global_clipnorm", "early_stopping", "augmentation",
+                                           "classes"})) {
     std::string what = "train: '" + key + "'";
     if (key == "loss") {
+      // categorical_crossentropy, or {categorical_crossentropy: {label_smoothing: s}} (Keras's argument).
+      YAML::Node name = value;
+      if (value.IsMap() && value.size() == 1) {
+        auto entries = reader.read_map(value, key_loc, what, {"categorical_crossentropy"});
+        name = YAML::Node(entries[0].key);
+        if (entries[0].value && !entries[0].value.IsNull())
+          for (auto& [option, setting, option_loc] :
+               reader.read_map(entries[0].value, entries[0].key_loc, what + " categorical_crossentropy", {"label_smoothing"}))
+            train.label_smoothing = reader.read_float(setting, option_loc, what + " " + option, 0, 1, true);
+        train.loss = entries[0].key;
+        continue;
+      }
       train.loss = reader.read_string(value, key_loc, what);
       const std::vector<std::string> losses = {"categorical_crossentropy"};
       if (train.loss != losses[0])
@@ -500,6 +513,8 @@ TrainSpec read_train(const Reader& reader, const YAML::Node& node, const SourceL
       train.schedule = read_schedule(reader, value, key_loc);
     } else if (key == "weight_decay") {
       train.weight_decay = reader.read_float(value, key_loc, what, 0, 1, false);
+    } else if (key == "global_clipnorm") {
+      train.global_clipnorm = reader.read_float(value, key_loc, what, 1e-12, 1e12, false);
     } else if (key == "early_stopping") {
       train.early_stopping = read_early_stopping(reader, value, key_loc);
     } else if (key == "augmentation") {
