@@ -4,10 +4,12 @@
 # spirit of Halide's add_halide_library. <name> becomes the model's C prefix: the header is
 # <name>.h and its functions are <name>_create, <name>_forward, ... (see docs/c-api.md).
 #
-#   include(CnncModel)
+#   include(CnncModel)            # or, with an installed cnnc: find_package(cnnc REQUIRED)
 #   cnnc_add_model(mnist_cnn MODEL models/mnist_cnn.yaml)
 #   target_link_libraries(my_program PRIVATE mnist_cnn)
 #
+# cnnc is the target cnnc inside cnnc's own build, cnnc::cnnc where find_package(cnnc) found an
+# installed one, else CNNC_EXECUTABLE or the cnnc on the PATH.
 # The first target (default: host) gives the library <name>; every further target gives
 # <name>-<target> (cross builds: arm-64-linux, x86-64-linux-avx512, ...). The package is rebuilt
 # when the model file or cnnc changes.
@@ -20,9 +22,12 @@ function(cnnc_add_model name)
     set(ARG_TARGETS host)
   endif()
   get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
-  if(TARGET cnnc)
+  if(TARGET cnnc)  # cnnc's own build
     set(cnnc_command $<TARGET_FILE:cnnc>)
     set(cnnc_dependency cnnc)
+  elseif(TARGET cnnc::cnnc)  # an installed cnnc, found by find_package(cnnc)
+    set(cnnc_command $<TARGET_FILE:cnnc::cnnc>)
+    set(cnnc_dependency $<TARGET_FILE:cnnc::cnnc>)
   else()
     find_program(CNNC_EXECUTABLE cnnc REQUIRED)
     set(cnnc_command ${CNNC_EXECUTABLE})
