@@ -6,14 +6,18 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <future>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <ostream>
 #include <random>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include "support/diagnostics.h"
+#include "support/text.h"
 #include "weights.h"
 
 namespace cnnc::rt {
@@ -93,10 +97,7 @@ class Progress {
 
 std::string number(double value) { return fmt::format("{:.17g}", value); }
 
-// "1 epoch", "2 epochs".
-std::string counted(int64_t n, const std::string& noun) {
-  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : noun.back() == 'h' ? "es" : "s");
-}
+
 
 // One batch of examples as floats in [0, 1], augmented as the config asks. Each example's
 // crop offset and flip come from (seed, epoch, example) alone: the same in a resumed run.
@@ -138,6 +139,63 @@ std::string training_settings(const TrainConfig& c) {
                      number(c.weight_decay), number(c.global_clipnorm), number(c.label_smoothing), c.early_stopping, c.monitor, c.patience, number(c.min_delta),
                      c.restore_best_weights, c.crop_padding, c.horizontal_flip, c.schedule == "cosine_decay" ? c.epochs : 0);
 }
+
+// A reader thread that prepares batches ahead of the training loop: one thread for the whole run
+// (no thread started per batch), handed one batch at a time.
+class BatchReader {
+ public:
+  BatchReader() : thread_([this] { loop(); }) {}
+  ~BatchReader() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  // Starts `job` on the reader thread; wait() returns when it is done.
+  void start(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = std::move(job);
+      busy_ = true;
+    }
+    wake_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return !busy_; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return quit_ || job_; });
+      if (quit_) return;
+      std::function<void()> job = std::move(job_);
+      job_ = nullptr;
+      lock.unlock();
+      try {
+        job();
+      } catch (...) {
+        lock.lock();
+        error_ = std::current_exception();
+        lock.unlock();
+      }
+      lock.lock();
+      busy_ = false;
+      done_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::function<void()> job_;
+  bool busy_ = false, quit_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
 
 double monitored(const EpochMetrics& row, const std::string& monitor) {
   if (monitor == "val_accuracy") return row.val_accuracy;
@@ -454,7 +512,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   if (!config.resume.empty()) {
     position = load_checkpoint(network, config, config.resume);
     out << fmt::format("Resuming from {}: {} and {} done, step {}\n", config.resume,
-                       counted(position.epoch, "epoch"), counted(position.batch, "batch"), position.step);
+                       plural(position.epoch, "epoch"), plural(position.batch, "batch", "batches"), position.step);
   } else {
     network.set_step(0);
     std::fill(network.optimizer_state(0), network.optimizer_state(0) + network.package().param_floats(), 0.0f);
@@ -479,6 +537,8 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   for (const TensorInfo& info : network.package().params())
     if (info.trainable) trainable.emplace_back(info.offset, info.elements());
   double learning_rate = config.learning_rate;
+  BatchReader reader;
+  bool use_reader = false;  // decided from the first steps' timings
   TrainResult result;
   for (int64_t epoch = position.epoch; epoch < config.epochs; ++epoch) {
     std::vector<int64_t> order = epoch_order(count, config.seed, epoch);
@@ -493,13 +553,25 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       int batch = int(std::min(batch_size, count - b * batch_size));
       prepare_batch(train_data, order, b * batch_size, batch, config, epoch, inputs[slot].data(), labels[slot].data());
     };
-    std::future<void> next;
-    if (first_batch < batches) prepare(first_batch, first_batch % 2);
+    // The first batches are prepared inline and timed against the steps; the reader thread takes
+    // over when preparing costs more than a tenth of a step (large images, augmentation). On a
+    // small net with small images it would only compete with the kernels' threads for the cores.
+    bool pending = false;
+    int timed = 0;
+    double prepare_seconds = 0, step_seconds = 0;
     for (int64_t b = first_batch; b < batches; ++b) {
       int batch = int(std::min(batch_size, count - b * batch_size));
       int slot = int(b % 2);
-      if (next.valid()) next.get();
-      if (b + 1 < batches) next = std::async(std::launch::async, prepare, b + 1, 1 - slot);
+      if (pending) {
+        reader.wait();
+      } else {
+        auto before_prepare = std::chrono::steady_clock::now();
+        prepare(b, slot);
+        prepare_seconds += seconds_since(before_prepare);
+      }
+      pending = use_reader && b + 1 < batches;
+      if (pending) reader.start([&prepare, b, slot] { prepare(b + 1, 1 - slot); });
+      auto before_step = std::chrono::steady_clock::now();
       if (!config.schedule.empty()) {
         learning_rate = learning_rate_at(config, network.step(), total_steps);
         network.set_optimizer(config.optimizer, float(learning_rate), config.beta_1, config.beta_2, config.epsilon,
@@ -527,6 +599,8 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
           for (int64_t k = offset; k < offset + elements; ++k) params[k] -= decay * before[size_t(k)];
         network.params_changed();
       }
+      step_seconds += seconds_since(before_step);
+      if (!use_reader && ++timed == 8) use_reader = prepare_seconds > 0.1 * step_seconds;
       loss_sum += step.loss_sum;
       correct += step.correct;
       seen += batch;
@@ -534,7 +608,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       progress.update(b + 1, seconds_since(start), b + 1 - first_batch, loss_sum / double(seen), double(correct) / double(seen));
       if (config.stop_after && config.stop_after(network.step())) stop_requested = true;
       if (stop_requested && b + 1 < batches) {
-        if (next.valid()) next.get();
+        if (pending) reader.wait();
         progress.finish();
         if (!config.checkpoint.empty()) {
           CheckpointPosition here = position;
@@ -599,7 +673,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     }
     if (stop) {
       out << fmt::format("Early stopping: {} has not improved for {}; best {:.4f} at epoch {}{}\n", config.monitor,
-                         counted(position.wait, "epoch"), position.best, position.best_epoch,
+                         plural(position.wait, "epoch"), position.best, position.best_epoch,
                          config.restore_best_weights ? ", whose weights are restored" : "");
       if (config.restore_best_weights && !best_weights.empty()) {
         std::copy(best_weights.begin(), best_weights.end(), network.params());

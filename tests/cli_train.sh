@@ -15,7 +15,7 @@ grep -q "^Epoch 2/2$" "$work/out" || fail "no epoch line"
 grep -Eq "^10/10 - [0-9.]+s - [0-9]+ images/s - loss: [0-9.]+ - accuracy: [0-9.]+ - val_loss: [0-9.]+ - val_accuracy: [0-9.]+$" "$work/out" || fail "epoch summary format"
 grep -q "^Test accuracy: " "$work/out" || fail "no test accuracy"
 [[ $(wc -l <"$work/m.jsonl") -eq 2 ]] || fail "metrics lines"
-head -1 "$work/m.jsonl" | grep -Eq '^\{"epoch": 1, "loss": [0-9.]+, "accuracy": [0-9.]+, "val_loss": [0-9.]+, "val_accuracy": [0-9.]+, "seconds": [0-9.]+, "images_per_second": [0-9.]+\}$' || fail "metrics keys"
+head -1 "$work/m.jsonl" | grep -Eq '^\{"epoch": 1, "loss": [0-9.]+, "accuracy": [0-9.]+, "val_loss": [0-9.]+, "val_accuracy": [0-9.]+, "seconds": [0-9.]+, "images_per_second": [0-9.]+, "learning_rate": [0-9.e+-]+\}$' || fail "metrics keys"
 [[ -s "$work/w.safetensors" && -s "$work/w.checkpoint.safetensors" ]] || fail "weights or checkpoint missing"
 
 # Resume to 3 epochs from the checkpoint of 2.

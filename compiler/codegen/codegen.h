@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,8 +61,13 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
 
 // Compiles every kernel into one object file without a Halide runtime, and the target's
 // standalone Halide runtime into another. Records each kernel's schedule in `kernels`.
+// `progress`, if set, is called before each kernel is compiled, with its number (1-based) among
+// the `count` compiled and the kernel, then once with (count + 1, count, nullptr) before the
+// machine code of them all is generated.
+using CompileProgress = std::function<void(size_t number, size_t count, const KernelInfo* kernel)>;
 void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target,
-                     const std::string& kernels_object, const std::string& runtime_object);
+                     const std::string& kernels_object, const std::string& runtime_object,
+                     const CompileProgress& progress = {});
 
 // Every registered op (ops/op.h) has the Halide half its traits call for (codegen/halide_op.h):
 // a forward and a backward definition unless it is a view, an activation function and its

@@ -500,12 +500,16 @@ std::pair<Pipeline, PipelineBuild> make_pipeline(const Graph& graph, const Kerne
 }  // namespace
 
 void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const TargetInfo& target_info,
-                     const std::string& kernels_object, const std::string& runtime_object) {
+                     const std::string& kernels_object, const std::string& runtime_object,
+                     const CompileProgress& progress) {
   Target target = Target(target_info.halide).with_feature(Target::NoRuntime);
   std::vector<Module> modules;
+  size_t count = 0;
+  for (const KernelInfo& kernel : kernels) count += kernel.reuses_inference_kernel ? 0 : 1;
   try {
     for (KernelInfo& kernel : kernels) {
       if (kernel.reuses_inference_kernel) continue;
+      if (progress) progress(modules.size() + 1, count, &kernel);
       std::optional<QuietOutput> quiet;  // (an error still surfaces, after the output is back)
       if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
       auto [pipeline, build] = make_pipeline(graph, kernel, target);
@@ -517,6 +521,7 @@ void compile_kernels(const Graph& graph, std::vector<KernelInfo>& kernels, const
       throw UserError(SourceLoc{graph.file, 0, 0},
                       "the model computes nothing: each of its layers only passes its input on (flatten, dropout "
                       "at inference), so there is no kernel to compile");
+    if (progress) progress(count + 1, count, nullptr);
     link_modules("cnnc_kernels", modules).compile({{OutputFileType::object, kernels_object}});
     compile_standalone_runtime(runtime_object, Target(target_info.halide));
   } catch (const Halide::CompileError& error) {

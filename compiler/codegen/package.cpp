@@ -18,6 +18,7 @@
 #include "codegen/plan.h"
 #include "codegen/schedules.h"
 #include "codegen/toolchain.h"
+#include "support/text.h"
 
 #ifndef CNNC_VERSION
 #define CNNC_VERSION "unknown"
@@ -56,10 +57,10 @@ std::string package_cache_key(const Plan& plan, const TargetInfo& target, const 
 
 // Generate kernels: every kernel of the plan into kernels.o, the Halide runtime into runtime.o,
 // and the schedule each got (and the FLOPs it executes) recorded in the plan.
-void generate_kernels(Plan& plan, const TargetInfo& target, const std::string& work) {
+void generate_kernels(Plan& plan, const TargetInfo& target, const std::string& work, const CompileProgress& progress) {
   std::vector<KernelInfo> all = plan.kernels;
   all.insert(all.end(), plan.training.begin(), plan.training.end());
-  compile_kernels(plan.graph, all, target, work + "/kernels.o", work + "/runtime.o");
+  compile_kernels(plan.graph, all, target, work + "/kernels.o", work + "/runtime.o", progress);
   for (size_t i = 0; i < plan.kernels.size(); ++i) {
     plan.kernels[i].schedule = all[i].schedule;
     plan.kernels[i].executed_flops = all[i].executed_flops;
@@ -69,6 +70,44 @@ void generate_kernels(Plan& plan, const TargetInfo& target, const std::string& w
     plan.training[i].executed_flops = all[plan.kernels.size() + i].executed_flops;
   }
 }
+
+// What the build is compiling, while it compiles the kernels: on a terminal one line rewritten
+// in place ("cnnc: compiling kernel 12/40: NAME (backward)", then "generating machine code for
+// 40 kernels", most of the time), erased when done. Otherwise plain lines, few: a kernel's when
+// some seconds have passed since the last line, and the machine code's where the kernels took
+// a second or more (a big model), so that a log says what a long build is doing without a line
+// per kernel in every log.
+class CompileProgressLine {
+ public:
+  explicit CompileProgressLine(const BuildOptions& options) : options_(options) {}
+  ~CompileProgressLine() { close(); }
+  void operator()(size_t number, size_t count, const KernelInfo* kernel) {
+    if (!options_.log) return;
+    std::string text = kernel ? fmt::format("compiling kernel {}/{}: {} ({})", number, count, kernel->function,
+                                            kernel_kind_name(kernel->kind))
+                              : fmt::format("generating machine code for {}", plural(int64_t(count), "kernel"));
+    if (options_.log_in_place) {
+      *options_.log << "\r\033[K" << fit_line("cnnc: " + text, terminal_columns(STDERR_FILENO)) << std::flush;
+      open_ = true;
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (kernel ? now - last_ >= std::chrono::seconds(3) : now - start_ >= std::chrono::seconds(1)) {
+      *options_.log << "cnnc: " << text << "\n" << std::flush;
+      last_ = now;
+    }
+  }
+  // Erases the line (before the next message, or an error).
+  void close() {
+    if (open_ && options_.log) *options_.log << "\r\033[K" << std::flush;
+    open_ = false;
+  }
+
+ private:
+  const BuildOptions& options_;
+  bool open_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
+};
 
 // A work directory beside the cache entry, removed on the way out unless released.
 struct WorkDirectory {
@@ -134,9 +173,14 @@ PackageResult build_package(const Graph& graph, const BuildOptions& options) {
   WorkDirectory work(entry);
 
   // 3. Generate kernels (Halide).
-  log(fmt::format("{} for {}: compiling {} kernels ({} for inference) with Halide {}", graph.name, target.name,
-                  plan.kernels.size() + plan.training.size(), plan.kernels.size(), halide_version()));
-  generate_kernels(plan, target, work.dir);
+  size_t compiled = plan.kernels.size();
+  for (const KernelInfo& kernel : plan.training) compiled += kernel.reuses_inference_kernel ? 0 : 1;
+  log(fmt::format("{} for {}: compiling {} ({} for inference) with Halide {}", graph.name, target.name,
+                  plural(int64_t(compiled), "kernel"), plan.kernels.size(), halide_version()));
+  {
+    CompileProgressLine progress(options);
+    generate_kernels(plan, target, work.dir, std::ref(progress));
+  }
   // 4. Emit the plan's C; 5. the header and the manifest.
   write_file(work.dir + "/plan.c", generate_plan_c(plan));
   write_file(work.dir + "/" + graph.name + ".h", generate_header(plan, target));

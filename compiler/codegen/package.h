@@ -22,6 +22,9 @@ struct BuildOptions {
   bool use_cache = true;
   bool use_tuning = true;       // apply the best schedules of the tuning database, where it has them
   std::ostream* log = nullptr;  // progress lines, or nullptr
+  // `log` is a terminal: the kernel being compiled is shown on one line rewritten in place
+  // (else a plain line now and then, at most one every few seconds).
+  bool log_in_place = false;
   // Test builds: every buffer of the plan between guard zones checked after each kernel; a
   // kernel that writes outside its buffers fails with its name (see tests/random_nets.cpp).
   bool guard_zones = false;

@@ -1,8 +1,10 @@
 // cnnc bench MODEL.yaml: per-kernel time, GFLOP/s and % of this machine's measured FMA peak;
 // training images/s at the batch size; inference latency at batch 1 and images/s at batch 256.
-// Best of N repetitions after warm-up (the machines are shared and noisy).
+// Best of N repetitions after warm-up (the machines are shared and noisy). --chart draws each
+// kernel's time and % of the peak as an SVG bar chart (support/chart.h).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -16,6 +18,8 @@
 #include "driver/commands.h"
 #include "driver/load_model.h"
 #include "peak_fma.h"
+#include "support/chart.h"
+#include "support/text.h"
 #include "weights.h"
 
 namespace cnnc {
@@ -74,11 +78,27 @@ void print_kernels(const std::string& title, const std::vector<KernelTime>& kern
   }
 }
 
+// The rows of the chart: each kernel's time, its effective % of the peak, and its executed %
+// as a marker where the algorithm does other work (Winograd). No % where a kernel has no FLOPs
+// counted (the optimizer update, "the rest").
+chart::BarSection chart_section(const std::string& title, const std::vector<KernelTime>& kernels, double peak) {
+  chart::BarSection section{title, {}};
+  const double none = std::nan("");
+  for (const KernelTime& kernel : kernels) {
+    double percent = kernel.flops > 0 && peak > 0 ? 100 * double(kernel.flops) / kernel.seconds / 1e9 / peak : none;
+    double executed = kernel.executed > 0 && kernel.executed != kernel.flops && peak > 0
+                          ? 100 * double(kernel.executed) / kernel.seconds / 1e9 / peak
+                          : none;
+    section.rows.push_back({kernel.name, {kernel.seconds * 1e3, percent}, {none, executed}});
+  }
+  return section;
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app, CommandAction& action) {
   struct Options {
-    std::string model, target = "host", json;
+    std::string model, target = "host", json, chart;
     int64_t batch_size = 0;
     int threads = 2, repetitions = 5, steps = 100, latency_runs = 1000, batches = 20;
     bool no_tuning = false;
@@ -101,8 +121,12 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
                     "Write the results as JSON (train_images_per_second, infer_latency_ms_batch1, "
                     "infer_images_per_second_batch256, fma_peak_gflops, inference_kernels and training_kernels "
                     "with ms, percent_of_peak and executed_percent_of_peak, ...)");
+  bench->add_option("--chart", options->chart,
+                    "Draw each kernel's time and % of the FMA peak (inference and training kernels) as a bar chart "
+                    "in this SVG file");
   bench->callback([options, &action] {
     action = [options] {
+      if (!options->chart.empty()) chart::check_svg_path(options->chart);
       LoadedModel loaded = load_model(options->model, options->target, false, !options->no_tuning);
       rt::Package& package = *loaded.package;
       package.set_threads(options->threads);
@@ -173,8 +197,8 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
       result["fma_peak_gflops"] = peak;
       result["train_batch_size"] = batch_size;
       result["schedules"] = options->no_tuning ? "default" : "tuned where the database has entries";
-      std::cout << fmt::format("{} on {} with {} threads; FMA peak measured {:.1f} GFLOP/s\n", loaded.graph.name,
-                               package.target(), threads, peak);
+      std::cout << fmt::format("{} on {} with {}; FMA peak measured {:.1f} GFLOP/s\n", loaded.graph.name,
+                               package.target(), plural(threads, "thread"), peak);
       print_kernels("inference kernel (batch 256)", inference, peak, result["inference_kernels"]);
       if (package.trainable())
         print_kernels(fmt::format("training kernel (batch {})", batch_size), training, peak, result["training_kernels"]);
@@ -190,14 +214,31 @@ void add_bench_command(CLI::App& app, CommandAction& action) {
       std::cout << fmt::format("inference, batch 256: {:.0f} images/s ({:.3f} ms per batch)\n", big / batch_best,
                                batch_best * 1e3);
       std::cout << fmt::format("inference, batch 1: median latency {:.4f} ms\n", latency_best * 1e3);
-      std::cout << fmt::format("(best of {} repetitions: {} training steps, {} batches of 256, {} single images each)\n",
-                               repetitions, options->steps, options->batches, options->latency_runs);
+      std::cout << fmt::format("(best of {}: {}, {} of 256, {} each)\n", plural(repetitions, "repetition"),
+                               plural(options->steps, "training step"), plural(options->batches, "batch", "batches"),
+                               plural(options->latency_runs, "single image"));
       result["infer_images_per_second_batch256"] = big / batch_best;
       result["infer_latency_ms_batch1"] = latency_best * 1e3;
       if (!options->json.empty()) {
         std::ofstream out(options->json);
         out << result.dump(2) << "\n";
         if (!out) throw UserError(SourceLoc{options->json, 0, 0}, "cannot write the JSON file");
+      }
+      if (!options->chart.empty()) {
+        std::vector<chart::BarSection> sections = {chart_section("inference kernels (batch 256)", inference, peak)};
+        if (package.trainable())
+          sections.push_back(chart_section(fmt::format("training kernels (batch {})", batch_size), training, peak));
+        std::vector<chart::BarColumn> columns = {
+            {"time (ms)", "#1f77b4", 3, "", ""},
+            {"% of FMA peak (effective)", "#2f9e44", 1, "%",
+             "executed % of peak (where the algorithm differs: Winograd)"}};
+        std::string subtitle = fmt::format("{}, FMA peak {:.1f} GFLOP/s, best of {}; schedules: {}",
+                                           plural(threads, "thread"), peak, plural(repetitions, "repetition"),
+                                           result["schedules"].get<std::string>());
+        chart::write_svg(options->chart,
+                         chart::bar_chart_svg(fmt::format("{}: kernels on {}", loaded.graph.name, package.target()),
+                                              subtitle, columns, sections));
+        std::cout << fmt::format("Wrote the kernel chart to {}\n", options->chart);
       }
       return 0;
     };

@@ -1,4 +1,6 @@
 // cnnc build MODEL.yaml --target T -o DIR: compile a model into a package.
+#include <unistd.h>
+
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -69,6 +71,7 @@ void add_build_command(CLI::App& app, CommandAction& action) {
       build.use_cache = !options->no_cache;
       build.use_tuning = !options->no_tuning;
       build.log = options->quiet ? nullptr : &std::cerr;
+      build.log_in_place = isatty(STDERR_FILENO) != 0;  // the kernel being compiled, on one line
       if (options->dump_after == "plan-kernels" || options->dump_after == "all") build.dump_kernel_plan = &std::cout;
       PackageResult result = build_package(graph, build);
       if (!options->quiet)

@@ -21,5 +21,6 @@ void add_eval_command(CLI::App& app, CommandAction& action);
 void add_bench_command(CLI::App& app, CommandAction& action);
 void add_tune_command(CLI::App& app, CommandAction& action);
 void add_import_command(CLI::App& app, CommandAction& action);
+void add_plot_command(CLI::App& app, CommandAction& action);
 
 }  // namespace cnnc

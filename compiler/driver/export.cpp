@@ -8,6 +8,7 @@
 #include "driver/commands.h"
 #include "driver/load_model.h"
 #include "onnx/onnx_export.h"
+#include "support/text.h"
 #include "weights.h"
 
 namespace cnnc {
@@ -49,7 +50,7 @@ void add_export_command(CLI::App& app, CommandAction& action) {
         tensor.data.assign(data, data + info.elements());
       }
       int64_t nodes = export_onnx_file(loaded.graph, weights, options->output);
-      std::cout << fmt::format("Wrote {} ({} nodes, opset 14)\n", options->output, nodes);
+      std::cout << fmt::format("Wrote {} ({}, opset 14)\n", options->output, plural(nodes, "node"));
       return 0;
     };
   });

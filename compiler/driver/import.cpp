@@ -10,6 +10,7 @@
 #include "graph/pipeline.h"
 #include "graph/print.h"
 #include "onnx/onnx_import.h"
+#include "support/text.h"
 #include "weights.h"
 
 namespace cnnc {
@@ -51,8 +52,9 @@ void add_import_command(CLI::App& app, CommandAction& action) {
       if (options->verbose)
         for (const std::string& note : imported.notes) std::cerr << "  " << note << "\n";
       if (!options->quiet)
-        std::cerr << fmt::format("Imported {} (opset {}): {} layers, {} parameters{}{}\n", options->model,
-                                 imported.opset, imported.spec.layers.size(), with_commas(graph.total_params()),
+        std::cerr << fmt::format("Imported {} (opset {}): {}, {} {}{}{}\n", options->model, imported.opset,
+                                 plural(int64_t(imported.spec.layers.size()), "layer"),
+                                 with_commas(graph.total_params()), plural_noun(graph.total_params(), "parameter"),
                                  options->output.empty() ? "" : "; model in " + options->output,
                                  options->weights.empty() ? "" : "; weights in " + options->weights);
       return 0;

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   cnnc::add_tune_command(app, action);
   cnnc::add_import_command(app, action);
   cnnc::add_bench_command(app, action);
+  cnnc::add_plot_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

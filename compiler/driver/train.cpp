@@ -14,6 +14,7 @@
 #include "driver/commands.h"
 #include "driver/load_model.h"
 #include "graph/print.h"
+#include "support/text.h"
 #include "trainer.h"
 #include "weights.h"
 
@@ -143,10 +144,10 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       std::string optimizer = config.optimizer == "adam"
                                   ? fmt::format("adam (learning_rate {})", config.learning_rate)
                                   : fmt::format("sgd (learning_rate {}, momentum {})", config.learning_rate, config.momentum);
-      std::cout << fmt::format("Training {} ({} parameters) on {} images from {}, validating on {}: {} epochs, batch {}, "
-                               "{}, seed {}\n",
-                               graph.name, with_commas(graph.total_params()), train_data.images.count, data.description,
-                               test_data.images.count, config.epochs, config.batch_size, optimizer, config.seed)
+      std::cout << fmt::format("Training {} ({} parameters) on {} from {}, validating on {}: {}, batch {}, {}, seed {}\n",
+                               graph.name, with_commas(graph.total_params()), plural(train_data.images.count, "image"),
+                               data.description, test_data.images.count, plural(config.epochs, "epoch"),
+                               config.batch_size, optimizer, config.seed)
                 << std::flush;
 
       std::signal(SIGINT, on_interrupt);
@@ -157,8 +158,8 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       if (result.interrupted) return 130;
       rt::save_weights(network, output, data.classes);
       rt::EvalResult test = rt::evaluate(network, test_data);
-      std::cout << fmt::format("Test accuracy: {:.4f} (loss {:.4f}) on {} images\n", test.accuracy, test.loss,
-                               test_data.images.count);
+      std::cout << fmt::format("Test accuracy: {:.4f} (loss {:.4f}) on {}\n", test.accuracy, test.loss,
+                               plural(test_data.images.count, "image"));
       std::cout << fmt::format("Saved weights to {} and the checkpoint to {}\n", output, config.checkpoint);
       return 0;
     };
@@ -202,8 +203,8 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
       const rt::Dataset& data = loaded_data.test;
       std::vector<std::string> names = loaded_data.classes;
       rt::EvalResult result = rt::evaluate(network, data);
-      std::cout << fmt::format("{} on {} test images from {}\nloss: {:.4f} - accuracy: {:.4f}\n\n", loaded.graph.name,
-                               data.images.count, options->data, result.loss, result.accuracy);
+      std::cout << fmt::format("{} on {} from {}\nloss: {:.4f} - accuracy: {:.4f}\n\n", loaded.graph.name,
+                               plural(data.images.count, "test image"), options->data, result.loss, result.accuracy);
       // Rows labelled with the class names where known; columns by number.
       auto row_label = [&](int64_t k) {
         return size_t(k) < names.size() ? fmt::format("{} {}", k, names[size_t(k)]) : fmt::format("{}", k);

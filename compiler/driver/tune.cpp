@@ -18,6 +18,7 @@
 #include "driver/load_model.h"
 #include "frontend/parse_model.h"
 #include "graph/pipeline.h"
+#include "support/text.h"
 #include "tune/tune_kernels.h"
 
 namespace cnnc {
@@ -81,6 +82,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
       tune.autoschedulers = autoschedulers;
       tune.json = options->json;
       tune.progress_in_place = isatty(STDOUT_FILENO) != 0;  // a terminal: one line, rewritten
+      tune.progress_columns = terminal_columns(STDOUT_FILENO, 150);
       return tune_kernels(graph, target, tune, std::cout, std::cerr);
     };
   });

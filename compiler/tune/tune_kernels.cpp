@@ -16,6 +16,7 @@
 #include "codegen/child_timing.h"
 #include "codegen/codegen.h"
 #include "codegen/package.h"
+#include "support/text.h"
 #include "tune/tuning_db.h"
 
 namespace cnnc {
@@ -71,8 +72,8 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
 
   TuningDb db(TuningDb::default_path(cache_directory()));
   std::string halide = halide_version();
-  out << fmt::format("Tuning {} kernels of {} for {} at batch {} (budget {:.0f} s; database {})\n", work.size(),
-                     graph.name, target.name, batch, options.budget, db.path())
+  out << fmt::format("Tuning {} of {} for {} at batch {} (budget {:.0f} s; database {})\n",
+                     plural(int64_t(work.size()), "kernel"), graph.name, target.name, batch, options.budget, db.path())
       << std::flush;
   std::signal(SIGINT, on_interrupt);
   auto stop = [] { return interrupted != 0; };
@@ -99,6 +100,23 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       if (it == measured.end() || (m.valid && (!it->second.valid || m.seconds < it->second.seconds))) measured[m.candidate] = m;
     }
     bool done = db.is_done(signature, target.halide, halide);
+    // On a terminal, one line rewritten in place: the kernel, what is being measured, the best
+    // so far against the default, the time spent and what is left of the budget.
+    auto show = [&](const std::string& step, const std::string& candidate) {
+      if (!options.progress_in_place) return;
+      std::string best = "best: none yet";
+      auto reference_it = measured.find("default");
+      const Measurement* fastest = nullptr;
+      for (const auto& [text, m] : measured)
+        if (m.valid && (!fastest || m.seconds < fastest->seconds)) fastest = &m;
+      if (fastest && reference_it != measured.end() && reference_it->second.valid)
+        best = fmt::format("best {:.3f} ms, {:.2f}x the default", fastest->seconds * 1e3,
+                           reference_it->second.seconds / std::max(1e-12, fastest->seconds));
+      double spent = elapsed();
+      std::string line = fmt::format("{} {} | {} | {} spent, {} left | {}", label, step, best, clock_duration(spent),
+                                     clock_duration(options.budget - spent), candidate);
+      out << "\r\033[K" << fit_line(line, options.progress_columns) << std::flush;
+    };
     // The default's outputs are the reference every candidate is checked against.
     KernelTiming reference;
     if (!done) {
@@ -107,6 +125,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
         break;
       }
       kernel.knobs = ScheduleKnobs{};
+      show(fmt::format("candidate 1/{}", candidates.size()), "default (the reference)");
       double limit = time_limit();
       ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
                                                stop, test_fault_for(kernel.function, 1));
@@ -117,6 +136,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       if (child.timed_out) {
         // Not a fault of the default schedule: the limit (half the budget at most) is too
         // short to compile and time it here. Nothing is recorded; a longer run tunes it.
+        if (options.progress_in_place) out << "\r\033[K" << std::flush;  // (the same terminal, likely)
         err << fmt::format("{}: the default schedule needs more than the {:.1f} s a candidate may take; "
                            "run with a larger --budget or --candidate-timeout\n",
                            kernel.function, limit);
@@ -144,6 +164,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       Measurement m{signature, target.halide, halide, text, knobs.autoscheduler.empty() ? "tuned" : "autoscheduler", 0,
                     false, ""};
       kernel.knobs = knobs;
+      show(fmt::format("candidate {}/{}", index, candidates.size()), text);
       double limit = time_limit();
       ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
                                                stop, test_fault_for(kernel.function, index));
@@ -167,20 +188,13 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       }
       db.record(m);
       measured[text] = m;
-      if (options.progress_in_place) {
-        Measurement best = db.best(signature, target.halide, halide).value();
-        std::string line = fmt::format("{} candidate {}/{} {}: {}; best {:.2f}x the default", label, index,
-                                       candidates.size(), text, m.valid ? fmt::format("{:.3f} ms", m.seconds * 1e3) : "rejected",
-                                       measured["default"].seconds / best.seconds);
-        if (line.size() > 150) line = line.substr(0, 147) + "...";
-        out << "\r\033[K" << line << std::flush;  // (erased by the next line)
-      }
     }
     if (!done && complete && !interrupted && elapsed() < options.budget) {
       // The default once more, after its candidates: on a shared machine a single early timing
       // can catch a busy moment and make every candidate look faster than it is. The faster of
       // the two counts (both are recorded).
       kernel.knobs = ScheduleKnobs{};
+      show("default again", "default (timed again after the candidates; the faster counts)");
       ChildTiming again = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches,
                                                time_limit(), stop, InjectedFault::None);
       if (again.timing.ok && compare_outputs(reference, again.timing).empty()) {

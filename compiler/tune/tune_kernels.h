@@ -31,6 +31,7 @@ struct TuneOptions {
   // Progress as one line rewritten in place ('\r', for a terminal); else one line per kernel
   // when it is done. Either way a table of every kernel follows at the end.
   bool progress_in_place = false;
+  int progress_columns = 150;       // the terminal's width: the line rewritten in place is cut to it
 };
 
 // Tunes every kernel of a fused graph (inference, then training; one per signature) for
