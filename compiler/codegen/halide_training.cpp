@@ -173,15 +173,17 @@ class TrainingKernelBuilder {
     RDom k(0, classes, "k");
     Func top("top"), total("total"), log_sum("log_sum"), gradient("logit_gradient"), loss("loss");
     top(n) = maximum(logits(k, n));
-    total(n) = Halide::sum(vector_exp(logits(k, n) - top(n)));
-    log_sum(n) = top(n) + log(total(n));
+    // One pass over the logits: the sum of exp(logit - top) and, for label smoothing, of the logits.
+    total(n) = Tuple(0.0f, 0.0f);
+    total(n) = Tuple(total(n)[0] + vector_exp(logits(k, n) - top(n)), total(n)[1] + logits(k, n));
+    // log_sum(n)[0]: log sum_k exp(logit_k); [1]: sum_k logit_k (label smoothing's term).
+    log_sum(n) = Tuple(top(n) + log(total(n)[0]), total(n)[1]);
     Expr label = clamp(labels(n), 0, classes - 1);
-    Func logit_sum("logit_sum");
-    logit_sum(n) = Halide::sum(logits(k, n));
     Expr uniform = smoothing / float(classes);
     // -sum_k target_k log p_k, with log p_k = logits_k - log_sum.
-    loss(n) = log_sum(n) - (1.0f - smoothing) * logits(label, n) - uniform * logit_sum(n);
-    gradient(u, n) = (vector_exp(logits(u, n) - log_sum(n)) - select(u == label, 1.0f - smoothing, 0.0f) - uniform) /
+    loss(n) = log_sum(n)[0] - (1.0f - smoothing) * logits(label, n) - uniform * log_sum(n)[1];
+    // (1 - s) at the label and s / classes everywhere, written as one select.
+    gradient(u, n) = (vector_exp(logits(u, n) - log_sum(n)[0]) - select(u == label, 1.0f - smoothing + uniform, uniform)) /
                      cast<float>(batch);
     build_.output(gradient, {classes}, true);
     build_.output(loss, {}, true);
@@ -189,9 +191,9 @@ class TrainingKernelBuilder {
     if (!hand_) return;
     log_sum.compute_root();
     top.compute_root();
-    logit_sum.compute_root();
+    total.compute_root();
     if (sched_.gpu) {
-      for (Func f : {top, log_sum, logit_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
+      for (Func f : {top, total, log_sum}) f.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
       loss.gpu_tile(n, Var("b"), Var("t"), 32, TailStrategy::GuardWithIf);
       gradient.gpu_tile(u, n, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, classes), 4, TailStrategy::GuardWithIf);
     }
