@@ -5,13 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <condition_variable>
-#include <mutex>
-#include <thread>
+#include <fstream>
 #include <map>
+#include <mutex>
 #include <ostream>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include <fmt/format.h>
@@ -97,8 +97,6 @@ class Progress {
 
 std::string number(double value) { return fmt::format("{:.17g}", value); }
 
-
-
 // One batch of examples as floats in [0, 1], augmented as the config asks. Each example's
 // crop offset and flip come from (seed, epoch, example) alone: the same in a resumed run.
 void prepare_batch(const Dataset& data, const std::vector<int64_t>& order, int64_t first, int batch,
@@ -112,7 +110,7 @@ void prepare_batch(const Dataset& data, const std::vector<int64_t>& order, int64
     float* to = input + i * pixels;
     labels[i] = data.labels[size_t(example)];
     if (!augment) {
-      for (int64_t k = 0; k < pixels; ++k) to[k] = float(from[k]) * (1.0f / 255.0f);
+      to_floats(images, example, 1, to);
       continue;
     }
     std::mt19937_64 random(config.seed * 0x9E3779B97F4A7C15ull ^ (uint64_t(epoch) << 40) ^ uint64_t(example) * 0xC2B2AE3D27D4EB4Full);
@@ -136,8 +134,9 @@ std::string training_settings(const TrainConfig& c) {
                      "clipnorm={} label_smoothing={} early_stopping={} monitor={} patience={} min_delta={} restore={} "
                      "crop_padding={} flip={} epochs={}",
                      c.schedule, c.decay_steps, number(c.decay_rate), c.staircase, number(c.alpha), c.warmup_steps,
-                     number(c.weight_decay), number(c.global_clipnorm), number(c.label_smoothing), c.early_stopping, c.monitor, c.patience, number(c.min_delta),
-                     c.restore_best_weights, c.crop_padding, c.horizontal_flip, c.schedule == "cosine_decay" ? c.epochs : 0);
+                     number(c.weight_decay), number(c.global_clipnorm), number(c.label_smoothing), c.early_stopping,
+                     c.monitor, c.patience, number(c.min_delta), c.restore_best_weights, c.crop_padding,
+                     c.horizontal_flip, c.schedule == "cosine_decay" ? c.epochs : 0);
 }
 
 // A reader thread that prepares batches ahead of the training loop: one thread for the whole run
@@ -388,10 +387,6 @@ EvalResult evaluate(Network& network, const Dataset& data, int batch_size) {
   return result;
 }
 
-namespace {
-std::vector<float> best_weights;  // early stopping's best parameters (restore_best_weights), for the checkpoint
-}
-
 void save_checkpoint(Network& network, const TrainConfig& config, const CheckpointPosition& position,
                      const std::string& path) {
   const Package& package = network.package();
@@ -400,10 +395,10 @@ void save_checkpoint(Network& network, const TrainConfig& config, const Checkpoi
   for (const TensorInfo& info : package.params()) {
     const float* values = network.params() + info.offset;
     tensors[info.name] = Tensor{info.shape, std::vector<float>(values, values + info.elements())};
-    if (config.early_stopping && config.restore_best_weights && !best_weights.empty())
+    const std::vector<float>& best = position.best_weights;
+    if (config.early_stopping && config.restore_best_weights && !best.empty())
       tensors["best." + info.name] =
-          Tensor{info.shape, std::vector<float>(best_weights.begin() + info.offset,
-                                                best_weights.begin() + info.offset + info.elements())};
+          Tensor{info.shape, std::vector<float>(best.begin() + info.offset, best.begin() + info.offset + info.elements())};
     for (int slot = 0; slot < slots; ++slot) {
       const float* state = network.optimizer_state(slot) + info.offset;
       tensors[fmt::format("optimizer.{}.{}", slot, info.name)] =
@@ -471,18 +466,17 @@ CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, 
       std::copy(it->second.data.begin(), it->second.data.end(), target);
     }
   }
-  best_weights.clear();
+  CheckpointPosition position;
   if (config.early_stopping && config.restore_best_weights && tensors.count("best." + package.params()[0].name)) {
-    best_weights.assign(size_t(package.param_floats()), 0.0f);
+    position.best_weights.assign(size_t(package.param_floats()), 0.0f);
     for (const TensorInfo& info : package.params()) {
       auto it = tensors.find("best." + info.name);
       if (it == tensors.end() || it->second.shape != info.shape)
         throw UserError(where, fmt::format("corrupt checkpoint: no best.{} of the right shape", info.name));
-      std::copy(it->second.data.begin(), it->second.data.end(), best_weights.begin() + info.offset);
+      std::copy(it->second.data.begin(), it->second.data.end(), position.best_weights.begin() + info.offset);
     }
   }
   network.params_changed();
-  CheckpointPosition position;
   position.epoch = int64_t(metadata_number(metadata, "epoch", path));
   position.batch = int64_t(metadata_number(metadata, "batch", path));
   position.step = int64_t(metadata_number(metadata, "step", path));
@@ -508,7 +502,6 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   network.set_seed(uint32_t(config.seed));
   network.set_label_smoothing(float(config.label_smoothing));
   CheckpointPosition position;
-  best_weights.clear();
   if (!config.resume.empty()) {
     position = load_checkpoint(network, config, config.resume);
     out << fmt::format("Resuming from {}: {} and {} done, step {}\n", config.resume,
@@ -665,7 +658,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
         position.best_epoch = epoch + 1;
         position.wait = 0;
         if (config.restore_best_weights)
-          best_weights.assign(network.params(), network.params() + network.package().param_floats());
+          position.best_weights.assign(network.params(), network.params() + network.package().param_floats());
       } else {
         ++position.wait;
       }
@@ -675,8 +668,8 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       out << fmt::format("Early stopping: {} has not improved for {}; best {:.4f} at epoch {}{}\n", config.monitor,
                          plural(position.wait, "epoch"), position.best, position.best_epoch,
                          config.restore_best_weights ? ", whose weights are restored" : "");
-      if (config.restore_best_weights && !best_weights.empty()) {
-        std::copy(best_weights.begin(), best_weights.end(), network.params());
+      if (config.restore_best_weights && !position.best_weights.empty()) {
+        std::copy(position.best_weights.begin(), position.best_weights.end(), network.params());
         network.params_changed();
       }
       result.stopped_early = true;

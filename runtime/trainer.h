@@ -120,10 +120,11 @@ struct CheckpointPosition {
   int64_t step = 0;          // optimizer steps
   double loss_sum = 0;       // running sums of the interrupted epoch
   int64_t correct = 0, seen = 0;
-  // Early stopping: the best monitored value, its epoch, epochs since; best weights are kept in
-  // the checkpoint as "best.<name>" when restore_best_weights.
+  // Early stopping: the best monitored value, its epoch, epochs since, and with
+  // restore_best_weights that epoch's parameters (in the checkpoint as "best.<name>").
   double best = 0;
   int64_t best_epoch = 0, wait = 0;
+  std::vector<float> best_weights;
 };
 void save_checkpoint(Network& network, const TrainConfig& config, const CheckpointPosition& position,
                      const std::string& path);
