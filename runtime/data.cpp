@@ -111,18 +111,33 @@ std::vector<uint8_t> read_idx_labels(const std::string& path, int64_t limit) {
   return labels;
 }
 
-ImageSet read_image(const std::string& path, int channels) {
+namespace {
+
+// Decodes one image file into `image` with `channels` channels; returns why it could not ("" on
+// success). The size is read from the header and checked before any pixel is decoded. stb keeps
+// its failure reason per thread, so image folders decode on several threads.
+std::string decode_image(const std::string& path, int channels, ImageSet& image) {
   int width = 0, height = 0, original = 0;
+  if (!stbi_info(path.c_str(), &width, &height, &original))
+    return fmt::format("cannot read the image: {}", stbi_failure_reason());
+  if (int64_t(width) * int64_t(height) > kMaxImagePixels)
+    return fmt::format("the image is {}x{} pixels, more than cnnc reads ({})", width, height, kMaxImagePixels);
   std::unique_ptr<stbi_uc, void (*)(void*)> data(stbi_load(path.c_str(), &width, &height, &original, channels),
                                                  stbi_image_free);
-  if (!data)
-    throw UserError(SourceLoc{path, 0, 0}, fmt::format("cannot read the image: {}", stbi_failure_reason()));
-  ImageSet image;
+  if (!data) return fmt::format("cannot read the image: {}", stbi_failure_reason());
   image.count = 1;
   image.height = height;
   image.width = width;
   image.channels = channels;
   image.pixels.assign(data.get(), data.get() + image.image_bytes());
+  return "";
+}
+
+}  // namespace
+
+ImageSet read_image(const std::string& path, int channels) {
+  ImageSet image;
+  if (std::string error = decode_image(path, channels, image); !error.empty()) throw UserError(SourceLoc{path, 0, 0}, error);
   return image;
 }
 
@@ -181,12 +196,12 @@ FolderImages read_image_folder(const std::string& dir, std::vector<std::string>&
   // Every example: (path, label), in a fixed order (class, then file name).
   std::vector<std::pair<std::string, uint8_t>> files;
   const std::vector<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga"};
+  if (classes.size() > 256) throw UserError(SourceLoc{dir, 0, 0}, "more than 256 class folders");
   for (const std::string& name : found) {
     auto it = std::find(classes.begin(), classes.end(), name);
     if (it == classes.end())
       throw UserError(SourceLoc{(fs::path(dir) / name).string(), 0, 0},
                       fmt::format("class folder '{}' is not one of the training classes ({})", name, fmt::join(classes, ", ")));
-    if (classes.size() > 256) throw UserError(SourceLoc{dir, 0, 0}, "more than 256 class folders");
     std::vector<std::string> paths;
     for (const auto& entry : fs::directory_iterator(fs::path(dir) / name, error)) {
       std::string ext = entry.path().extension().string();
@@ -216,23 +231,11 @@ FolderImages read_image_folder(const std::string& dir, std::vector<std::string>&
   std::vector<char> resized(files.size(), 0);
   auto decode = [&](size_t first, size_t step) {
     for (size_t i = first; i < files.size(); i += step) {
-      const std::string& path = files[i].first;
-      int w = 0, h = 0, n = 0;
-      if (!stbi_info(path.c_str(), &w, &h, &n)) {
-        errors[i] = "not an image stb can read (PNG, JPEG, BMP, GIF, TGA) or corrupt";
-        continue;
-      }
-      if (int64_t(w) * int64_t(h) > kMaxImagePixels) {
-        errors[i] = fmt::format("{}x{} pixels, larger than cnnc reads ({} pixels)", w, h, kMaxImagePixels);
-        continue;
-      }
-      std::unique_ptr<stbi_uc, void (*)(void*)> data(stbi_load(path.c_str(), &w, &h, &n, channels), stbi_image_free);
-      if (!data) {
-        errors[i] = "corrupt image data";
-        continue;
-      }
-      std::vector<uint8_t> pixels = resize_bilinear(data.get(), h, w, channels, height, width);
-      resized[i] = h != height || w != width;
+      ImageSet image;
+      errors[i] = decode_image(files[i].first, channels, image);
+      if (!errors[i].empty()) continue;
+      std::vector<uint8_t> pixels = resize_bilinear(image.pixels.data(), image.height, image.width, channels, height, width);
+      resized[i] = image.height != height || image.width != width;
       std::copy(pixels.begin(), pixels.end(), images.pixels.begin() + int64_t(i) * bytes);
     }
   };

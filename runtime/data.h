@@ -21,7 +21,8 @@ ImageSet read_idx_images(const std::string& path, int64_t limit = -1);
 // Reads an IDX1 label file (magic 0x00000801).
 std::vector<uint8_t> read_idx_labels(const std::string& path, int64_t limit = -1);
 
-// Decodes one image file with `channels` channels (1: grayscale, 3: RGB).
+// Decodes one image file with `channels` channels (1: grayscale, 3: RGB). Images of more than
+// kMaxImagePixels pixels are refused before they are decoded.
 ImageSet read_image(const std::string& path, int channels);
 
 // Pixels of images [first, first + count) as floats in [0, 1] (x / 255).
