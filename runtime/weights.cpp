@@ -151,6 +151,24 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path, std::map
   return tensors;
 }
 
+namespace {
+
+// The "classes" entry of a weights file's metadata (a JSON list of names); empty without one.
+std::vector<std::string> classes_in(const std::map<std::string, std::string>& metadata, const std::string& path) {
+  auto it = metadata.find("classes");
+  if (it == metadata.end()) return {};
+  nlohmann::json names = nlohmann::json::parse(it->second, nullptr, false);
+  std::vector<std::string> result;
+  if (!names.is_array()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
+  for (const auto& name : names) {
+    if (!name.is_string()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
+    result.push_back(name.get<std::string>());
+  }
+  return result;
+}
+
+}  // namespace
+
 void save_weights(const Network& network, const std::string& path, const std::vector<std::string>& classes) {
   std::map<std::string, Tensor> copies;
   std::map<std::string, const Tensor*> tensors;
@@ -167,27 +185,23 @@ void save_weights(const Network& network, const std::string& path, const std::ve
 std::vector<std::string> load_class_names(const std::string& path) {
   std::map<std::string, std::string> metadata;
   load_safetensors(path, &metadata);
-  auto it = metadata.find("classes");
-  if (it == metadata.end()) return {};
-  nlohmann::json names = nlohmann::json::parse(it->second, nullptr, false);
-  std::vector<std::string> result;
-  if (!names.is_array()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
-  for (const auto& name : names) {
-    if (!name.is_string()) throw UserError(SourceLoc{path, 0, 0}, "corrupt metadata: 'classes' is not a list of names");
-    result.push_back(name.get<std::string>());
-  }
-  return result;
+  return classes_in(metadata, path);
 }
 
-void load_weights(Network& network, const std::string& path) {
-  std::map<std::string, Tensor> tensors = load_safetensors(path);
+void load_weights(Network& network, const std::string& path, std::vector<std::string>* classes) {
+  std::map<std::string, std::string> metadata;
+  set_params(network, load_safetensors(path, &metadata), path);
+  if (classes) *classes = classes_in(metadata, path);
+}
+
+void set_params(Network& network, const std::map<std::string, Tensor>& tensors, const std::string& path) {
   for (const TensorInfo& info : network.package().params()) {
     auto it = tensors.find(info.name);
     if (it == tensors.end())
       throw UserError(SourceLoc{path, 0, 0},
                       fmt::format("no tensor '{}' for model '{}'; these weights belong to another model", info.name,
                                   network.package().model_name()));
-    if (it->second.shape != info.shape)
+    if (it->second.shape != info.shape || int64_t(it->second.data.size()) != info.elements())
       throw UserError(SourceLoc{path, 0, 0},
                       fmt::format("tensor '{}' has shape [{}], but the model needs [{}]", info.name,
                                   fmt::join(it->second.shape, ", "), fmt::join(info.shape, ", ")));

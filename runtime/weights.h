@@ -36,6 +36,9 @@ std::map<std::string, Tensor> load_safetensors(const std::string& path,
 void save_weights(const Network& network, const std::string& path, const std::vector<std::string>& classes = {});
 // The class names a weights or checkpoint file carries; empty when it has none.
 std::vector<std::string> load_class_names(const std::string& path);
-void load_weights(Network& network, const std::string& path);
+// With `classes`, also the class names the file carries (empty when it has none).
+void load_weights(Network& network, const std::string& path, std::vector<std::string>* classes = nullptr);
+// Sets every parameter from `tensors` (by name, same shapes); `source` names them in errors.
+void set_params(Network& network, const std::map<std::string, Tensor>& tensors, const std::string& source);
 
 }  // namespace cnnc::rt

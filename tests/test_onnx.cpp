@@ -25,6 +25,7 @@
 
 #include "onnx/onnx_import.h"
 #include "test_support.h"
+#include "weights.h"
 
 using namespace cnnc;
 using namespace cnnc::test;
@@ -110,12 +111,9 @@ Outcome run_case(const fs::path& dir) {
   REQUIRE(int64_t(onnx_input.size()) == batch * shape_elements(imported.onnx_input_shape));
 
   rt::Network network(built.package);
-  for (const rt::TensorInfo& info : built.package->params()) {
-    const ImportedTensor& w = imported.weights.at(info.name);
-    REQUIRE(w.shape == info.shape);
-    std::copy(w.data.begin(), w.data.end(), network.params() + info.offset);
-  }
-  network.params_changed();
+  std::map<std::string, rt::Tensor> weights;  // every parameter, each of its shape (set_params checks)
+  for (const auto& [name, tensor] : imported.weights) weights[name] = rt::Tensor{tensor.shape, tensor.data};
+  rt::set_params(network, weights, "imported");
   std::vector<float> output = network.forward(imported.onnx_input_to_cnnc(onnx_input.data(), batch), int(batch));
   std::vector<float> got = imported.cnnc_output_to_onnx(output.data(), batch);
   REQUIRE(got.size() == expected.size());

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "driver/commands.h"
+#include "driver/load_model.h"
 #include "graph/pipeline.h"
 #include "graph/print.h"
 #include "onnx/onnx_import.h"
@@ -43,9 +44,8 @@ void add_import_command(CLI::App& app, CommandAction& action) {
         if (!out) throw UserError(SourceLoc{options->output, 0, 0}, "cannot write the model file");
       }
       if (!options->weights.empty()) {
-        std::map<std::string, rt::Tensor> tensors;
+        std::map<std::string, rt::Tensor> tensors = as_tensors(imported.weights);
         std::map<std::string, const rt::Tensor*> pointers;
-        for (const auto& [name, tensor] : imported.weights) tensors[name] = rt::Tensor{tensor.shape, tensor.data};
         for (const auto& [name, tensor] : tensors) pointers[name] = &tensor;
         rt::save_safetensors(options->weights, pointers, {{"format", "cnnc-weights-1"}, {"model", graph.name}});
       }

@@ -35,40 +35,31 @@ LoadedModel load_model(const std::string& model_path, const std::string& target,
   return loaded;
 }
 
-void set_params(rt::Network& network, const std::map<std::string, ImportedTensor>& weights, const std::string& source) {
-  for (const rt::TensorInfo& info : network.package().params()) {
-    auto it = weights.find(info.name);
-    if (it == weights.end())
-      throw UserError(SourceLoc{source, 0, 0}, fmt::format("no weights for parameter '{}'", info.name));
-    if (it->second.shape != info.shape || int64_t(it->second.data.size()) != info.elements())
-      throw UserError(SourceLoc{source, 0, 0},
-                      fmt::format("parameter '{}' has shape [{}], but the model needs [{}]", info.name,
-                                  fmt::join(it->second.shape, ", "), fmt::join(info.shape, ", ")));
-    std::copy(it->second.data.begin(), it->second.data.end(), network.params() + info.offset);
-  }
-  network.params_changed();
+std::map<std::string, rt::Tensor> as_tensors(const std::map<std::string, ImportedTensor>& weights) {
+  std::map<std::string, rt::Tensor> tensors;
+  for (const auto& [name, tensor] : weights) tensors[name] = rt::Tensor{tensor.shape, tensor.data};
+  return tensors;
 }
 
 InitialWeights initial_weights(rt::Network& network, const LoadedModel& model, const std::string& weights_file,
-                               uint64_t seed) {
-  if (!weights_file.empty()) {
-    rt::load_weights(network, weights_file);
-    return InitialWeights::File;
-  }
-  if (model.onnx) {
-    set_params(network, model.onnx->weights, model.graph.file);
-    return InitialWeights::Onnx;
-  }
-  rt::init_params(network, seed);
-  return InitialWeights::Seed;
-}
-
-std::vector<std::string> class_names(const LoadedModel& model, const std::string& weights_file) {
+                               uint64_t seed, std::vector<std::string>* classes) {
   std::vector<std::string> names;
-  if (!weights_file.empty()) names = rt::load_class_names(weights_file);
-  if (names.empty()) names = model.graph.train.classes;
-  if (int64_t(names.size()) != model.package->output_elements()) return {};
-  return names;
+  InitialWeights source = InitialWeights::Seed;
+  if (!weights_file.empty()) {
+    rt::load_weights(network, weights_file, &names);
+    source = InitialWeights::File;
+  } else if (model.onnx) {
+    rt::set_params(network, as_tensors(model.onnx->weights), model.graph.file);
+    source = InitialWeights::Onnx;
+  } else {
+    rt::init_params(network, seed);
+  }
+  if (classes) {
+    if (names.empty()) names = model.graph.train.classes;
+    if (int64_t(names.size()) != model.package->output_elements()) names.clear();
+    *classes = names;
+  }
+  return source;
 }
 
 }  // namespace cnnc

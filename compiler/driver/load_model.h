@@ -8,7 +8,7 @@
 
 #include "graph/graph.h"
 #include "onnx/onnx_import.h"
-#include "package.h"
+#include "weights.h"  // rt::Network, rt::Tensor
 
 namespace cnnc {
 
@@ -25,16 +25,15 @@ struct LoadedModel {
 // Progress goes to stderr unless quiet. With use_tuning, the tuning database's schedules apply.
 LoadedModel load_model(const std::string& model_path, const std::string& target, bool quiet, bool use_tuning = true);
 
-// Sets the network's parameters to imported ones (every parameter, same shapes).
-void set_params(rt::Network& network, const std::map<std::string, ImportedTensor>& weights, const std::string& source);
+// Imported weights as the runtime's tensors (rt::set_params, rt::save_safetensors).
+std::map<std::string, rt::Tensor> as_tensors(const std::map<std::string, ImportedTensor>& weights);
 
 // The weights a command starts from: the --weights file when given, else an ONNX model's own,
-// else Keras-default initial weights from `seed`. Returns what it used, for messages.
+// else Keras-default initial weights from `seed`. Returns what it used, for messages. With
+// `classes`, also the names of the model's outputs: those the weights file carries (cnnc train
+// saves them), else the model's train: classes; empty when neither has one per output.
 enum class InitialWeights { File, Onnx, Seed };
-// The class names for a model's outputs: those the weights file carries (cnnc train saves them),
-// else the model's train: classes; empty when neither has them.
-std::vector<std::string> class_names(const LoadedModel& model, const std::string& weights_file);
 InitialWeights initial_weights(rt::Network& network, const LoadedModel& model, const std::string& weights_file,
-                               uint64_t seed);
+                               uint64_t seed, std::vector<std::string>* classes = nullptr);
 
 }  // namespace cnnc

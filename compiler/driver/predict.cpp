@@ -63,11 +63,11 @@ void add_predict_command(CLI::App& app, CommandAction& action) {
       rt::Network network(loaded.package);
       package.set_threads(options->threads);
       uint64_t seed = options->seed_given ? options->seed : uint64_t(loaded.graph.train.seed);
-      if (initial_weights(network, loaded, options->weights, seed) == InitialWeights::Seed && !options->quiet)
+      std::vector<std::string> names;
+      if (initial_weights(network, loaded, options->weights, seed, &names) == InitialWeights::Seed && !options->quiet)
         std::cerr << "cnnc: no --weights: using untrained initial weights (predictions are meaningless)\n";
 
       int64_t classes = package.output_elements();
-      std::vector<std::string> names = class_names(loaded, options->weights);
       for (const std::string& path : options->inputs) {
         rt::ImageSet images;
         std::vector<std::string> labels;

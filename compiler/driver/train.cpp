@@ -192,12 +192,11 @@ void add_eval_command(CLI::App& app, CommandAction& action) {
       loaded.package->set_threads(options->threads);
       if (options->weights.empty() && !loaded.onnx)
         throw UserError(SourceLoc{options->model, 0, 0}, "eval needs --weights (the model file has none)");
-      initial_weights(network, loaded, options->weights, 0);
-      int64_t classes = loaded.package->output_elements();
       rt::DataOptions data_options;
+      initial_weights(network, loaded, options->weights, 0, &data_options.classes);
+      int64_t classes = loaded.package->output_elements();
       data_options.test_limit = options->limit;
       data_options.skip_bad_images = options->skip_bad_images;
-      data_options.classes = class_names(loaded, options->weights);
       rt::TrainTestData loaded_data = rt::load_data(options->data, loaded.graph.nodes[0].shape, classes, data_options,
                                                     /*test_only=*/true);
       const rt::Dataset& data = loaded_data.test;
