@@ -21,6 +21,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -40,21 +41,14 @@ constexpr int64_t kIrVersion = 8;
 constexpr int64_t kOpsetVersion = 14;
 
 // Little-endian bytes of float32 or int64 values, as TensorProto::raw_data wants them.
-std::string raw_floats(const std::vector<float>& values) {
-  std::string raw(values.size() * 4, '\0');
+template <typename T>
+std::string raw_little_endian(const std::vector<T>& values) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "float32 or int64");
+  std::string raw(values.size() * sizeof(T), '\0');
   for (size_t i = 0; i < values.size(); ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, &values[i], 4);
-    for (int b = 0; b < 4; ++b) raw[i * 4 + size_t(b)] = char((bits >> (8 * b)) & 0xff);
-  }
-  return raw;
-}
-
-std::string raw_int64s(const std::vector<int64_t>& values) {
-  std::string raw(values.size() * 8, '\0');
-  for (size_t i = 0; i < values.size(); ++i) {
-    uint64_t bits = uint64_t(values[i]);
-    for (int b = 0; b < 8; ++b) raw[i * 8 + size_t(b)] = char((bits >> (8 * b)) & 0xff);
+    std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t> bits;
+    std::memcpy(&bits, &values[i], sizeof(T));
+    for (size_t b = 0; b < sizeof(T); ++b) raw[i * sizeof(T) + b] = char((bits >> (8 * b)) & 0xff);
   }
   return raw;
 }
@@ -64,10 +58,7 @@ std::string raw_int64s(const std::vector<int64_t>& values) {
 std::pair<int64_t, int64_t> axis_pads(const std::string& padding, int64_t in, int64_t kernel, int64_t stride,
                                       int64_t dilation) {
   if (padding != "same") return {0, 0};
-  int64_t out = (in + stride - 1) / stride;
-  int64_t span = (kernel - 1) * dilation + 1;
-  int64_t total = std::max<int64_t>((out - 1) * stride + span - in, 0);
-  return {total / 2, total - total / 2};
+  return same_padding(in, (kernel - 1) * dilation + 1, stride);
 }
 
 // ONNX pads [top, left, bottom, right] for a window over an [H, W, C] input.
@@ -164,23 +155,23 @@ class Exporter {
 
   const std::string& add_initializer(const std::string& name, const std::vector<int64_t>& dims,
                                      const std::vector<float>& values) {
-    CNNC_ASSERT(tensors_.insert(name).second, "ONNX export: tensor name used twice: " + name);
-    onnx::TensorProto* tensor = proto_->add_initializer();
-    tensor->set_name(name);
-    tensor->set_data_type(onnx::TensorProto::FLOAT);
-    for (int64_t dim : dims) tensor->add_dims(dim);
-    tensor->set_raw_data(raw_floats(values));
-    return tensor->name();
+    return add_raw_initializer(name, dims, onnx::TensorProto::FLOAT, raw_little_endian(values));
   }
 
   const std::string& add_int64_initializer(const std::string& name, const std::vector<int64_t>& dims,
                                            const std::vector<int64_t>& values) {
+    return add_raw_initializer(name, dims, onnx::TensorProto::INT64, raw_little_endian(values));
+  }
+
+  // An initializer of `type` whose little-endian data is `raw`.
+  const std::string& add_raw_initializer(const std::string& name, const std::vector<int64_t>& dims, int type,
+                                         std::string raw) {
     CNNC_ASSERT(tensors_.insert(name).second, "ONNX export: tensor name used twice: " + name);
     onnx::TensorProto* tensor = proto_->add_initializer();
     tensor->set_name(name);
-    tensor->set_data_type(onnx::TensorProto::INT64);
+    tensor->set_data_type(type);
     for (int64_t dim : dims) tensor->add_dims(dim);
-    tensor->set_raw_data(raw_int64s(values));
+    tensor->set_raw_data(std::move(raw));
     return tensor->name();
   }
 

@@ -5,6 +5,7 @@
 #include "onnx/onnx_import.h"
 
 #include <algorithm>
+#include <tuple>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -623,11 +624,10 @@ Importer::Window Importer::read_window(const Value& input, const Shape& kernel, 
       else own = {pads[0], pads[2], pads[1], pads[3]};
     }
   } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    // SAME_UPPER is Keras's 'same'; SAME_LOWER puts the odd one before.
     auto split = [&](int64_t in, int64_t span, int64_t stride, int64_t& before, int64_t& after) {
-      int64_t out = (in + stride - 1) / stride;
-      int64_t total = std::max<int64_t>((out - 1) * stride + span - in, 0);
-      before = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-      after = total - before;
+      std::tie(before, after) = same_padding(in, span, stride);
+      if (auto_pad == "SAME_LOWER") std::swap(before, after);
     };
     split(in_h, span_h, w.sh, own[0], own[1]);
     split(in_w, span_w, w.sw, own[2], own[3]);
@@ -643,13 +643,8 @@ Importer::Window Importer::read_window(const Value& input, const Shape& kernel, 
 
 std::string Importer::padding_kind(const Value& input, const Window& w) const {
   if (w.pads == Padding4{0, 0, 0, 0}) return "valid";
-  auto same = [](int64_t in, int64_t span, int64_t stride) {
-    int64_t out = (in + stride - 1) / stride;
-    int64_t total = std::max<int64_t>((out - 1) * stride + span - in, 0);
-    return std::pair<int64_t, int64_t>(total / 2, total - total / 2);
-  };
-  auto [top, bottom] = same(input.shape[0], (w.kh - 1) * w.dh + 1, w.sh);
-  auto [left, right] = same(input.shape[1], (w.kw - 1) * w.dw + 1, w.sw);
+  auto [top, bottom] = same_padding(input.shape[0], (w.kh - 1) * w.dh + 1, w.sh);
+  auto [left, right] = same_padding(input.shape[1], (w.kw - 1) * w.dw + 1, w.sw);
   if (w.pads == Padding4{top, bottom, left, right}) return "same";
   return "";
 }

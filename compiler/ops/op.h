@@ -206,5 +206,8 @@ AttrSpec activation_attr();
 AttrSpec padding_attr();
 // Keras output size of a sliding window along one axis (valid: floor, same: ceil).
 int64_t window_output_size(int64_t input, int64_t window, int64_t stride, const std::string& padding);
+// Keras 'same' padding along one axis for a window spanning `span` inputs: (before, after), the
+// odd one after (ONNX's SAME_UPPER), so that the output is ceil(input / stride).
+std::pair<int64_t, int64_t> same_padding(int64_t input, int64_t span, int64_t stride);
 
 }  // namespace cnnc

@@ -182,6 +182,12 @@ AttrSpec padding_attr() {
   return spec;
 }
 
+std::pair<int64_t, int64_t> same_padding(int64_t input, int64_t span, int64_t stride) {
+  int64_t out = (input + stride - 1) / stride;
+  int64_t total = std::max<int64_t>((out - 1) * stride + span - input, 0);
+  return {total / 2, total - total / 2};
+}
+
 int64_t window_output_size(int64_t input, int64_t window, int64_t stride, const std::string& padding) {
   if (padding == "same") return (input + stride - 1) / stride;
   if (input < window) return 0;
