@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <fstream>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -177,14 +178,20 @@ void Network::set_optimizer(const std::string& kind, float learning_rate, float 
 
 Network::StepResult Network::train_step(const float* input, const int32_t* labels, int batch) {
   StepResult result;
-  if (package_->train_step_(model_, input, labels, batch, &result.loss_sum, &result.correct) != 0)
+  hook_error_ = nullptr;
+  int failed = package_->train_step_(model_, input, labels, batch, &result.loss_sum, &result.correct);
+  if (hook_error_) std::rethrow_exception(std::exchange(hook_error_, nullptr));
+  if (failed != 0)
     throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("training step failed: {}", package_->error_(model_)));
   return result;
 }
 
 Network::StepResult Network::compute_gradients(const float* input, const int32_t* labels, int batch) {
   StepResult result;
-  if (package_->compute_gradients_(model_, input, labels, batch, &result.loss_sum, &result.correct) != 0)
+  hook_error_ = nullptr;
+  int failed = package_->compute_gradients_(model_, input, labels, batch, &result.loss_sum, &result.correct);
+  if (hook_error_) std::rethrow_exception(std::exchange(hook_error_, nullptr));
+  if (failed != 0)
     throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("gradients failed: {}", package_->error_(model_)));
   return result;
 }
@@ -203,6 +210,23 @@ float* Network::optimizer_state(int slot) { return package_->optimizer_state_(mo
 int64_t Network::step() const { return package_->step_(model_); }
 void Network::set_step(int64_t step) { package_->set_step_(model_, step); }
 void Network::set_seed(uint32_t seed) { package_->set_seed_(model_, seed); }
+void Network::set_example_offset(int64_t offset) { package_->set_example_offset_(model_, offset); }
+float* Network::mutable_param_grads() { return package_->param_grads_data_(model_); }
+
+void Network::call_gradient_hook(void* self, int param) {
+  Network& network = *static_cast<Network*>(self);
+  if (network.hook_error_) return;  // (the C code cannot unwind: the first error is kept)
+  try {
+    network.gradient_hook_(param);
+  } catch (...) {
+    network.hook_error_ = std::current_exception();
+  }
+}
+
+void Network::set_gradient_hook(std::function<void(int param)> hook) {
+  gradient_hook_ = std::move(hook);
+  package_->set_gradient_hook_(model_, gradient_hook_ ? &Network::call_gradient_hook : nullptr, this);
+}
 int Network::train_kernel_count() const { return package_->train_kernel_count_(); }
 std::string Network::train_kernel_name(int kernel) const { return package_->train_kernel_name_(kernel); }
 double Network::train_kernel_seconds(int kernel) const { return package_->train_kernel_seconds_(model_, kernel); }

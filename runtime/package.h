@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -126,6 +128,13 @@ class Network {
   int64_t step() const;
   void set_step(int64_t step);
   void set_seed(uint32_t seed);
+  // Data-parallel training (docs/distributed.md): the position of the batch's first example in
+  // the global batch (dropout masks), the gradients writable, and a hook told on compute_gradients'
+  // thread as each parameter's gradient becomes final (-1: a backward kernel finished none). An
+  // exception from the hook ends compute_gradients with it once the kernels have run.
+  void set_example_offset(int64_t offset);
+  float* mutable_param_grads();
+  void set_gradient_hook(std::function<void(int param)> hook);
   int train_kernel_count() const;
   std::string train_kernel_name(int kernel) const;
   double train_kernel_seconds(int kernel) const;
@@ -137,8 +146,11 @@ class Network {
   double kernel_seconds(int kernel) const;
 
  private:
+  static void call_gradient_hook(void* self, int param);
   std::shared_ptr<Package> package_;
   void* model_ = nullptr;
+  std::function<void(int)> gradient_hook_;
+  std::exception_ptr hook_error_;
 };
 
 }  // namespace cnnc::rt

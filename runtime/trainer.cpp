@@ -358,15 +358,24 @@ Dataset load_dataset(const std::string& dir, const std::string& prefix, int64_t 
   return data;
 }
 
-EvalResult evaluate(Network& network, const Dataset& data, int batch_size) {
-  int64_t classes = network.package().output_elements();
-  EvalResult result;
-  result.confusion.assign(size_t(classes), std::vector<int64_t>(size_t(classes), 0));
-  std::vector<float> input, output;
+namespace {
+
+// Inference on examples [begin, end) of `data`: the summed loss, the correct count and the
+// confusion matrix.
+struct EvalSums {
   double loss = 0;
   int64_t correct = 0;
-  for (int64_t first = 0; first < data.images.count; first += batch_size) {
-    int batch = int(std::min<int64_t>(batch_size, data.images.count - first));
+  std::vector<std::vector<int64_t>> confusion;
+};
+EvalSums evaluate_examples(Network& network, const Dataset& data, int64_t begin, int64_t end, int batch_size) {
+  int64_t classes = network.package().output_elements();
+  EvalSums result;
+  result.confusion.assign(size_t(classes), std::vector<int64_t>(size_t(classes), 0));
+  std::vector<float> input, output;
+  double& loss = result.loss;
+  int64_t& correct = result.correct;
+  for (int64_t first = begin; first < end; first += batch_size) {
+    int batch = int(std::min<int64_t>(batch_size, end - first));
     input.resize(size_t(batch * data.images.image_bytes()));
     output.resize(size_t(batch * classes));
     to_floats(data.images, first, batch, input.data());
@@ -382,8 +391,17 @@ EvalResult evaluate(Network& network, const Dataset& data, int batch_size) {
       loss -= std::log(std::clamp(double(p[label]), 1e-7, 1.0 - 1e-7));
     }
   }
-  result.loss = loss / double(data.images.count);
-  result.accuracy = double(correct) / double(data.images.count);
+  return result;
+}
+
+}  // namespace
+
+EvalResult evaluate(Network& network, const Dataset& data, int batch_size) {
+  EvalSums sums = evaluate_examples(network, data, 0, data.images.count, batch_size);
+  EvalResult result;
+  result.loss = sums.loss / double(data.images.count);
+  result.accuracy = double(sums.correct) / double(data.images.count);
+  result.confusion = std::move(sums.confusion);
   return result;
 }
 
@@ -494,26 +512,62 @@ CheckpointPosition load_checkpoint(Network& network, const TrainConfig& config, 
   return position;
 }
 
+namespace {
+
+// Data parallelism: every rank starts from rank 0's parameters, optimizer state and position in
+// training (a checkpoint only rank 0 read, or rank 0's initialization), as DDP does.
+void share_state(DataParallel& parallel, Network& network, CheckpointPosition& position) {
+  const int64_t floats = network.package().param_floats();
+  parallel.broadcast(network.params(), floats);
+  parallel.broadcast(network.optimizer_state(0), floats);
+  parallel.broadcast(network.optimizer_state(1), floats);
+  std::vector<double> numbers = {double(position.epoch), double(position.batch), double(position.step),
+                                 position.loss_sum,      double(position.correct), double(position.seen),
+                                 position.best,          double(position.best_epoch), double(position.wait),
+                                 double(position.best_weights.size())};
+  parallel.broadcast(numbers);
+  position.epoch = int64_t(numbers[0]), position.batch = int64_t(numbers[1]), position.step = int64_t(numbers[2]);
+  position.loss_sum = numbers[3], position.correct = int64_t(numbers[4]), position.seen = int64_t(numbers[5]);
+  position.best = numbers[6], position.best_epoch = int64_t(numbers[7]), position.wait = int64_t(numbers[8]);
+  position.best_weights.resize(size_t(numbers[9]));
+  if (!position.best_weights.empty()) parallel.broadcast(position.best_weights.data(), int64_t(position.best_weights.size()));
+  network.set_step(position.step);
+  network.params_changed();
+}
+
+// Rank r's part of `count` examples: [count * r / ranks, count * (r + 1) / ranks).
+std::pair<int64_t, int64_t> shard(int64_t count, int rank, int ranks) {
+  return {count * rank / ranks, count * (rank + 1) / ranks};
+}
+
+}  // namespace
+
 TrainResult train(Network& network, const Dataset& train_data, const Dataset& test_data, const TrainConfig& config,
-                  std::ostream& out, bool terminal) {
+                  std::ostream& out_stream, bool terminal) {
   stop_requested = false;
+  DataParallel* parallel = config.parallel && config.parallel->size() > 1 ? config.parallel : nullptr;
+  const int rank = parallel ? parallel->rank() : 0, ranks = parallel ? parallel->size() : 1;
+  // Only rank 0 reports.
+  std::ostream discard(nullptr);
+  std::ostream& out = rank == 0 ? out_stream : discard;
   network.set_optimizer(config.optimizer, config.learning_rate, config.beta_1, config.beta_2, config.epsilon,
                         config.momentum);
   network.set_seed(uint32_t(config.seed));
   network.set_label_smoothing(float(config.label_smoothing));
   CheckpointPosition position;
-  if (!config.resume.empty()) {
+  if (!config.resume.empty() && rank == 0) {
     position = load_checkpoint(network, config, config.resume);
     out << fmt::format("Resuming from {}: {} and {} done, step {}\n", config.resume,
                        plural(position.epoch, "epoch"), plural(position.batch, "batch", "batches"), position.step);
-  } else {
+  } else if (config.resume.empty()) {
     network.set_step(0);
     std::fill(network.optimizer_state(0), network.optimizer_state(0) + network.package().param_floats(), 0.0f);
     std::fill(network.optimizer_state(1), network.optimizer_state(1) + network.package().param_floats(), 0.0f);
   }
+  if (parallel) share_state(*parallel, network, position);
 
   std::ofstream metrics;
-  if (!config.metrics.empty()) {
+  if (!config.metrics.empty() && rank == 0) {
     metrics.open(config.metrics, config.resume.empty() ? std::ios::trunc : std::ios::app);
     if (!metrics) throw UserError(SourceLoc{config.metrics, 0, 0}, "cannot write the metrics file");
   }
@@ -521,14 +575,25 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
   const int64_t count = train_data.images.count, batch_size = config.batch_size;
   const int64_t batches = (count + batch_size - 1) / batch_size, total_steps = batches * config.epochs;
   const int64_t pixels = train_data.images.image_bytes();
+  // This rank's part of each batch (all of it alone); the last, shorter batch is split too.
+  const int64_t local_capacity = (batch_size + ranks - 1) / ranks;
   // Two batch buffers: a reader thread prepares the next batch while the current one trains.
-  std::vector<float> inputs[2] = {std::vector<float>(size_t(batch_size * pixels)), std::vector<float>(size_t(batch_size * pixels))};
-  std::vector<int32_t> labels[2] = {std::vector<int32_t>(size_t(batch_size)), std::vector<int32_t>(size_t(batch_size))};
+  std::vector<float> inputs[2] = {std::vector<float>(size_t(local_capacity * pixels)),
+                                  std::vector<float>(size_t(local_capacity * pixels))};
+  std::vector<int32_t> labels[2] = {std::vector<int32_t>(size_t(local_capacity)), std::vector<int32_t>(size_t(local_capacity))};
   // Decoupled weight decay needs the parameters from before each update.
   std::vector<float> before;
   std::vector<std::pair<int64_t, int64_t>> trainable;  // offset, elements
   for (const TensorInfo& info : network.package().params())
     if (info.trainable) trainable.emplace_back(info.offset, info.elements());
+  if (parallel) network.set_gradient_hook([parallel](int param) { parallel->gradient_ready(param); });
+  struct Unhook {
+    Network& network;
+    bool hooked;
+    ~Unhook() {
+      if (hooked) network.set_gradient_hook(nullptr);
+    }
+  } unhook{network, parallel != nullptr};
   double learning_rate = config.learning_rate;
   BatchReader reader;
   bool use_reader = false;  // decided from the first steps' timings
@@ -539,12 +604,15 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     double loss_sum = epoch == position.epoch ? position.loss_sum : 0;
     int64_t correct = epoch == position.epoch ? position.correct : 0, seen = epoch == position.epoch ? position.seen : 0;
     int64_t seen_here = 0;
+    double reduce_wait = 0;  // seconds spent waiting for the gradients' reduction after backward
     out << fmt::format("Epoch {}/{}\n", epoch + 1, config.epochs) << std::flush;
     Progress progress(out, terminal, batches);
     auto start = std::chrono::steady_clock::now();
     auto prepare = [&](int64_t b, int slot) {
-      int batch = int(std::min(batch_size, count - b * batch_size));
-      prepare_batch(train_data, order, b * batch_size, batch, config, epoch, inputs[slot].data(), labels[slot].data());
+      int64_t batch = std::min(batch_size, count - b * batch_size);
+      auto [begin, end] = shard(batch, rank, ranks);
+      prepare_batch(train_data, order, b * batch_size + begin, int(end - begin), config, epoch, inputs[slot].data(),
+                    labels[slot].data());
     };
     // The first batches are prepared inline and timed against the steps; the reader thread takes
     // over when preparing costs more than a tenth of a step (large images, augmentation). On a
@@ -554,6 +622,8 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     double prepare_seconds = 0, step_seconds = 0;
     for (int64_t b = first_batch; b < batches; ++b) {
       int batch = int(std::min(batch_size, count - b * batch_size));
+      auto [shard_begin, shard_end] = shard(batch, rank, ranks);
+      int local = int(shard_end - shard_begin);
       int slot = int(b % 2);
       if (pending) {
         reader.wait();
@@ -571,18 +641,50 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
                               config.momentum);
       }
       if (config.weight_decay > 0) before.assign(network.params(), network.params() + network.package().param_floats());
-      Network::StepResult step;
-      if (config.global_clipnorm > 0) {
-        // Keras's global_clipnorm: all gradients scaled by limit / norm when their norm exceeds it.
-        step = network.compute_gradients(inputs[slot].data(), labels[slot].data(), batch);
-        const float* grads = network.param_grads();
-        double squares = 0;
-        for (auto [offset, elements] : trainable)
-          for (int64_t k = offset; k < offset + elements; ++k) squares += double(grads[k]) * grads[k];
-        double norm = std::sqrt(squares);
-        network.apply_gradients(norm > config.global_clipnorm ? float(config.global_clipnorm / norm) : 1.0f);
+      double step_loss = 0, step_correct = 0;
+      bool stop_now = false;
+      if (config.global_clipnorm > 0 || parallel) {
+        Network::StepResult step;
+        if (parallel) {
+          // This rank's shard; the gradients summed over ranks, each weighted by its share of the
+          // batch, while backward runs (the gradient hook); then the totals and any stop request.
+          auto shares = std::vector<double>(size_t(ranks));
+          for (int r = 0; r < ranks; ++r) {
+            auto [begin, end] = shard(batch, r, ranks);
+            shares[size_t(r)] = double(end - begin) / double(batch);
+          }
+          network.set_example_offset(shard_begin);
+          parallel->begin_step(shares);
+          if (local > 0) {
+            step = network.compute_gradients(inputs[slot].data(), labels[slot].data(), local);
+          } else {  // (a last batch smaller than the number of ranks): nothing to add
+            std::fill(network.mutable_param_grads(), network.mutable_param_grads() + network.package().param_floats(), 0.0f);
+          }
+          auto before_wait = std::chrono::steady_clock::now();
+          parallel->finish_step();
+          reduce_wait += seconds_since(before_wait);
+          bool stop_here = stop_requested || (config.stop_after && config.stop_after(network.step() + 1));
+          std::vector<double> totals = {double(step.loss_sum), double(step.correct), stop_here ? 1.0 : 0.0};
+          parallel->sum(totals);
+          step_loss = totals[0], step_correct = totals[1], stop_now = totals[2] > 0;
+        } else {
+          step = network.compute_gradients(inputs[slot].data(), labels[slot].data(), batch);
+          step_loss = step.loss_sum, step_correct = step.correct;
+        }
+        float scale = 1.0f;
+        if (config.global_clipnorm > 0) {
+          // Keras's global_clipnorm: all gradients scaled by limit / norm when their norm exceeds it.
+          const float* grads = network.param_grads();
+          double squares = 0;
+          for (auto [offset, elements] : trainable)
+            for (int64_t k = offset; k < offset + elements; ++k) squares += double(grads[k]) * grads[k];
+          double norm = std::sqrt(squares);
+          if (norm > config.global_clipnorm) scale = float(config.global_clipnorm / norm);
+        }
+        network.apply_gradients(scale);
       } else {
-        step = network.train_step(inputs[slot].data(), labels[slot].data(), batch);
+        Network::StepResult step = network.train_step(inputs[slot].data(), labels[slot].data(), batch);
+        step_loss = step.loss_sum, step_correct = step.correct;
       }
       if (config.weight_decay > 0) {
         // As AdamW: the update, less learning_rate * weight_decay times the weights before it.
@@ -594,20 +696,21 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       }
       step_seconds += seconds_since(before_step);
       if (!use_reader && ++timed == 8) use_reader = prepare_seconds > 0.1 * step_seconds;
-      loss_sum += step.loss_sum;
-      correct += step.correct;
+      loss_sum += step_loss;
+      correct += int64_t(step_correct);
       seen += batch;
       seen_here += batch;
       progress.update(b + 1, seconds_since(start), b + 1 - first_batch, loss_sum / double(seen), double(correct) / double(seen));
-      if (config.stop_after && config.stop_after(network.step())) stop_requested = true;
-      if (stop_requested && b + 1 < batches) {
+      if (!parallel) stop_now = stop_requested || (config.stop_after && config.stop_after(network.step()));
+      if (stop_now) stop_requested = true;
+      if (stop_now && b + 1 < batches) {
         if (pending) reader.wait();
         progress.finish();
         if (!config.checkpoint.empty()) {
           CheckpointPosition here = position;
           here.epoch = epoch, here.batch = b + 1, here.step = network.step(), here.loss_sum = loss_sum;
           here.correct = correct, here.seen = seen;
-          save_checkpoint(network, config, here, config.checkpoint);
+          if (rank == 0) save_checkpoint(network, config, here, config.checkpoint);
           out << fmt::format("Interrupted after batch {}/{} of epoch {}; saved {} (continue with --resume {})\n", b + 1,
                              batches, epoch + 1, config.checkpoint, config.checkpoint);
         } else {
@@ -619,28 +722,35 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     }
     double seconds = seconds_since(start);
     progress.finish();
-    EvalResult validation = evaluate(network, test_data);
+    // Validation: each rank evaluates its part of the test set; the sums are added in rank order.
+    auto [test_begin, test_end] = shard(test_data.images.count, rank, ranks);
+    EvalSums sums = evaluate_examples(network, test_data, test_begin, test_end, 256);
+    std::vector<double> totals = {sums.loss, double(sums.correct)};
+    if (parallel) parallel->sum(totals);
     EpochMetrics metrics_row{epoch + 1,
                              loss_sum / double(seen),
                              double(correct) / double(seen),
-                             validation.loss,
-                             validation.accuracy,
+                             totals[0] / double(test_data.images.count),
+                             totals[1] / double(test_data.images.count),
                              seconds,
                              double(seen_here) / seconds,
-                             learning_rate};
+                             learning_rate,
+                             reduce_wait};
     out << fmt::format("{}/{} - {:.1f}s - {:.0f} images/s - loss: {:.4f} - accuracy: {:.4f} - val_loss: {:.4f} - "
-                       "val_accuracy: {:.4f}{}\n",
+                       "val_accuracy: {:.4f}{}{}\n",
                        batches, batches, seconds, metrics_row.images_per_second, metrics_row.loss, metrics_row.accuracy,
                        metrics_row.val_loss, metrics_row.val_accuracy,
-                       config.schedule.empty() ? "" : fmt::format(" - learning_rate: {:.3g}", learning_rate))
+                       config.schedule.empty() ? "" : fmt::format(" - learning_rate: {:.3g}", learning_rate),
+                       parallel ? fmt::format(" - gradient wait: {:.2f}s on {} ranks", reduce_wait, ranks) : "")
         << std::flush;
     if (metrics)
       metrics << fmt::format("{{\"epoch\": {}, \"loss\": {:.6f}, \"accuracy\": {:.6f}, \"val_loss\": {:.6f}, "
                              "\"val_accuracy\": {:.6f}, \"seconds\": {:.3f}, \"images_per_second\": {:.1f}, "
-                             "\"learning_rate\": {:.6g}}}\n",
+                             "\"learning_rate\": {:.6g}{}}}\n",
                              metrics_row.epoch, metrics_row.loss, metrics_row.accuracy, metrics_row.val_loss,
                              metrics_row.val_accuracy, metrics_row.seconds, metrics_row.images_per_second,
-                             metrics_row.learning_rate)
+                             metrics_row.learning_rate,
+                             parallel ? fmt::format(", \"ranks\": {}, \"gradient_wait_seconds\": {:.4f}", ranks, reduce_wait) : "")
               << std::flush;
     result.history.push_back(metrics_row);
 
@@ -679,7 +789,7 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
       CheckpointPosition here = position;
       here.epoch = stop ? config.epochs : epoch + 1, here.batch = 0, here.step = network.step();
       here.loss_sum = 0, here.correct = 0, here.seen = 0;
-      save_checkpoint(network, config, here, config.checkpoint);
+      if (rank == 0) save_checkpoint(network, config, here, config.checkpoint);
     }
     if (stop) break;
   }

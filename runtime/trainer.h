@@ -46,6 +46,31 @@ TrainTestData load_data(const std::string& dir, const std::vector<int64_t>& inpu
 Dataset load_dataset(const std::string& dir, const std::string& prefix, int64_t limit,
                      const std::vector<int64_t>& input_shape, int64_t classes);
 
+// A group of processes training one network together by data parallelism (docs/distributed.md):
+// each takes its shard of every global batch and the gradients are summed across them. cnnc's
+// implementation is on MPI (compiler/driver/distributed.cpp); libcnnrt itself needs no MPI. Every
+// call is collective: each process makes the same calls in the same order.
+class DataParallel {
+ public:
+  virtual ~DataParallel() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // A step's gradient reduction. begin_step: shares[r] is rank r's part of the global batch (its
+  // examples / the batch's), the same list on every rank. gradient_ready(p): parameter p's
+  // gradient is final (the network's gradient hook; -1: none, only a chance to make progress).
+  // finish_step: on return the network's gradients are sum over r of shares[r] * gradient_r, and
+  // its non-trainable parameters (moving statistics) sum over r of shares[r] * value_r, summed in
+  // rank order: the same bits on every rank, run after run.
+  virtual void begin_step(const std::vector<double>& shares) = 0;
+  virtual void gradient_ready(int param) = 0;
+  virtual void finish_step() = 0;
+  // Each value replaced by its sum over ranks, added in rank order.
+  virtual void sum(std::vector<double>& values) = 0;
+  // Rank 0's values to every rank.
+  virtual void broadcast(float* data, int64_t count) = 0;
+  virtual void broadcast(std::vector<double>& values) = 0;
+};
+
 struct TrainConfig {
   int64_t epochs = 1;
   int64_t batch_size = 32;
@@ -78,12 +103,19 @@ struct TrainConfig {
   // Called after every step with the number of steps taken; returning true stops training as
   // an interruption does (tests use it to interrupt at an exact step).
   std::function<bool(int64_t step)> stop_after;
+  // Several processes, each with its shard of every batch (null or size 1: this process alone).
+  // Only rank 0 prints progress and writes the checkpoint and metrics; every rank ends with the
+  // same parameters.
+  DataParallel* parallel = nullptr;
 };
 
 struct EpochMetrics {
   int64_t epoch = 0;
   double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
   double learning_rate = 0;  // at the epoch's last step
+  // Data parallelism: seconds this rank waited after backward for the gradients' reduction
+  // (what the overlap with backward did not hide).
+  double reduce_wait_seconds = 0;
 };
 
 // The learning rate of optimizer step `step` (0-based) of a run of `total_steps`.

@@ -19,6 +19,7 @@ packages=(
   libonnx-dev libprotobuf-dev                   # ONNX import/export (libonnx-dev lacks the protobuf headers' dependency)
   catch2                                        # tests (v2.13)
   libonnx-testdata                              # ONNX's conformance cases, run by the tests
+  libopenmpi-dev openmpi-bin                    # data-parallel training under mpirun (and its tests)
   g++-aarch64-linux-gnu qemu-user               # ARM64 cross build and run
   dataset-fashion-mnist                         # the real training data
   python3                                       # scripts/ (e.g. idx-to-png-folders.py, used by a test)

@@ -473,3 +473,67 @@ TEST_CASE("training options: label smoothing's loss and gradients; clipping by g
   for (size_t k = 0; k < g.size(); k += 7) CHECK(network.params()[k] == Approx(before[k] - 0.5 * 0.25 * g[k]).margin(1e-6));
   CHECK(network.step() == 1);
 }
+
+TEST_CASE("data parallelism: the gradient hook tells each gradient once it is final; shards add up to the batch", "[training]") {
+  test::BuiltModel built = test::build_model("tests/models/train_small.yaml");  // with dropout
+  rt::Network network(built.package);
+  test::randomize_params(network, 5);
+  network.set_seed(9);
+  network.set_step(3);
+  const int batch = 8;
+  const int64_t floats = built.package->param_floats(), pixels = built.package->input_elements();
+  std::vector<float> input = test::random_input(batch * pixels, 6);
+  std::vector<int32_t> labels;
+  for (int i = 0; i < batch; ++i) labels.push_back(int32_t((i * 3) % 4));
+  auto grads = [&] { return std::vector<float>(network.param_grads(), network.param_grads() + floats); };
+  network.compute_gradients(input.data(), labels.data(), batch);
+  const std::vector<float> whole = grads();
+
+  // The hook: every trainable parameter once, its gradient already final when told, last layers first.
+  const std::vector<rt::TensorInfo>& params = built.package->params();
+  std::vector<int> told;
+  std::vector<std::vector<float>> at_hook(params.size());
+  network.set_gradient_hook([&](int p) {
+    told.push_back(p);
+    if (p < 0) return;
+    const float* g = network.param_grads() + params[size_t(p)].offset;
+    at_hook[size_t(p)].assign(g, g + params[size_t(p)].elements());
+  });
+  network.compute_gradients(input.data(), labels.data(), batch);
+  CHECK(grads() == whole);
+  for (size_t p = 0; p < params.size(); ++p) {
+    INFO(params[p].name);
+    CHECK(std::count(told.begin(), told.end(), int(p)) == (params[p].trainable ? 1 : 0));
+    if (!params[p].trainable) continue;
+    const float* g = whole.data() + params[p].offset;
+    CHECK(at_hook[p] == std::vector<float>(g, g + params[p].elements()));
+  }
+  std::vector<int> order;  // backward's: the last layer's parameters first
+  for (int p : told)
+    if (p >= 0) order.push_back(p);
+  REQUIRE(order.size() >= 2);
+  CHECK(order.front() > order.back());
+  // An exception from the hook ends compute_gradients with it, after the kernels.
+  network.set_gradient_hook([](int) { throw UserError(SourceLoc{"hook", 0, 0}, "the network went away"); });
+  CHECK_THROWS_WITH(network.compute_gradients(input.data(), labels.data(), batch), Catch::Contains("the network went away"));
+  network.set_gradient_hook(nullptr);
+
+  // Two shards at their offsets in the batch draw the whole batch's dropout masks: the mean of
+  // their gradients is the batch's (but for rounding). At offset 0 the second shard would reuse
+  // the first one's masks.
+  auto shard = [&](int first, int64_t offset) {
+    network.set_example_offset(offset);
+    network.compute_gradients(input.data() + first * pixels, labels.data() + first, batch / 2);
+    return grads();
+  };
+  const std::vector<float> a = shard(0, 0), b = shard(batch / 2, batch / 2), b_unshifted = shard(batch / 2, 0);
+  network.set_example_offset(0);
+  double largest = 0, error = 0, error_unshifted = 0;
+  for (int64_t k = 0; k < floats; ++k) {
+    largest = std::max(largest, double(std::abs(whole[size_t(k)])));
+    error = std::max(error, std::abs(0.5 * (double(a[size_t(k)]) + b[size_t(k)]) - whole[size_t(k)]));
+    error_unshifted = std::max(error_unshifted, std::abs(0.5 * (double(a[size_t(k)]) + b_unshifted[size_t(k)]) - whole[size_t(k)]));
+  }
+  CHECK(error <= 1e-5 * largest);
+  CHECK(error_unshifted > 1e-3 * largest);
+}

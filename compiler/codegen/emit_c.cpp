@@ -173,6 +173,7 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       if (random && kernel.kind == KernelKind::ForwardTrain) {
         call.scalar("int32_t", "(int32_t)model->seed");
         call.scalar("int32_t", "(int32_t)model->step");
+        call.scalar("int32_t", "(int32_t)model->example_offset");
       }
       call.buffer(fmt::format("&b[{}]", kernel.fold >= 0 ? kernel.fold : node.id), true);
       if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
@@ -191,6 +192,7 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
       if (random) {
         call.scalar("int32_t", "(int32_t)model->seed");
         call.scalar("int32_t", "(int32_t)model->step");
+        call.scalar("int32_t", "(int32_t)model->example_offset");
       }
       for (size_t k = 0; k < kernel.inputs.size(); ++k)
         if (kernel.input_grad[k]) call.buffer(fmt::format("&g[{}]", kernel.inputs[k]), true);
@@ -260,6 +262,16 @@ static int run_training_kernels({p}_model *model) {{
     for (const KernelInfo& kernel : plan.training) {
       if (kernel.kind == KernelKind::Adam || kernel.kind == KernelKind::Sgd) continue;
       out += emit_call(plan, kernel, "  ", "kernel", "model->train_kernel_seconds", index++);
+      if (kernel.kind != KernelKind::Backward) continue;
+      // The gradient hook (set_gradient_hook): the parameters whose gradients this kernel made
+      // final, or -1; its time is not the next kernel's.
+      std::vector<std::string> ready;
+      for (const ParamSpec& param : plan.graph.nodes[size_t(kernel.node)].params)
+        if (param.trainable) ready.push_back(std::to_string(param_index(plan, kernel.node, param.name)));
+      if (ready.empty()) ready.push_back("-1");
+      out += "  if (model->gradient_hook) {\n";
+      for (const std::string& param : ready) out += fmt::format("    model->gradient_hook(model->gradient_hook_user, {});\n", param);
+      out += "    start = now();\n  }\n";
     }
     out += "  return 0;\n}\n";
   }

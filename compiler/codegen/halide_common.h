@@ -298,10 +298,13 @@ inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& sha
 }
 
 // Dropout's keep mask, a pure function of (seed, step, flat index), so that backward recomputes
-// exactly the mask forward used. Keeps an element with probability 1 - rate.
-inline Expr dropout_keep(const std::vector<Expr>& at, const Shape& shape, Expr seed, Expr step, double rate) {
+// exactly the mask forward used. Keeps an element with probability 1 - rate. The index counts
+// from the global batch's first example: a shard starting at example_offset draws the masks
+// that one process running the whole batch would.
+inline Expr dropout_keep(const std::vector<Expr>& at, const Shape& shape, Expr seed, Expr step, Expr example_offset,
+                         double rate) {
   std::vector<int> extents = halide_extents(shape);
-  Expr index = at.back();
+  Expr index = at.back() + example_offset;
   for (int d = int(extents.size()) - 1; d >= 0; --d) index = index * extents[size_t(d)] + at[size_t(d)];
   Expr h = cast<uint32_t>(index) * Internal::UIntImm::make(UInt(32), 0x9E3779B1u);
   h = h ^ (cast<uint32_t>(step) * Internal::UIntImm::make(UInt(32), 0x85EBCA77u));

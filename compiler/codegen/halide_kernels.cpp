@@ -345,6 +345,7 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
   if (node.def->traits.random) {
     build.scalar(ctx.seed, 1);
     build.scalar(ctx.step, 1);
+    build.scalar(ctx.example_offset, 0);
   }
   Func output = halide_op(*node.def).forward(ctx);
   CNNC_ASSERT(kernel.fold < 0 || ctx.folded, "the forward kernel of " + node.name + " did not apply its folded batchnorm");

@@ -45,7 +45,9 @@ struct ForwardContext : KernelContext {
   bool train = false;  // a ForwardTrain kernel
   std::vector<ImageParam> inputs;           // one per kernel input, (c, x, y, n) or (i, n)
   std::map<std::string, ImageParam> params;  // by parameter name
-  Param<int32_t> seed{"seed"}, step{"step"};  // arguments of ops with traits.random
+  // Arguments of ops with traits.random: the seed, the step and the index of the batch's first
+  // example in the global batch (data-parallel shards draw the masks one process would).
+  Param<int32_t> seed{"seed"}, step{"step"}, example_offset{"example_offset"};
   // An inference kernel with a folded batchnorm (kernel.fold, see inference_folds): its
   // parameters, by name.
   std::map<std::string, ImageParam> fold_params;
@@ -99,7 +101,7 @@ struct BackwardContext : KernelContext {
   ImageParam gradient, saved, output;        // d(output), the kept tensor (if has_saved), the output
   std::vector<ImageParam> inputs;
   std::map<std::string, ImageParam> params;
-  Param<int32_t> seed{"seed"}, step{"step"};  // ops with traits.random
+  Param<int32_t> seed{"seed"}, step{"step"}, example_offset{"example_offset"};  // ops with traits.random
   Func pre;                                  // see above (undefined behind an index-keeping pooling)
 
   // Set by the op.

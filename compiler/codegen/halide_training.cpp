@@ -107,6 +107,7 @@ class TrainingKernelBuilder {
     if (node_.def->traits.random) {
       build_.scalar(ctx.seed, 1);
       build_.scalar(ctx.step, 1);
+      build_.scalar(ctx.example_offset, 0);
     }
     ctx.batch = ctx.gradient.dim(int(given_shape.size())).extent();
     ctx.input_grads.resize(node_.inputs.size());

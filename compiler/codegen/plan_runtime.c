@@ -44,6 +44,9 @@ struct MODEL {
   float learning_rate, beta_1, beta_2, epsilon, momentum, label_smoothing;
   int64_t step;
   uint32_t seed;
+  int64_t example_offset;                   /* of this batch in the global batch (dropout masks) */
+  void (*gradient_hook)(void *user, int param);  /* told as gradients become final (see the API) */
+  void *gradient_hook_user;
   double train_kernel_seconds[TRAIN_KERNELS > 0 ? TRAIN_KERNELS : 1];
   double optimizer_seconds;
 };
@@ -371,6 +374,12 @@ const float *CNNC_PREFIX(param_grads)(const MODEL *model) { return model->grads;
 int64_t CNNC_PREFIX(step)(const MODEL *model) { return model->step; }
 void CNNC_PREFIX(set_step)(MODEL *model, int64_t step) { model->step = step; }
 void CNNC_PREFIX(set_seed)(MODEL *model, uint32_t seed) { model->seed = seed; }
+void CNNC_PREFIX(set_example_offset)(MODEL *model, int64_t offset) { model->example_offset = offset; }
+float *CNNC_PREFIX(param_grads_data)(MODEL *model) { return model->grads; }
+void CNNC_PREFIX(set_gradient_hook)(MODEL *model, void (*hook)(void *user, int param), void *user) {
+  model->gradient_hook = hook;
+  model->gradient_hook_user = user;
+}
 
 /* Gradient and optimizer blocks, allocated on first use. */
 static int ensure_training_blocks(MODEL *model) {

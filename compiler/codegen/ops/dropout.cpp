@@ -12,7 +12,7 @@ void register_dropout_halide() {
     return elementwise_kernel(ctx, [&](const std::vector<Var>& vars, std::vector<Func>&) {
       std::vector<Expr> at = as_exprs(vars);
       double rate = ctx.node.attrs.get_float("rate");
-      Expr keep = dropout_keep(at, ctx.node.shape, ctx.seed, ctx.step, rate);
+      Expr keep = dropout_keep(at, ctx.node.shape, ctx.seed, ctx.step, ctx.example_offset, rate);
       Func value("value");
       value(at) = select(keep, ctx.inputs[0](at) * float(1.0 / (1.0 - rate)), 0.0f);
       return value;
@@ -23,7 +23,7 @@ void register_dropout_halide() {
     std::vector<Expr> at = as_exprs(vars);
     double rate = ctx.node.attrs.get_float("rate");
     Func d("dropout_input_gradient");
-    d(at) = select(dropout_keep(at, ctx.node.shape, ctx.seed, ctx.step, rate), ctx.pre(at) * float(1.0 / (1.0 - rate)), 0.0f);
+    d(at) = select(dropout_keep(at, ctx.node.shape, ctx.seed, ctx.step, ctx.example_offset, rate), ctx.pre(at) * float(1.0 / (1.0 - rate)), 0.0f);
     ctx.input_grads[0] = d;
   };
   register_halide_op("dropout", op);
