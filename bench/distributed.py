@@ -6,6 +6,7 @@ For each model: `cnnc train` for one epoch on the first --images Fashion-MNIST i
   - 1 process, --threads T (T = ranks)       (the other way to use the same cores)
   - mpirun -np N, 1 thread each, buckets     (gradients reduced while backward runs)
   - mpirun -np N, 1 thread each, one bucket  (--bucket-kib 0: reduced after backward)
+  - mpirun -np N, 1 thread each, batch N x B (each rank the model's batch B: weak scaling)
 each the best of --repeat runs (the machines here are shared and noisy), and prints training
 images/s, the speed-ups against the baseline, the seconds ranks waited for gradients after
 backward, what the scaling model needs (parameters, bytes all-reduced per step, compute seconds
@@ -93,8 +94,10 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         metrics = os.path.join(scratch, "metrics.jsonl")
         for model in args.models:
-            common = [args.cnnc, "train", model, "--epochs", "1", "--train-limit", str(args.images), "--test-limit",
-                      "500", "-o", os.path.join(scratch, "w.safetensors"), "--metrics", metrics]
+            def train(images):
+                return [args.cnnc, "train", model, "--epochs", "1", "--train-limit", str(images), "--test-limit", "500",
+                        "-o", os.path.join(scratch, "w.safetensors"), "--metrics", metrics]
+            common = train(args.images)
             check = subprocess.run([args.cnnc, "check", model], capture_output=True, text=True, check=True).stdout
             params = int(re.search(r"Trainable params: ([0-9,]+)", check).group(1).replace(",", ""))
             batch = int(re.search(r"batch_size: (\d+)", open(model).read()).group(1))
@@ -104,8 +107,10 @@ def main():
                 f"{args.ranks} ranks x 1 thread": mpirun + ["-np", str(args.ranks)] + common + ["--threads", "1"],
                 f"{args.ranks} ranks x 1 thread, one bucket": mpirun + ["-np", str(args.ranks)] + common +
                 ["--threads", "1", "--bucket-kib", "0"],
+                f"{args.ranks} ranks x 1 thread, batch {args.ranks}x": mpirun + ["-np", str(args.ranks)] + common +
+                ["--threads", "1", "--batch-size", str(args.ranks * batch)],
             }
-            subprocess.run(common + ["--threads", "1", "--train-limit", str(batch)], capture_output=True, check=True)  # compile
+            subprocess.run(train(batch) + ["--threads", "1"], capture_output=True, check=True)  # compiles the package
             row = {"model": model, "trainable_params": params, "batch": batch,
                    "bytes_all_reduced_per_step": 4 * params, "configs": {}}
             for name, command in configs.items():
@@ -117,11 +122,11 @@ def main():
             results.append(row)
             print(f"\n{model}: {params:,} trainable parameters ({4 * params / 1e6:.2f} MB all-reduced per step), "
                   f"global batch {batch}, {args.images} images, best of {args.repeat}")
-            print(f"  {'configuration':<34} {'images/s':>10} {'speed-up':>9} {'gradient wait':>14}")
+            print(f"  {'configuration':<40} {'images/s':>10} {'speed-up':>9} {'gradient wait':>14}")
             for name, value in row["configs"].items():
                 wait = value["gradient_wait_seconds"]
                 share = f"{wait:.3f}s ({100 * wait / value['epoch_seconds']:.1f}%)" if "ranks" in name else ""
-                print(f"  {name:<34} {value['images_per_second']:>10.0f} {value['images_per_second'] / base:>8.2f}x "
+                print(f"  {name:<40} {value['images_per_second']:>10.0f} {value['images_per_second'] / base:>8.2f}x "
                       f"{share:>14}")
             print_predictions(row)
     if args.json:

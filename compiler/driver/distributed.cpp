@@ -1,14 +1,16 @@
 // Data-parallel training on MPI: the session, and the gradient reduction behind rt::DataParallel.
 //
-// A bucket's reduction, for N ranks and a bucket of L floats cut into N segments of S = ceil(L/N):
-//   1. MPI_Ialltoall: rank r receives segment r of every rank's bucket (a reduce-scatter's traffic);
+// A bucket's reduction, for N ranks and a bucket of L floats cut into N segments (L/N each, rounded):
+//   1. MPI_Ialltoallv: rank r receives segment r of every rank's bucket (a reduce-scatter's traffic);
 //   2. rank r adds them itself, in rank order, each times its rank's share of the batch, in double;
-//   3. MPI_Iallgather: every rank receives every reduced segment.
-// MPI only moves the data, so the sums do not depend on the algorithm MPI picks or on the order
-// messages arrive in; the traffic is that of a ring all-reduce, 2 (N-1)/N * L floats per rank.
-// Buckets are started in index order (bucket 0 holds the last layers' parameters, whose gradients
-// backward finishes first), their all-gathers too, each kind on its own communicator, so that
-// every rank issues the same collectives in the same order while backward goes on.
+//   3. MPI_Iallgatherv: every rank receives every reduced segment.
+// A bucket is a range of the gradient block, sent from and gathered into where the gradients lie:
+// the only copies are the segments each rank receives. MPI only moves the data, so the sums do
+// not depend on the algorithm MPI picks or on the order messages arrive in; the traffic is that
+// of a ring all-reduce, 2 (N-1)/N * L floats per rank. Buckets are started in index order
+// (bucket 0 holds the last layers' parameters, whose gradients backward finishes first), their
+// all-gathers too, each kind on its own communicator, so that every rank issues the same
+// collectives in the same order while backward goes on.
 #include "driver/distributed.h"
 
 // MPI's C API only (OpenMPI's mpi.h pulls in its deprecated C++ bindings otherwise).
@@ -54,37 +56,54 @@ class MpiDataParallel final : public rt::DataParallel {
     gather_ = duplicate(MPI_COMM_WORLD);
     other_ = duplicate(MPI_COMM_WORLD);
     // Trainable parameters from the last to the first (the order backward finishes them), a new
-    // bucket once one holds bucket_bytes; the non-trainable ones (moving statistics, final after
-    // the forward pass) in a bucket of their own, reduced last.
+    // bucket once one holds bucket_bytes: each a range of the parameter block, reduced where the
+    // gradients lie (a non-trainable parameter inside the range has a zero gradient there). The
+    // non-trainable ones (moving statistics, final after the forward pass) are copied into a
+    // bucket of their own, reduced last.
     const std::vector<rt::TensorInfo>& params = network.package().params();
     bucket_of_.assign(params.size(), -1);
     Bucket state;
+    state.state = true;
     for (int p = int(params.size()) - 1; p >= 0; --p) {
       const rt::TensorInfo& info = params[size_t(p)];
       if (info.elements() == 0) continue;
       if (!info.trainable) {
-        state.pieces.push_back({info.offset, info.elements(), true});
+        state.pieces.push_back({info.offset, info.elements()});
         state.floats += info.elements();
         continue;
       }
-      if (buckets_.empty() || (bucket_bytes > 0 && buckets_.back().floats * 4 >= bucket_bytes)) buckets_.emplace_back();
+      if (buckets_.empty() || (bucket_bytes > 0 && buckets_.back().floats * 4 >= bucket_bytes)) {
+        buckets_.emplace_back();
+        buckets_.back().end = info.offset + info.elements();
+      }
       Bucket& bucket = buckets_.back();
-      bucket.pieces.push_back({info.offset, info.elements(), false});
-      bucket.floats += info.elements();
+      bucket.first = info.offset;  // (descending: the range grows downwards)
+      bucket.floats = bucket.end - bucket.first;
       ++bucket.params;
       bucket_of_[size_t(p)] = int(buckets_.size()) - 1;
     }
-    if (state.floats > 0) buckets_.push_back(std::move(state));
-    for (Bucket& bucket : buckets_) {
-      bucket.segment = (bucket.floats + size_ - 1) / size_;
-      if (bucket.segment > (int64_t(1) << 30))
-        throw UserError(SourceLoc{"mpi", 0, 0}, "a gradient bucket's segment exceeds 2^30 floats; use more ranks");
-      size_t padded = size_t(bucket.segment) * size_t(size_);
-      bucket.send.resize(padded);
-      bucket.received.resize(padded);
-      bucket.reduced.resize(size_t(bucket.segment));
-      bucket.gathered.resize(padded);
+    if (state.floats > 0) {
+      state.staging.resize(size_t(state.floats));
+      buckets_.push_back(std::move(state));
     }
+    for (Bucket& bucket : buckets_) {
+      if (bucket.floats / size_ + 1 > (int64_t(1) << 30))
+        throw UserError(SourceLoc{"mpi", 0, 0}, "a gradient bucket's segment exceeds 2^30 floats; use more ranks");
+      // Segment r: [floats * r / N, floats * (r + 1) / N).
+      for (int r = 0; r < size_; ++r) {
+        bucket.displacements.push_back(int(bucket.floats * r / size_));
+        bucket.counts.push_back(int(bucket.floats * (r + 1) / size_) - bucket.displacements.back());
+      }
+      const int mine = bucket.counts[size_t(rank_)];
+      for (int r = 0; r < size_; ++r) {
+        bucket.received_counts.push_back(mine);
+        bucket.received_displacements.push_back(r * mine);
+      }
+      bucket.received.resize(size_t(mine) * size_t(size_));
+    }
+    int64_t largest = 0;
+    for (const Bucket& bucket : buckets_) largest = std::max<int64_t>(largest, bucket.counts[size_t(rank_)]);
+    total_.resize(size_t(largest));
   }
 
   ~MpiDataParallel() override {
@@ -148,49 +167,59 @@ class MpiDataParallel final : public rt::DataParallel {
  private:
   struct Piece {
     int64_t offset, elements;
-    bool state;  // a non-trainable parameter: its value is averaged, not a gradient
   };
   struct Bucket {
-    std::vector<Piece> pieces;
-    int64_t floats = 0, segment = 0;
-    int params = 0, ready = 0;  // trainable parameters, and those whose gradient is final
-    std::vector<float> send, received, reduced, gathered;
+    bool state = false;          // the moving statistics: values averaged, gathered in `staging`
+    int64_t first = 0, end = 0, floats = 0;  // gradients: the range [first, end) of the block
+    std::vector<Piece> pieces;   // state: where its values come from and go back to
+    std::vector<float> staging;
+    int params = 0, ready = 0;   // trainable parameters, and those whose gradient is final
+    std::vector<int> counts, displacements;                    // each rank's segment
+    std::vector<int> received_counts, received_displacements;  // this rank's segment from each
+    std::vector<float> received;
     MPI_Request request = MPI_REQUEST_NULL;
   };
 
-  float* source(const Piece& piece) {
-    return (piece.state ? network_.params() : network_.mutable_param_grads()) + piece.offset;
-  }
+  float* data(Bucket& bucket) { return bucket.state ? bucket.staging.data() : network_.mutable_param_grads() + bucket.first; }
 
   void launch(Bucket& bucket) {
-    float* to = bucket.send.data();
-    for (const Piece& piece : bucket.pieces) {
-      const float* from = source(piece);
-      to = std::copy(from, from + piece.elements, to);
+    if (bucket.state) {
+      float* to = bucket.staging.data();
+      for (const Piece& piece : bucket.pieces) to = std::copy(network_.params() + piece.offset,
+                                                              network_.params() + piece.offset + piece.elements, to);
     }
-    int segment = int(bucket.segment);
-    check(MPI_Ialltoall(bucket.send.data(), segment, MPI_FLOAT, bucket.received.data(), segment, MPI_FLOAT, scatter_,
-                        &bucket.request),
-          "MPI_Ialltoall");
+    check(MPI_Ialltoallv(data(bucket), bucket.counts.data(), bucket.displacements.data(), MPI_FLOAT,
+                         bucket.received.data(), bucket.received_counts.data(), bucket.received_displacements.data(),
+                         MPI_FLOAT, scatter_, &bucket.request),
+          "MPI_Ialltoallv");
   }
 
-  // This rank's segment: every rank's, times its share, added in rank order.
+  // This rank's segment: every rank's, times its share, added in rank order in double (one rank
+  // at a time over the segment, so that the loops vectorize; the same additions in the same
+  // order), written in place; then every rank's segments to every rank.
   void reduce(Bucket& bucket) {
-    const size_t segment = size_t(bucket.segment);
-    for (size_t i = 0; i < segment; ++i) {
-      double total = 0;
-      for (int r = 0; r < size_; ++r) total += shares_[size_t(r)] * double(bucket.received[size_t(r) * segment + i]);
-      bucket.reduced[i] = float(total);
+    const size_t count = size_t(bucket.counts[size_t(rank_)]);
+    double* total = total_.data();
+    const float* received = bucket.received.data();
+    const double first_share = shares_[0];
+    for (size_t i = 0; i < count; ++i) total[i] = first_share * double(received[i]);
+    for (int r = 1; r < size_; ++r) {
+      const double share = shares_[size_t(r)];
+      const float* from = received + size_t(r) * count;
+      for (size_t i = 0; i < count; ++i) total[i] += share * double(from[i]);
     }
-    check(MPI_Iallgather(bucket.reduced.data(), int(segment), MPI_FLOAT, bucket.gathered.data(), int(segment), MPI_FLOAT,
-                         gather_, &bucket.request),
-          "MPI_Iallgather");
+    float* mine = data(bucket) + bucket.displacements[size_t(rank_)];
+    for (size_t i = 0; i < count; ++i) mine[i] = float(total[i]);
+    check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data(bucket), bucket.counts.data(),
+                          bucket.displacements.data(), MPI_FLOAT, gather_, &bucket.request),
+          "MPI_Iallgatherv");
   }
 
   void unpack(Bucket& bucket) {
-    const float* from = bucket.gathered.data();
+    if (!bucket.state) return;  // (gathered in place)
+    const float* from = bucket.staging.data();
     for (const Piece& piece : bucket.pieces) {
-      std::copy(from, from + piece.elements, source(piece));
+      std::copy(from, from + piece.elements, network_.params() + piece.offset);
       from += piece.elements;
     }
   }
@@ -210,12 +239,12 @@ class MpiDataParallel final : public rt::DataParallel {
   void advance(bool wait) {
     while (done_ < launched_) {
       bool moved = false;
-      if (gathering_ < launched_ && finished(buckets_[gathering_], wait, "MPI_Ialltoall")) {
+      if (gathering_ < launched_ && finished(buckets_[gathering_], wait, "MPI_Ialltoallv")) {
         reduce(buckets_[gathering_++]);
         moved = true;
       }
       if (done_ < gathering_ && (wait ? gathering_ == launched_ : true) &&
-          finished(buckets_[done_], wait, "MPI_Iallgather")) {
+          finished(buckets_[done_], wait, "MPI_Iallgatherv")) {
         unpack(buckets_[done_++]);
         moved = true;
       }
@@ -229,6 +258,7 @@ class MpiDataParallel final : public rt::DataParallel {
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;  // by parameter index; -1: in no gradient bucket
   std::vector<double> shares_;
+  std::vector<double> total_;  // reduce()'s sums
   // Buckets launched, gathering or past it, and done; each count includes the next.
   size_t launched_ = 0, gathering_ = 0, done_ = 0;
 };
