@@ -77,8 +77,9 @@ for _ in $(seq 600); do [[ -e "$dir/k.checkpoint.safetensors" ]] && break; sleep
 [[ -e "$dir/k.checkpoint.safetensors" ]] || { cat "$dir/k.txt"; fail "no checkpoint after 60 s"; }
 sleep 0.5
 victim=""
-for pid in $(pgrep -P $job); do
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$pid
+for process in /proc/[0-9]*; do  # mpirun's children (no pgrep: procps is not in a minimal Debian)
+  [[ "$(grep -s '^PPid:' "$process/status" | cut -f2)" == "$job" ]] || continue
+  tr '\0' '\n' <"$process/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=${process#/proc/}
 done
 [[ -n "$victim" ]] || fail "rank 1 not found among mpirun's children"
 start=$(date +%s%N)
