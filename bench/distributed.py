@@ -14,9 +14,11 @@ per image) and its predictions for 8, 64 and 512 ranks on 10 and 100 Gbit/s netw
 and its assumptions: predicted_speedup below, and docs/distributed.md). Only the training loop is timed (the epoch's
 images/s from --metrics; validation and compilation are outside it).
 
-  python3 bench/distributed.py [--cnnc build/cnnc] [--ranks 2] [--images 16000] [--repeat 3]
+  python3 bench/distributed.py [--cnnc build/cnnc] [--ranks 2] [--images 16000] [--repeat 7]
                                [--models models/mnist_cnn.yaml models/lenet5.yaml] [--json F]
-Needs openmpi-bin (bash scripts/setup.sh). Ranks are bound to cores (mpirun --bind-to core).
+                               [--bind-to core|none] [--single-copy none|cma]
+Needs openmpi-bin (bash scripts/setup.sh). Ranks are bound to cores (--bind-to core; --bind-to none
+leaves them to the kernel) and copy through shared memory (--single-copy none; cma: process_vm_readv).
 """
 import argparse
 import json
@@ -82,10 +84,13 @@ def main():
     parser.add_argument("--models", nargs="+", default=["models/mnist_cnn.yaml", "models/lenet5.yaml"])
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--images", type=int, default=16000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--bind-to", default="core", help="mpirun --bind-to (core, none, ...)")
+    parser.add_argument("--single-copy", default="none",
+                        help="OpenMPI's btl_vader_single_copy_mechanism: none (copies through shared memory) or cma")
     parser.add_argument("--json")
     args = parser.parse_args()
-    mpirun = ["mpirun", "--bind-to", "core", "--mca", "btl_vader_single_copy_mechanism", "none"]
+    mpirun = ["mpirun", "--bind-to", args.bind_to, "--mca", "btl_vader_single_copy_mechanism", args.single_copy]
     if os.geteuid() == 0:
         mpirun.append("--allow-run-as-root")
     if args.ranks > (os.cpu_count() or 1):
