@@ -87,8 +87,11 @@ class MpiDataParallel final : public rt::DataParallel {
       buckets_.push_back(std::move(state));
     }
     for (Bucket& bucket : buckets_) {
-      if (bucket.floats / size_ + 1 > (int64_t(1) << 30))
-        throw UserError(SourceLoc{"mpi", 0, 0}, "a gradient bucket's segment exceeds 2^30 floats; use more ranks");
+      // (MPI counts and displacements are ints.)
+      if (bucket.floats >= (int64_t(1) << 31))
+        throw UserError(SourceLoc{"mpi", 0, 0}, fmt::format("a parameter range of {} floats exceeds what one MPI call "
+                                                            "moves (2^31); cnnc does not split a tensor across buckets",
+                                                            bucket.floats));
       // Segment r: [floats * r / N, floats * (r + 1) / N).
       for (int r = 0; r < size_; ++r) {
         bucket.displacements.push_back(int(bucket.floats * r / size_));
