@@ -535,6 +535,51 @@ void share_state(DataParallel& parallel, Network& network, CheckpointPosition& p
   network.params_changed();
 }
 
+// FNV-1a, 64 bits.
+uint64_t fnv(const void* data, size_t size, uint64_t hash = 0xcbf29ce484222325ull) {
+  const unsigned char* bytes = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  return hash;
+}
+
+// Every rank must train the same model with the same settings on the same data (each loads its
+// own copy: on several machines, files that should be the same may not be), or the ranks would
+// count other batches and their collectives would not match. Rank 0's fingerprint against each
+// rank's; a difference is an error on every rank, naming what differs.
+void check_ranks_agree(DataParallel& parallel, const Network& network, const Dataset& train_data,
+                       const Dataset& test_data, const TrainConfig& config) {
+  auto data_hash = [](const Dataset& data) {
+    uint64_t hash = fnv(data.labels.data(), data.labels.size());
+    const std::vector<uint8_t>& pixels = data.images.pixels;
+    const size_t stride = std::max<size_t>(1, pixels.size() / 65536);  // a sample: 64 Ki bytes
+    for (size_t i = 0; i < pixels.size(); i += stride) hash = fnv(&pixels[i], 1, hash);
+    return hash;
+  };
+  std::string settings = fmt::format("{} {} {} {} {} {} {} {}", config.model_hash, training_settings(config),
+                                     config.optimizer, number(config.learning_rate), config.batch_size, config.seed,
+                                     config.epochs, network.package().param_floats());
+  const uint64_t hashes[3] = {fnv(settings.data(), settings.size()), data_hash(train_data), data_hash(test_data)};
+  const char* names[3] = {"the model or the training settings", "the training data", "the validation data"};
+  std::vector<double> mine, theirs;
+  for (uint64_t hash : hashes) {
+    mine.push_back(double(hash >> 32));
+    mine.push_back(double(hash & 0xffffffffu));
+  }
+  theirs = mine;
+  parallel.broadcast(theirs);
+  std::vector<double> differs(3, 0.0);
+  for (size_t k = 0; k < 3; ++k) differs[k] = mine[2 * k] != theirs[2 * k] || mine[2 * k + 1] != theirs[2 * k + 1];
+  parallel.sum(differs);
+  std::vector<std::string> what;
+  for (size_t k = 0; k < 3; ++k)
+    if (differs[k] > 0) what.push_back(fmt::format("{} ({} of {} ranks differ from rank 0)", names[k], int(differs[k]),
+                                                   parallel.size()));
+  if (!what.empty())
+    throw UserError(SourceLoc{"mpi", 0, 0}, fmt::format("the ranks do not train the same thing: {}; give every rank the "
+                                                        "same model, options and data files",
+                                                        fmt::join(what, ", ")));
+}
+
 // Rank r's part of `count` examples: [count * r / ranks, count * (r + 1) / ranks).
 std::pair<int64_t, int64_t> shard(int64_t count, int rank, int ranks) {
   return {count * rank / ranks, count * (rank + 1) / ranks};
@@ -564,7 +609,10 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
     std::fill(network.optimizer_state(0), network.optimizer_state(0) + network.package().param_floats(), 0.0f);
     std::fill(network.optimizer_state(1), network.optimizer_state(1) + network.package().param_floats(), 0.0f);
   }
-  if (parallel) share_state(*parallel, network, position);
+  if (parallel) {
+    check_ranks_agree(*parallel, network, train_data, test_data, config);
+    share_state(*parallel, network, position);
+  }
 
   std::ofstream metrics;
   if (!config.metrics.empty() && rank == 0) {
@@ -715,6 +763,10 @@ TrainResult train(Network& network, const Dataset& train_data, const Dataset& te
                              batches, epoch + 1, config.checkpoint, config.checkpoint);
         } else {
           out << "Interrupted; no checkpoint file was given, so this run's progress is lost\n";
+        }
+        if (parallel) {  // no rank leaves before rank 0 has written the checkpoint (mpirun would kill it)
+          std::vector<double> barrier = {0};
+          parallel->sum(barrier);
         }
         result.interrupted = true;
         return result;

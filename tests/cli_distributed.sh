@@ -65,6 +65,16 @@ model=$source/tests/models/distributed.yaml
 grep -q "the batch of 16 does not divide among 3 ranks" "$dir/x.txt" || { cat "$dir/x.txt"; fail "no clear error for -np 3"; }
 [[ -e "$dir/x.safetensors" ]] && fail "weights were written after the error"
 
+# Ranks that would not train the same thing (here: other data, other buckets) are refused before
+# the first step, instead of waiting for ever in mismatched collectives.
+"${mpi[@]}" -np 1 "$cnnc" train "$model" --train-limit 64 --test-limit 64 -o "$dir/y.safetensors" : \
+  -np 1 "$cnnc" train "$model" --train-limit 80 --test-limit 64 -o "$dir/y.safetensors" >"$dir/y.txt" 2>&1 && fail "different data accepted"
+grep -q "the ranks do not train the same thing: the training data (1 of 2 ranks differ from rank 0)" "$dir/y.txt" \
+  || { cat "$dir/y.txt"; fail "no clear error for ranks with different data"; }
+"${mpi[@]}" -np 1 "$cnnc" train "$model" "${small[@]}" -o "$dir/y.safetensors" : \
+  -np 1 "$cnnc" train "$model" "${small[@]}" --bucket-kib 0 -o "$dir/y.safetensors" >"$dir/y.txt" 2>&1 && fail "different buckets accepted"
+grep -q "the ranks cut the gradients into" "$dir/y.txt" || { cat "$dir/y.txt"; fail "no clear error for different buckets"; }
+
 # Only rank 0 writes: one metrics line per epoch, one progress report.
 train 2 m.safetensors --epochs 2 --metrics "$dir/m.jsonl"
 [[ $(wc -l <"$dir/m.jsonl") -eq 2 ]] || { cat "$dir/m.jsonl"; fail "metrics: expected 2 lines"; }
@@ -78,6 +88,27 @@ train 4 r4.safetensors --epochs 2 --resume "$dir/e1.checkpoint.safetensors"
 train 0 r1.safetensors --epochs 2 --resume "$dir/e1.checkpoint.safetensors"
 grep -q "Resuming from .*1 epoch and 0 batches done, step 32" "$dir/r4.safetensors.txt" || { cat "$dir/r4.safetensors.txt"; fail "4 ranks did not resume"; }
 compare "$dir/e2.safetensors" "$dir/r4.safetensors" --tolerance 1e-5 || fail "resumed on 4 ranks: far from 2"
+
+# SIGUSR1 to mpirun (which passes it to every rank): the ranks agree on a step, rank 0 saves a
+# checkpoint in the middle of an epoch, the job ends with 130; 4 ranks resume from it.
+"${mpi[@]}" -np 2 "$cnnc" train "$model" --train-limit 64 --test-limit 64 --epochs 100000 -o "$dir/u.safetensors" \
+  >"$dir/u.txt" 2>&1 &
+job=$!
+for _ in $(seq 600); do [[ -e "$dir/u.checkpoint.safetensors" ]] && break; sleep 0.1; done
+sleep 0.3
+kill -USR1 $job
+wait $job; status=$?
+job=""
+[[ $status -eq 130 ]] && grep -q "^Interrupted after batch [1-3]/4 of epoch" "$dir/u.txt" \
+  || { cat "$dir/u.txt"; fail "SIGUSR1: status $status, no checkpoint in the middle of an epoch"; }
+"${mpi[@]}" -np 4 "$cnnc" train "$model" --train-limit 64 --test-limit 64 --epochs 100000 -o "$dir/u.safetensors" \
+  --resume "$dir/u.checkpoint.safetensors" >"$dir/u2.txt" 2>&1 &
+job=$!
+for _ in $(seq 300); do grep -q "^Epoch" "$dir/u2.txt" && break; sleep 0.1; done
+kill -USR1 $job
+wait $job
+job=""
+grep -q "Resuming from .* and [1-3] batch" "$dir/u2.txt" || { cat "$dir/u2.txt"; fail "4 ranks did not resume the 2-rank checkpoint"; }
 
 # A rank killed: the job ends within seconds with an error, and the last checkpoint resumes.
 "${mpi[@]}" -np 2 "$cnnc" train "$model" --train-limit 64 --test-limit 64 --epochs 100000 -o "$dir/k.safetensors" \

@@ -20,6 +20,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -107,10 +108,21 @@ class MpiDataParallel final : public rt::DataParallel {
     int64_t largest = 0;
     for (const Bucket& bucket : buckets_) largest = std::max<int64_t>(largest, bucket.counts[size_t(rank_)]);
     total_.resize(size_t(largest));
+    // Every rank must cut the same buckets (the same model and --bucket-kib), or the collectives
+    // would not match.
+    long long layout[2] = {static_cast<long long>(buckets_.size()), bucket_bytes}, lowest[2], highest[2];
+    check(MPI_Allreduce(layout, lowest, 2, MPI_LONG_LONG, MPI_MIN, other_), "MPI_Allreduce");
+    check(MPI_Allreduce(layout, highest, 2, MPI_LONG_LONG, MPI_MAX, other_), "MPI_Allreduce");
+    if (lowest[0] != highest[0] || lowest[1] != highest[1])
+      throw UserError(SourceLoc{"mpi", 0, 0}, fmt::format("the ranks cut the gradients into {} to {} buckets (--bucket-kib "
+                                                          "{} to {}): give every rank the same model and options",
+                                                          lowest[0], highest[0], lowest[1] / 1024, highest[1] / 1024));
   }
 
   ~MpiDataParallel() override {
-    // (After an error a reduction may still be running: the job is then ended by MPI_Abort.)
+    // (An error in the middle of a step ends the job by MPI_Abort before the network and this
+    // object are destroyed: train_action catches it there, so no reduction still running can
+    // write into freed memory.)
     for (MPI_Comm* comm : {&scatter_, &gather_, &other_})
       if (*comm != MPI_COMM_NULL) MPI_Comm_free(comm);
   }
@@ -289,6 +301,16 @@ MpiSession::MpiSession() : local_(std::make_unique<Local>()) {
         "MPI_Comm_split_type");
   MPI_Comm_rank(local_->comm, &local_rank_);
   MPI_Comm_size(local_->comm, &local_size_);
+  // A launcher of another MPI (MPICH's mpiexec, srun without PMIx) starts each process as a job
+  // of its own: N trainings writing the same files. Its environment tells.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* value = std::getenv(name);
+    if (size_ == 1 && value && std::atoi(value) > 1)
+      throw UserError(SourceLoc{"mpi", 0, 0},
+                      fmt::format("the launcher started {} processes ({}={}), but MPI sees this one alone: start cnnc "
+                                  "with the mpirun of the MPI it was built with (OpenMPI)",
+                                  value, name, value));
+  }
 }
 
 MpiSession::~MpiSession() {
@@ -296,7 +318,17 @@ MpiSession::~MpiSession() {
   MPI_Finalize();
 }
 
-void MpiSession::local_barrier() const { check(MPI_Barrier(local_->comm), "MPI_Barrier"); }
+void MpiSession::local_barrier() const {
+  // Polled with a pause, not MPI_Barrier's busy wait: the ranks waiting here would take the cores
+  // from the one compiling the package.
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Ibarrier(local_->comm, &request), "MPI_Ibarrier");
+  for (int done = 0;;) {
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
 
 void MpiSession::abort(int status) const {
   MPI_Abort(MPI_COMM_WORLD, status);

@@ -29,10 +29,14 @@ namespace {
 
 const char* kDefaultData = "/usr/share/datasets/fashion-mnist";
 
+// SIGINT, SIGTERM and SIGUSR1 stop training after the current step, with a checkpoint. Under
+// mpirun, SIGUSR1 is the one to send (mpirun passes it to every rank; on SIGINT or SIGTERM it
+// kills the ranks itself within about 2 s).
 void on_interrupt(int) {
   rt::request_stop();
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
   std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGUSR1, SIG_DFL);
 }
 
 std::string checkpoint_for(const std::string& weights) {
@@ -50,6 +54,22 @@ struct TrainOptions {
   bool skip_bad_images = false;
   int64_t bucket_kib = 256;
 };
+
+// One rank's error ends the whole job at once, after its message (the others would wait for it
+// in a collective): printed as main() would, then MPI_Abort.
+[[noreturn]] void end_job(const MpiSession& mpi, std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const UserError& e) {
+    std::cerr << fmt::format("rank {}: ", mpi.rank()) << e.formatted() << "\n" << std::flush;
+    mpi.abort(1);
+  } catch (const std::exception& e) {
+    std::cerr << fmt::format("rank {}: internal error: {} (this is a bug in cnnc)\n", mpi.rank(), e.what()) << std::flush;
+    mpi.abort(3);
+  } catch (...) {
+    mpi.abort(3);
+  }
+}
 
 // cnnc train, alone or as one rank of `mpi`'s job.
 int train_action(const TrainOptions& options, bool seed_given, const MpiSession* mpi) {
@@ -155,11 +175,21 @@ int train_action(const TrainOptions& options, bool seed_given, const MpiSession*
 
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
+  std::signal(SIGUSR1, on_interrupt);
   // (mpirun gives its ranks a terminal of their own even when its output goes to a file: plain lines.)
   bool terminal = isatty(STDOUT_FILENO) != 0 && !parallel;
-  rt::TrainResult result = rt::train(network, train_data, test_data, config, std::cout, terminal);
+  rt::TrainResult result;
+  try {
+    result = rt::train(network, train_data, test_data, config, std::cout, terminal);
+  } catch (...) {
+    // Ended here, while the network and the reduction's buffers still exist: a reduction still
+    // running must not write into freed memory.
+    if (parallel) end_job(*mpi, std::current_exception());
+    throw;
+  }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGUSR1, SIG_DFL);
   if (result.interrupted) return 130;
   if (rank != 0) return 0;  // (every rank holds the same weights; rank 0 writes them)
   rt::save_weights(network, output, data.classes);
@@ -220,13 +250,8 @@ void add_train_command(CLI::App& app, CommandAction& action) {
       if (!mpi || mpi->size() == 1) return train_action(*options, seed_given, mpi.get());
       try {
         return train_action(*options, seed_given, mpi.get());
-      } catch (const UserError& error) {
-        std::cerr << fmt::format("rank {}: ", mpi->rank()) << error.formatted() << "\n" << std::flush;
-        mpi->abort(1);
-      } catch (const std::exception& error) {
-        std::cerr << fmt::format("rank {}: internal error: {} (this is a bug in cnnc)\n", mpi->rank(), error.what())
-                  << std::flush;
-        mpi->abort(3);
+      } catch (...) {
+        end_job(*mpi, std::current_exception());
       }
     };
   });
