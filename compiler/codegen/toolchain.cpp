@@ -2,10 +2,13 @@
 #include "codegen/toolchain.h"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -33,22 +36,24 @@ void write_file(const std::string& path, const std::string& text) {
   if (!out) throw UserError(SourceLoc{path, 0, 0}, "cannot write this file");
 }
 
-// Runs a program (no shell), failing with its output if it exits non-zero.
+// Runs a program (no shell), failing with its output if it exits non-zero. posix_spawn, not
+// fork: no copy of a process that has threads (and, under mpirun, MPI's memory registrations).
 void run_program(const std::vector<std::string>& argv, const std::string& log_path) {
-  pid_t pid = fork();
-  if (pid < 0) throw UserError(SourceLoc{argv[0], 0, 0}, "cannot start a process (fork failed)");
-  if (pid == 0) {
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-    }
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  int error = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error == ENOENT)
+    throw UserError(SourceLoc{argv[0], 0, 0},
+                    fmt::format("cannot run '{}'; is it installed? (bash scripts/setup.sh installs the toolchains)", argv[0]));
+  if (error != 0)
+    throw UserError(SourceLoc{argv[0], 0, 0}, fmt::format("cannot start '{}': {}", argv[0], std::strerror(error)));
   int status = 0;
   waitpid(pid, &status, 0);
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
