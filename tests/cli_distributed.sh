@@ -2,9 +2,11 @@
 # Data-parallel training under mpirun, as a user runs it (docs/distributed.md): 2 and 4 ranks on
 # this machine (--oversubscribe: CI has 2 cores) give the same weights bit for bit run after run;
 # the same weights as one process within a stated tolerance; -np 1 exactly those of a plain run;
-# a batch that does not divide is refused; rank 0 alone writes; --resume works with any number of
-# ranks and an epoch resumed equals the epoch run straight through; a rank killed with SIGKILL
-# ends the job within seconds and leaves the last checkpoint usable.
+# a short last batch is weighted by shares; a batch that does not divide, and ranks given other
+# data or buckets, are refused; rank 0 alone writes; --resume works with any number of ranks and an
+# epoch resumed equals the epoch run straight through; SIGUSR1 to mpirun stops every rank with a
+# checkpoint; a rank killed with SIGKILL ends the job within seconds and leaves the last
+# checkpoint usable.
 set -u
 cnnc=$1 source=$2
 dir=$(mktemp -d)
