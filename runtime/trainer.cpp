@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "support/diagnostics.h"
+#include "support/hash.h"
 #include "support/text.h"
 #include "weights.h"
 
@@ -535,13 +536,6 @@ void share_state(DataParallel& parallel, Network& network, CheckpointPosition& p
   network.params_changed();
 }
 
-// FNV-1a, 64 bits.
-uint64_t fnv(const void* data, size_t size, uint64_t hash = 0xcbf29ce484222325ull) {
-  const unsigned char* bytes = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
-  return hash;
-}
-
 // Every rank must train the same model with the same settings on the same data (each loads its
 // own copy: on several machines, files that should be the same may not be), or the ranks would
 // count other batches and their collectives would not match. Rank 0's fingerprint against each
@@ -549,16 +543,16 @@ uint64_t fnv(const void* data, size_t size, uint64_t hash = 0xcbf29ce484222325ul
 void check_ranks_agree(DataParallel& parallel, const Network& network, const Dataset& train_data,
                        const Dataset& test_data, const TrainConfig& config) {
   auto data_hash = [](const Dataset& data) {
-    uint64_t hash = fnv(data.labels.data(), data.labels.size());
+    uint64_t hash = fnv1a(data.labels.data(), data.labels.size());
     const std::vector<uint8_t>& pixels = data.images.pixels;
     const size_t stride = std::max<size_t>(1, pixels.size() / 65536);  // a sample: 64 Ki bytes
-    for (size_t i = 0; i < pixels.size(); i += stride) hash = fnv(&pixels[i], 1, hash);
+    for (size_t i = 0; i < pixels.size(); i += stride) hash = fnv1a(&pixels[i], 1, hash);
     return hash;
   };
   std::string settings = fmt::format("{} {} {} {} {} {} {} {}", config.model_hash, training_settings(config),
                                      config.optimizer, number(config.learning_rate), config.batch_size, config.seed,
                                      config.epochs, network.package().param_floats());
-  const uint64_t hashes[3] = {fnv(settings.data(), settings.size()), data_hash(train_data), data_hash(test_data)};
+  const uint64_t hashes[3] = {fnv1a(settings.data(), settings.size()), data_hash(train_data), data_hash(test_data)};
   const char* names[3] = {"the model or the training settings", "the training data", "the validation data"};
   std::vector<double> mine, theirs;
   for (uint64_t hash : hashes) {

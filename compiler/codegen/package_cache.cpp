@@ -11,26 +11,14 @@
 
 #include "codegen/package.h"
 #include "graph/print.h"
+#include "support/hash.h"
 
 namespace fs = std::filesystem;
 
 namespace cnnc {
 
-namespace {
-
-uint64_t fnv1a(const std::string& text, uint64_t seed) {
-  uint64_t hash = seed;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
-
-}  // namespace
-
 std::string hash_hex(const std::string& text) {
-  return fmt::format("{:016x}{:016x}", fnv1a(text, 14695981039346656037ull), fnv1a(text, 0x9e3779b97f4a7c15ull));
+  return fmt::format("{:016x}{:016x}", fnv1a(text.data(), text.size()), fnv1a(text.data(), text.size(), 0x9e3779b97f4a7c15ull));
 }
 
 std::string model_fingerprint(const Graph& graph) {
