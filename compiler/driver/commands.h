@@ -1,7 +1,9 @@
 // The cnnc subcommands. Each file in driver/ adds one subcommand to the CLI app; main.cpp runs it.
 #pragma once
 
+#include <exception>
 #include <functional>
+#include <string>
 
 namespace CLI {
 class App;
@@ -22,5 +24,10 @@ void add_bench_command(CLI::App& app, CommandAction& action);
 void add_tune_command(CLI::App& app, CommandAction& action);
 void add_import_command(CLI::App& app, CommandAction& action);
 void add_plot_command(CLI::App& app, CommandAction& action);
+
+// Prints an error a command threw, each line after `prefix` ("rank 1: " under mpirun), and
+// returns the exit status for it: 1 a user error (bad model, data, flag value, or a path that
+// cannot be read or written), 3 an internal error (a bug in cnnc) or out of memory.
+int report_error(std::exception_ptr error, const std::string& prefix = "");
 
 }  // namespace cnnc

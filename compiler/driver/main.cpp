@@ -39,22 +39,37 @@ int main(int argc, char** argv) {
   try {
     cnnc::check_op_registry();  // every op has every phase its traits call for
     return action ? action() : 0;
-  } catch (const cnnc::UserError& error) {
-    std::cerr << error.formatted() << "\n";
+  } catch (...) {
+    return cnnc::report_error(std::current_exception());
+  }
+}
+
+namespace cnnc {
+
+int report_error(std::exception_ptr error, const std::string& prefix) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const UserError& error) {
+    std::cerr << prefix << error.formatted() << "\n";
     return 1;
   } catch (const std::filesystem::filesystem_error& error) {
     // A path the user gave (or the cache) cannot be written or read: not a bug in cnnc.
-    std::cerr << (error.path1().empty() ? std::string("cnnc") : error.path1().string())
+    std::cerr << prefix << (error.path1().empty() ? std::string("cnnc") : error.path1().string())
               << ": error: " << error.code().message() << " (" << error.what() << ")\n";
     return 1;
-  } catch (const cnnc::InternalError& error) {
-    std::cerr << error.what() << "\n";
+  } catch (const InternalError& error) {
+    std::cerr << prefix << error.what() << "\n";
     return 3;
   } catch (const std::bad_alloc&) {
-    std::cerr << "cnnc: error: out of memory\n";
+    std::cerr << prefix << "cnnc: error: out of memory\n";
     return 3;
   } catch (const std::exception& error) {
-    std::cerr << "internal error: " << error.what() << " (this is a bug in cnnc)\n";
+    std::cerr << prefix << "internal error: " << error.what() << " (this is a bug in cnnc)\n";
+    return 3;
+  } catch (...) {
+    std::cerr << prefix << "internal error: an unknown exception (this is a bug in cnnc)\n";
     return 3;
   }
 }
+
+}  // namespace cnnc

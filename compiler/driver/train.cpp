@@ -56,19 +56,11 @@ struct TrainOptions {
 };
 
 // One rank's error ends the whole job at once, after its message (the others would wait for it
-// in a collective): printed as main() would, then MPI_Abort.
+// in a collective): printed as main() prints it, then MPI_Abort with main's exit status.
 [[noreturn]] void end_job(const MpiSession& mpi, std::exception_ptr error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const UserError& e) {
-    std::cerr << fmt::format("rank {}: ", mpi.rank()) << e.formatted() << "\n" << std::flush;
-    mpi.abort(1);
-  } catch (const std::exception& e) {
-    std::cerr << fmt::format("rank {}: internal error: {} (this is a bug in cnnc)\n", mpi.rank(), e.what()) << std::flush;
-    mpi.abort(3);
-  } catch (...) {
-    mpi.abort(3);
-  }
+  int status = report_error(error, fmt::format("rank {}: ", mpi.rank()));
+  std::cerr << std::flush;
+  mpi.abort(status);
 }
 
 // cnnc train, alone or as one rank of `mpi`'s job.
