@@ -532,8 +532,5 @@ int CNNC_PREFIX(apply_gradients)(MODEL *model, float scale) {
 int CNNC_PREFIX(train_step)(MODEL *model, const float *input, const int32_t *labels, int batch, float *loss_sum,
                    int *correct) {
   if (CNNC_PREFIX(compute_gradients)(model, input, labels, batch, loss_sum, correct)) return 1;
-  model->step += 1;
-  if (run_optimizer(model)) return 1;
-  CNNC_PREFIX(params_changed)(model);
-  return 0;
+  return CNNC_PREFIX(apply_gradients)(model, 1.0f);
 }
