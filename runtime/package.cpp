@@ -176,23 +176,24 @@ void Network::set_optimizer(const std::string& kind, float learning_rate, float 
     throw UserError(SourceLoc{package_->dir(), 0, 0}, package_->error_(model_));
 }
 
+void Network::training_call(const std::function<int()>& call, const char* what) {
+  hook_error_ = nullptr;
+  int failed = call();
+  if (hook_error_) std::rethrow_exception(std::exchange(hook_error_, nullptr));
+  if (failed != 0) throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("{}: {}", what, package_->error_(model_)));
+}
+
 Network::StepResult Network::train_step(const float* input, const int32_t* labels, int batch) {
   StepResult result;
-  hook_error_ = nullptr;
-  int failed = package_->train_step_(model_, input, labels, batch, &result.loss_sum, &result.correct);
-  if (hook_error_) std::rethrow_exception(std::exchange(hook_error_, nullptr));
-  if (failed != 0)
-    throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("training step failed: {}", package_->error_(model_)));
+  training_call([&] { return package_->train_step_(model_, input, labels, batch, &result.loss_sum, &result.correct); },
+                "training step failed");
   return result;
 }
 
 Network::StepResult Network::compute_gradients(const float* input, const int32_t* labels, int batch) {
   StepResult result;
-  hook_error_ = nullptr;
-  int failed = package_->compute_gradients_(model_, input, labels, batch, &result.loss_sum, &result.correct);
-  if (hook_error_) std::rethrow_exception(std::exchange(hook_error_, nullptr));
-  if (failed != 0)
-    throw UserError(SourceLoc{package_->dir(), 0, 0}, fmt::format("gradients failed: {}", package_->error_(model_)));
+  training_call([&] { return package_->compute_gradients_(model_, input, labels, batch, &result.loss_sum, &result.correct); },
+                "gradients failed");
   return result;
 }
 

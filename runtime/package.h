@@ -147,6 +147,9 @@ class Network {
 
  private:
   static void call_gradient_hook(void* self, int param);
+  // A training call of the package: an exception the gradient hook kept during it comes first,
+  // then the call's own failure, as "<what>: <the package's error>".
+  void training_call(const std::function<int()>& call, const char* what);
   std::shared_ptr<Package> package_;
   void* model_ = nullptr;
   std::function<void(int)> gradient_hook_;
