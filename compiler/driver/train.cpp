@@ -32,11 +32,12 @@ const char* kDefaultData = "/usr/share/datasets/fashion-mnist";
 // SIGINT, SIGTERM and SIGUSR1 stop training after the current step, with a checkpoint. Under
 // mpirun, SIGUSR1 is the one to send (mpirun passes it to every rank; on SIGINT or SIGTERM it
 // kills the ranks itself within about 2 s).
+void on_stop_signals(void (*handler)(int)) {
+  for (int signal : {SIGINT, SIGTERM, SIGUSR1}) std::signal(signal, handler);
+}
 void on_interrupt(int) {
   rt::request_stop();
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGUSR1, SIG_DFL);
+  on_stop_signals(SIG_DFL);  // a second Ctrl-C stops at once
 }
 
 std::string checkpoint_for(const std::string& weights) {
@@ -165,9 +166,7 @@ int train_action(const TrainOptions& options, bool seed_given, const MpiSession*
                              optimizer, config.seed)
               << std::flush;
 
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  std::signal(SIGUSR1, on_interrupt);
+  on_stop_signals(on_interrupt);
   // (mpirun gives its ranks a terminal of their own even when its output goes to a file: plain lines.)
   bool terminal = isatty(STDOUT_FILENO) != 0 && !parallel;
   rt::TrainResult result;
@@ -179,9 +178,7 @@ int train_action(const TrainOptions& options, bool seed_given, const MpiSession*
     if (parallel) end_job(*mpi, std::current_exception());
     throw;
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGUSR1, SIG_DFL);
+  on_stop_signals(SIG_DFL);
   if (result.interrupted) return 130;
   if (rank != 0) return 0;  // (every rank holds the same weights; rank 0 writes them)
   rt::save_weights(network, output, data.classes);
