@@ -150,14 +150,19 @@ TEST_CASE("gradients: depthwise and separable convolutions (multipliers, strides
   check_gradients("tests/models/grad_depthwise.yaml");
 }
 
-TEST_CASE("gradients: Winograd input gradients (3x3, stride 1, dilations 1 to 3) match finite differences", "[gradients]") {
+TEST_CASE("gradients: Winograd input and weight gradients (3x3, stride 1, dilations 1 to 3) match finite differences",
+          "[gradients]") {
   test::BuiltModel built = test::build_model("tests/models/winograd.yaml");
   std::ifstream manifest(built.result.dir + "/manifest.json");
   std::string text((std::istreambuf_iterator<char>(manifest)), std::istreambuf_iterator<char>());
-  size_t winograd_backward = 0;
-  for (size_t at = text.find("input gradient: Winograd"); at != std::string::npos; at = text.find("input gradient: Winograd", at + 1))
-    ++winograd_backward;
-  CHECK(winograd_backward == 5);  // by the rule (16 channels and more): c33, c16, c17, d2, d23
+  auto count = [&](const std::string& what) {
+    size_t found = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++found;
+    return found;
+  };
+  // By the rule (16 channels and more): c33, c16, c17, d2, d23.
+  CHECK(count("input gradient: Winograd") == 5);
+  CHECK(count("weight gradient: Winograd") == 5);
   CHECK(text.find("\"executed_flops\"") != std::string::npos);  // Winograd's own work, recorded apart
   check_gradients("tests/models/winograd.yaml");
 }

@@ -149,6 +149,97 @@ struct Winograd {
   }
 };
 
+// The weight gradient by Winograd F(3x3, 2x2): the transpose of the forward's F(2x2, 3x3).
+// With the forward's tile T = sum over (e, nu) of (A dY A^T) * (G g G^T) * (B^T d B) for a 2x2
+// gradient tile dY and its 4x4 input tile d (A = AT transposed), the derivative by the kernel g
+// is dW = G^T [ sum over tiles and images of (A dY A^T) * (B^T d B) ] G: per position of the 4x4
+// tile a matrix product (output channels x input channels) over every tile of the batch, 16
+// multiplications per 2x2 outputs instead of 36. Tiles as the forward's (dilation d: a tile's
+// values d apart); the gradient is zero past the output's edges, the input past its own.
+struct WinogradWeights {
+  static constexpr float A[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
+  static constexpr float GT[3][4] = {{1, 0.5f, 0.5f, 0}, {0, 0.5f, -0.5f, 0}, {0, 0.5f, 0.5f, 1}};
+
+  // d(kernel)(co, ci, kx, ky) of a 3x3 stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
+  // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the output's coordinates
+  // (read at x + d kx), defined everywhere. The batch is split in `chunks` chunks (a task each)
+  // summed in order. A chunk's tiles, image after image, form one sequence q, cut in slabs of
+  // `slab` tiles: per slab the two transforms (all 16 positions, kept in the L2 cache), then per
+  // position register tiles of `block` output x `tile` input channels over the slab's tiles,
+  // added to the chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
+  static Func define(Func gradient, Func source, Expr batch, int chunks, int out_channels, int in_channels, int out_width,
+                     int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile) {
+    Var co("co"), ci("ci"), e("e"), nu("nu"), q("q"), k("k"), s("s"), kx("kx"), ky("ky");
+    int tiles_x = (out_width + 2 * dw - 1) / (2 * dw) * dw, tiles_y = (out_height + 2 * dh - 1) / (2 * dh) * dh;
+    int tiles = tiles_x * tiles_y;
+    // Slab: the two transforms of a slab within ~256 KB; at least 16 tiles, at most 128.
+    int slab = std::clamp(256 * 1024 / (16 * 4 * (out_channels + in_channels)), 16, 128);
+    Expr chunk = (batch + chunks - 1) / chunks;  // images per chunk
+    Expr image = k * chunk + q / tiles, t = q % tiles;
+    Expr tx = t % tiles_x, ty = t / tiles_x;
+    Expr valid = q / tiles < chunk && image < batch;
+    Expr n = min(image, batch - 1);
+    Expr base_x = tx / dw * (2 * dw) + tx % dw, base_y = ty / dh * (2 * dh) + ty % dh;
+    Func gradient_transform("wino_gradient_transform"), input_transform("wino_input_transform");
+    Winograd positions;  // per_position over its (e, nu)
+    positions.e = e;
+    positions.nu = nu;
+    gradient_transform(co, e, nu, q, k) = select(valid, positions.per_position([&](int a, int b) {
+      return Winograd::bilinear(A, a, A, b, [&](int i, int j) { return Expr(gradient(co, base_x + j * dw, base_y + i * dh, n)); });
+    }), 0.0f);
+    input_transform(ci, e, nu, q, k) = positions.per_position([&](int a, int b) {
+      return Winograd::bilinear(Winograd::BT, a, Winograd::BT, b,
+                                [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); });
+    });
+    // Per slab: the sums over its tiles; per chunk: over its slabs, in order.
+    RDom rq(0, slab, "rq");
+    Func slab_acc("wino_slab_acc"), chunk_sum("wino_chunk_sum");
+    slab_acc(co, ci, e, nu, s, k) = 0.0f;
+    slab_acc(co, ci, e, nu, s, k) += gradient_transform(co, e, nu, s * slab + rq, k) * input_transform(ci, e, nu, s * slab + rq, k);
+    RDom rs(0, (chunk * tiles + slab - 1) / slab, "rs");
+    rs.where(k * chunk < batch);
+    chunk_sum(co, ci, e, nu, k) = 0.0f;
+    chunk_sum(co, ci, e, nu, k) += slab_acc(co, ci, e, nu, rs, k);
+    Expr out[3][3];
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b)
+        out[a][b] = Winograd::bilinear(GT, a, GT, b, [&](int i, int j) { return Expr(chunk_sum(co, ci, i, j, k)); });
+    Expr pick = out[2][2];
+    for (int a = 2; a >= 0; --a)
+      for (int b = 2; b >= 0; --b)
+        if (a != 2 || b != 2) pick = select(ky == a && kx == b, out[a][b], pick);
+    Func weights("wino_weight_chunk"), result("kernel_gradient");
+    weights(co, ci, kx, ky, k) = pick;
+    Expr total = weights(co, ci, kx, ky, 0);
+    for (int j = 1; j < chunks; ++j) total = total + weights(co, ci, kx, ky, j);
+    result(co, ci, kx, ky) = total;
+
+    int vec = std::min(block, sched.vector);
+    Var coo("coo"), coi("coi"), cio("cio"), cii("cii");
+    result.compute_root().reorder(co, kx, ky, ci).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(kx).unroll(ky);
+    chunk_sum.compute_root().vectorize(co, vec, TailStrategy::GuardWithIf);
+    // Each register tile added to the chunk's sums where it is complete.
+    chunk_sum.update()
+        .split(co, coo, coi, block, TailStrategy::GuardWithIf)
+        .split(ci, cio, cii, tile, TailStrategy::GuardWithIf)
+        .reorder(coi, cii, coo, cio, nu, e, rs, k)
+        .vectorize(coi, vec)
+        .unroll(cii)
+        .parallel(k);
+    slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec).unroll(co).unroll(ci);
+    slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec).unroll(co).unroll(ci);
+    gradient_transform.compute_at(chunk_sum, rs).reorder_storage(co, q, e, nu, k).reorder(co, e, nu, q).unroll(e).unroll(nu);
+    vectorize_pure(gradient_transform, co, sched.vector, out_channels);
+    input_transform.compute_at(chunk_sum, rs).reorder_storage(ci, q, e, nu, k).reorder(ci, e, nu, q).unroll(e).unroll(nu);
+    vectorize_pure(input_transform, ci, sched.vector, in_channels);
+    // A zero-padded copy of the input, so that the transform reads memory without a bounds test
+    // per value.
+    source.compute_root().parallel(source.args()[3]);
+    vectorize_pure(source, source.args()[0], sched.vector, in_channels);
+    return result;
+  }
+};
+
 // conv2d + bias, then the fused activation and pooling.
 Func conv2d_forward(ForwardContext& ctx) {
   const Shape& in = ctx.input_shape();
@@ -610,12 +701,21 @@ struct Conv2dBackward {
     int left = same ? same_padding_before(width, out_width, int((kw - 1) * dw + 1), int(sw)) : 0;
     Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co"), k("k");
 
-    Func dpre("dpre");  // materialized: three reductions read it
-    dpre(c, x, y, n) = pre(c, x, y, n);
     // Behind a max pooling that kept its indices, with no input gradient to compute, only the
     // weight gradient reads dpre (the bias sums the windows): it is computed one row at a time
     // where that reduction needs it instead of in full.
     bool dpre_per_row = ctx.hand && !ctx.sched.gpu && window_grad.defined() && !ctx.kernel.input_grad[0];
+    // The weight gradient by Winograd where the input gradient uses it (3x3, stride 1, the knob
+    // or the rule), unless dpre is expanded per row.
+    bool winograd_weights = ctx.hand && !ctx.sched.gpu && !dpre_per_row && winograd_applies_to_backward(ctx.node) &&
+                            winograd_chosen(ctx.node, ctx.sched);
+    Func dpre("dpre");  // materialized: three reductions read it
+    if (winograd_weights) {
+      // Zero past the output's edges, where Winograd's last tiles read it.
+      dpre(c, x, y, n) = select(x < out_width && y < out_height, pre(c, min(x, out_width - 1), min(y, out_height - 1), n), 0.0f);
+    } else {
+      dpre(c, x, y, n) = pre(c, x, y, n);
+    }
     if (!dpre_per_row) ctx.compute_root(dpre, {c, x, y, n}, out);
 
     Func source = zero_padded(input, width, height, same);
@@ -642,64 +742,81 @@ struct Conv2dBackward {
     // d(kernel)(co, ci, kx, ky) = sum over the batch and the pixels of dpre(co) * input(ci). The batch
     // is split in a fixed number of chunks whose partial sums run in parallel and are added in
     // order, so the result is the same for any thread count.
-    BatchChunks batch(ctx, k, out_width, out_height, "r");
-    int chunks = batch.count;
-    RDom r = batch.r;
-    Expr image = batch.image;
-    Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
-    kernel_acc(co, ci, kx, ky, k) = 0.0f;
-    kernel_acc(co, ci, kx, ky, k) +=
-        dpre(co, r.x, r.y, image) *
-        source(ci, r.x * int(sw) + dilated(kx, dw) - left, r.y * int(sh) + dilated(ky, dh) - top, image);
-    kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
-    kernel_grad(co, ci, kx, ky) = batch.in_order([&](int j) { return kernel_partial(co, ci, kx, ky, j); });
-    param_grads.emplace_back("kernel", kernel_grad);
-    if (!ctx.hand) {
-    } else if (ctx.sched.gpu) {
-      Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), kk("kk");
-      kernel_grad.fuse(kx, ky, kk).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
-                                             TailStrategy::GuardWithIf).gpu_blocks(kk);
-      kernel_acc.compute_at(kernel_grad, t0);
+    int64_t weight_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * int(kw * kh);
+    if (winograd_weights) {
+      Func bounded("source_bounded");  // the input in the output's coordinates, zero outside
+      bounded(c, x, y, n) = select(x >= left && x < width + left && y >= top && y < height + top,
+                                   input(c, clamp(x - left, 0, width - 1), clamp(y - top, 0, height - 1), n), 0.0f);
+      int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
+                           ctx.sched.registers);
+      int chunks = ctx.sched.batch_chunks;
+      param_grads.emplace_back("kernel", WinogradWeights::define(dpre, bounded, ctx.batch, chunks, out_channels, in_channels,
+                                                                 out_width, out_height, dw, dh, ctx.sched, block, tile));
+      weight_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh);
+      ctx.executed_flops = weight_flops;
+      if (ctx.kernel.input_grad[0]) ctx.executed_flops += 2 * int64_t(out_width) * out_height * out_channels * in_channels * 9;
+      ctx.schedule = fmt::format("weight gradient: Winograd F(3x3, 2x2), register tiles of {} x {} channels, {} batch chunks",
+                                 block, tile, chunks);
     } else {
-      // Register tile: `block` output channels by `tile` input channels; where the input has few
-      // channels (conv1: one), by every (ci, kx, ky) instead, so that enough accumulators stay busy.
-      int accumulators = ctx.sched.channel_vectors * ctx.sched.pixel_tile;
-      int taps = in_channels * int(kw * kh);
-      bool small = in_channels * 2 < ctx.sched.pixel_tile;
-      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
-      kernel_partial.compute_root();
-      if (same) {
-        // The zero-padded input once for the whole batch (a copy of the input), so that the
-        // reduction reads memory without a bounds test at every tap.
-        source.compute_root().parallel(source.args()[3]);
-        vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
-      }
-      if (small) {
-        int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, taps)));
-        int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
-        kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
-            .fuse(coo, k, t1).parallel(t1);
-        kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
-        kernel_acc.update().reorder(co, ci, kx, ky, r.x, r.y, r.z, k).vectorize(co, small_vec).unroll(co).unroll(ci)
-            .unroll(kx).unroll(ky);
-        ctx.schedule = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
-                                small_block, taps, chunks);
+      BatchChunks batch(ctx, k, out_width, out_height, "r");
+      int chunks = batch.count;
+      RDom r = batch.r;
+      Expr image = batch.image;
+      Func kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
+      kernel_acc(co, ci, kx, ky, k) = 0.0f;
+      kernel_acc(co, ci, kx, ky, k) +=
+          dpre(co, r.x, r.y, image) *
+          source(ci, r.x * int(sw) + dilated(kx, dw) - left, r.y * int(sh) + dilated(ky, dh) - top, image);
+      kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
+      kernel_grad(co, ci, kx, ky) = batch.in_order([&](int j) { return kernel_partial(co, ci, kx, ky, j); });
+      param_grads.emplace_back("kernel", kernel_grad);
+      if (!ctx.hand) {
+      } else if (ctx.sched.gpu) {
+        Var b0("b0"), b1("b1"), t0("t0"), t1("t1"), kk("kk");
+        kernel_grad.fuse(kx, ky, kk).gpu_tile(co, ci, b0, b1, t0, t1, std::min(32, out_channels), std::min(4, in_channels),
+                                               TailStrategy::GuardWithIf).gpu_blocks(kk);
+        kernel_acc.compute_at(kernel_grad, t0);
       } else {
-        // Input channels per tile: near pixel_tile, wasting the least to the last, overlapping
-        // tile (16 channels by tiles of 12 computed 24: 1.28x slower than one tile of 16).
-        int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
-                             ctx.sched.registers);
-        kernel_partial.split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, coo, cio, kx, ky, k)
-            .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, kx, t2).fuse(t2, ky, t3).fuse(t3, k, t4).parallel(t4);
-        kernel_acc.compute_at(kernel_partial, t4).vectorize(co, vec).unroll(co).unroll(ci);
-        kernel_acc.update().reorder(co, ci, r.x, r.y, r.z, kx, ky, k).vectorize(co, vec).unroll(co).unroll(ci);
-        ctx.schedule = fmt::format("weight gradient: register tile {} channels x {} input channels, {} batch chunks",
-                                block, tile, chunks);
-      }
-      kernel_grad.vectorize(co, vec);
-      if (dpre_per_row) {
-        dpre.compute_at(kernel_acc, r.y).vectorize(c, std::min(vec, out_channels));
-        ctx.schedule += ", the gradient at the pooling maxima expanded one row at a time";
+        // Register tile: `block` output channels by `tile` input channels; where the input has few
+        // channels (conv1: one), by every (ci, kx, ky) instead, so that enough accumulators stay busy.
+        int accumulators = ctx.sched.channel_vectors * ctx.sched.pixel_tile;
+        int taps = in_channels * int(kw * kh);
+        bool small = in_channels * 2 < ctx.sched.pixel_tile;
+        Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
+        kernel_partial.compute_root();
+        if (same) {
+          // The zero-padded input once for the whole batch (a copy of the input), so that the
+          // reduction reads memory without a bounds test at every tap.
+          source.compute_root().parallel(source.args()[3]);
+          vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
+        }
+        if (small) {
+          int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, taps)));
+          int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
+          kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
+              .fuse(coo, k, t1).parallel(t1);
+          kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
+          kernel_acc.update().reorder(co, ci, kx, ky, r.x, r.y, r.z, k).vectorize(co, small_vec).unroll(co).unroll(ci)
+              .unroll(kx).unroll(ky);
+          ctx.schedule = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
+                                  small_block, taps, chunks);
+        } else {
+          // Input channels per tile: near pixel_tile, wasting the least to the last, overlapping
+          // tile (16 channels by tiles of 12 computed 24: 1.28x slower than one tile of 16).
+          int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
+                               ctx.sched.registers);
+          kernel_partial.split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, coo, cio, kx, ky, k)
+              .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, kx, t2).fuse(t2, ky, t3).fuse(t3, k, t4).parallel(t4);
+          kernel_acc.compute_at(kernel_partial, t4).vectorize(co, vec).unroll(co).unroll(ci);
+          kernel_acc.update().reorder(co, ci, r.x, r.y, r.z, kx, ky, k).vectorize(co, vec).unroll(co).unroll(ci);
+          ctx.schedule = fmt::format("weight gradient: register tile {} channels x {} input channels, {} batch chunks",
+                                  block, tile, chunks);
+        }
+        kernel_grad.vectorize(co, vec);
+        if (dpre_per_row) {
+          dpre.compute_at(kernel_acc, r.y).vectorize(c, std::min(vec, out_channels));
+          ctx.schedule += ", the gradient at the pooling maxima expanded one row at a time";
+        }
       }
     }
 
@@ -728,8 +845,7 @@ struct Conv2dBackward {
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
       // The weight gradient's multiply-adds as written, the input gradient's products.
-      ctx.executed_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * 9 +
-                           Winograd::product_flops(out_channels, in_channels, width, height, dw, dh);
+      ctx.executed_flops = weight_flops + Winograd::product_flops(out_channels, in_channels, width, height, dw, dh);
       ctx.schedule += fmt::format("; input gradient: Winograd F(2x2, 3x3), register tiles of {} channels x {} tiles", in_block, tile);
       return;
     }
@@ -827,9 +943,11 @@ void register_conv2d_halide() {
         chunked.push_back(knobs);
       }
     space.insert(space.end(), chunked.begin(), chunked.end());
-    // Where the input gradient can use Winograd, the algorithm the rule did not pick, with each
-    // batch split of the weight gradient.
-    if (kernel.input_grad.at(0) && winograd_applies_to_backward(node)) {
+    // Where the gradients can use Winograd (the weight gradient unless expanded per pooling
+    // window, see conv_backward), the algorithm the rule did not pick, with each batch split.
+    bool pooled = false;
+    for (const Node::FusedOp& fused : node.fused) pooled = pooled || fused.def->traits.pooling != Pooling::None;
+    if (winograd_applies_to_backward(node) && (kernel.input_grad.at(0) || !pooled)) {
       for (int chunks : {0, 2, 8}) {
         ScheduleKnobs knobs;
         knobs.algorithm = winograd_by_default(node) ? "direct" : "winograd";
