@@ -115,6 +115,9 @@ struct BackwardContext : KernelContext {
   // wake-up for each of them (a training step has dozens): parallel only from 4096 values per example.
   static bool worth_parallel(const Shape& shape) { return shape_elements(shape) >= 4096; }
   Func compute_root(Func f, const std::vector<Var>& vars, const Shape& shape);
+  // Whether f(args) only reads a buffer at the same coordinates (e.g. `pre` with no fused
+  // activation or pooling): its readers can read the buffer itself instead of a copy.
+  static bool plain_read(Func f);
   // The gradient through a softmax over Halide dim 0 whose output is `y`.
   Func softmax_backward(Func g, ImageParam y, const std::vector<Var>& vars);
   // Pooling backward: each activation gets the gradient of every window it is the (first)

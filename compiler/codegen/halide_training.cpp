@@ -287,6 +287,29 @@ Expr BatchChunks::in_order(const std::function<Expr(int)>& partial) const {
   return total;
 }
 
+// An ImageParam's reads are calls of its own wrapper Func, whose value reads the buffer.
+bool BackwardContext::plain_read(Func f) {
+  auto reads_args = [](const Internal::Call* call, const std::vector<std::string>& names) {
+    if (!call || call->args.size() != names.size()) return false;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const Internal::Variable* variable = call->args[i].as<Internal::Variable>();
+      if (!variable || variable->name != names[i]) return false;
+    }
+    return true;
+  };
+  if (!f.defined() || f.has_update_definition() || f.outputs() != 1) return false;
+  std::vector<std::string> names;
+  for (const Var& v : f.args()) names.push_back(v.name());
+  const Internal::Call* call = f.value().as<Internal::Call>();
+  if (!reads_args(call, names)) return false;
+  if (call->call_type == Internal::Call::Image) return true;
+  if (call->call_type != Internal::Call::Halide || !call->func.defined()) return false;
+  Internal::Function wrapper(call->func);
+  if (wrapper.has_update_definition() || wrapper.values().size() != 1) return false;
+  const Internal::Call* image = wrapper.values()[0].as<Internal::Call>();
+  return image && image->call_type == Internal::Call::Image && reads_args(image, wrapper.args());
+}
+
 Func BackwardContext::compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
   if (!hand) return f;
   if (sched.gpu) {

@@ -333,10 +333,10 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
 
 void depthwise_conv2d_backward(BackwardContext& ctx) {
   Window w(ctx.graph, ctx.node);
-  Func dpre("dpre");  // materialized: the three gradients read it
+  Func dpre("dpre");  // materialized where computed (not a plain read): the three gradients read it
   Var c("c"), x("x"), y("y"), n("n");
   dpre(c, x, y, n) = ctx.pre(c, x, y, n);
-  ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
+  if (!BackwardContext::plain_read(ctx.pre)) ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
   depthwise_backward(ctx, w, dpre, ctx.node.attrs.get_bool("use_bias"));
 }
 
@@ -350,7 +350,7 @@ void separable_conv2d_backward(BackwardContext& ctx) {
   Shape middle_shape = {w.out_height, w.out_width, middle_channels};
   Func dpre("dpre");
   dpre(c, x, y, n) = ctx.pre(c, x, y, n);
-  ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
+  if (!BackwardContext::plain_read(ctx.pre)) ctx.compute_root(dpre, {c, x, y, n}, ctx.node.unfused_shape);
 
   if (ctx.node.attrs.get_bool("use_bias")) add_bias_gradient(ctx, dpre, filters, w.out_width, w.out_height);
 
