@@ -120,19 +120,32 @@ struct Winograd {
     return result;
   }
 
+  // Rows of blocks (2d output rows each) per task: 4 or 2 where they divide the rows and leave
+  // at least 4 tasks per image (batch 1), else 1. A task's padded input copy and input transform
+  // then cover 2R + 2 input rows for 2R output rows, not 4 for 2 (16 channels, batch 256:
+  // measured in docs/performance.md).
+  static int rows_per_task(int out_height, int dilation) {
+    int blocks = (out_height + 2 * dilation - 1) / (2 * dilation);
+    for (int rows : {4, 2})
+      if (blocks % rows == 0 && blocks / rows >= 4) return rows;
+    return 1;
+  }
+
   // CPU: `output` (c, x, y, n) split in blocks of 2d x 2d outputs, d x d tiles (unrolled, so the
   // selects above fold, and guarded at the edges), channel blocks `co` of `block` inside rows of
-  // blocks x images, the tasks (`task`). Per task the input transform of its rows of tiles, all
-  // channels; per channel block the products in register tiles of `block` channels x `tile`
-  // tiles, one position of the 4x4 tile at a time.
-  void schedule(Func output, int block, int vec, int tile, int in_channels, const ScheduleParams& sched, Var& co, Var& task) {
+  // blocks, `rows` rows x an image per task (`task`). Per task the input transform of its rows
+  // of tiles, all channels; per row and channel block the products in register tiles of `block`
+  // channels x `tile` tiles, one position of the 4x4 tile at a time.
+  void schedule(Func output, int block, int vec, int tile, int in_channels, int rows, const ScheduleParams& sched, Var& co,
+                Var& task) {
     Var c = output.args()[0], x = output.args()[1], y = output.args()[2], n = output.args()[3];
-    Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi");
+    Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi"), otyo("otyo"), otyi("otyi");
     co = Var("co");
     task = Var("task");
     output.split(c, co, ci, block).split(x, otx, txi, 2 * dw, TailStrategy::GuardWithIf)
-        .split(y, oty, tyi, 2 * dh, TailStrategy::GuardWithIf).reorder(ci, txi, tyi, otx, co, oty, n)
-        .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi).fuse(oty, n, task).parallel(task);
+        .split(y, oty, tyi, 2 * dh, TailStrategy::GuardWithIf).split(oty, otyo, otyi, rows, TailStrategy::GuardWithIf)
+        .reorder(ci, txi, tyi, otx, co, otyi, otyo, n)
+        .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi).fuse(otyo, n, task).parallel(task);
     // (Per call: 16 values per weight vector, from up to 9 weights each; in parallel over the
     // input channels, since at batch 1 it is a good part of the work.)
     Var kc = kernel_transform.args()[0], kci = kernel_transform.args()[1];
@@ -448,7 +461,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   if (winograd) {
     int tile = pick_tile((out_width + 1) / 2, preferred_tile, vectors, ctx.sched.registers);
     Var task;
-    wino.schedule(output, block, vec, tile, in_channels, ctx.sched, co, task);
+    wino.schedule(output, block, vec, tile, in_channels, Winograd::rows_per_task(out_height, int(dh)), ctx.sched, co, task);
     copy_padded_per_task(output, task);
     ctx.schedule = fmt::format("cpu: Winograd F(2x2, 3x3); products in register tiles of {} channels x {} tiles", block, tile);
     ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh));
@@ -842,7 +855,8 @@ struct Conv2dBackward {
       int tile = pick_tile((width + 1) / 2, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
       input_grad.compute_root();
       Var block_var, task;
-      wino.schedule(input_grad, in_block, in_vec, tile, out_channels, ctx.sched, block_var, task);
+      wino.schedule(input_grad, in_block, in_vec, tile, out_channels, Winograd::rows_per_task(height, dh), ctx.sched, block_var,
+                    task);
       shifted.compute_at(input_grad, task);
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
