@@ -867,6 +867,28 @@ struct Conv2dBackward {
     }
     Func transposed("transposed");  // weights with input channels contiguous
     transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    if (kw == 1 && kh == 1 && sw == 1 && sh == 1 && ctx.hand && !ctx.sched.gpu) {
+      // 1x1, stride 1: the input gradient is the GEMM itself, d(input)(ci, x, y) = sum over co of
+      // w(co, ci) * dpre(co, x, y), written straight into the output in register tiles of input
+      // channels x pixels (no columns, no col2im copy).
+      RDom rc(0, out_channels, "rc");
+      Func acc("input_gradient_acc");
+      acc(ci, x, y, n) = 0.0f;
+      acc(ci, x, y, n) += transposed(ci, rc, 0, 0) * dpre(rc, x, y, n);
+      input_grad = Func("input_gradient");
+      input_grad(ci, x, y, n) = acc(ci, x, y, n);
+      int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
+      int tile = pick_tile(width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
+      Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
+      transposed.compute_root();
+      input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
+          .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
+      acc.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
+      acc.update().reorder(ci, x, rc, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+      ctx.direct_input_grad = true;
+      ctx.schedule += fmt::format("; input gradient: GEMM in register tiles of {} channels x {} pixels", in_block, tile);
+      return;
+    }
     // A GEMM over the real output pixels, then col2im. cols(ci, kx, ky, ox, oy) = sum over co of
     // w(co, ci, kx, ky) * dpre(co, ox, oy) does exactly the forward FLOPs (a direct convolution
     // of the zero-padded gradient does ~40% more at stride 1, and stride^2 times more at larger
@@ -911,6 +933,7 @@ struct Conv2dBackward {
     Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
     // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
     input_grad.compute_root().vectorize(ci, std::min(in_channels, ctx.sched.vector)).parallel(n);
+    ctx.direct_input_grad = true;  // written straight into the output, not copied there
     cols.compute_at(input_grad, n)
         .split(ci, cio, cii, in_block)
         .split(ox, oxo, oxi, tile)
