@@ -200,8 +200,8 @@ TEST_CASE("thread pool: the caller's floating-point mode is the same after a for
 #endif
 }
 
-// Winograd F(2x2, 3x3), forward and input gradient, and F(3x3, 2x2), the weight gradient,
-// against the direct algorithm on the same
+// Winograd F(2x2, 3x3) and F(4x4, 3x3), forward and input gradient, and F(3x3, 2x2), the weight
+// gradient, against the direct algorithm on the same
 // kernel and the same seeded inputs, at batch 32 and then 1 and 7 (time_kernel's outputs), on
 // shapes the rule would and would not give it (1 to 33 channels, odd sizes, 'valid' and 'same',
 // no bias, fused activations, a folded batchnorm). Each output value within 1e-4 of the
@@ -221,25 +221,30 @@ TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forwar
       continue;
     kernel.knobs.algorithm = "direct";
     KernelTiming direct = time_kernel(graph, kernel, target, 32, 1, {1, 7});
-    kernel.knobs.algorithm = "winograd";
-    KernelTiming winograd = time_kernel(graph, kernel, target, 32, 1, {1, 7});
-    INFO(kernel.function << ": " << direct.error << winograd.error);
     REQUIRE(direct.ok);
-    REQUIRE(winograd.ok);
     CHECK(direct.schedule.find("Winograd") == std::string::npos);
-    CHECK(winograd.schedule.find("Winograd") != std::string::npos);
-    REQUIRE(direct.outputs.size() == winograd.outputs.size());
-    for (size_t o = 0; o < direct.outputs.size(); ++o) {
-      REQUIRE(direct.outputs[o].size() == winograd.outputs[o].size());
-      double largest = 0, worst = 0;
-      for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
-      for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
-        double error = std::fabs(double(direct.outputs[o][i]) - double(winograd.outputs[o][i]));
-        if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+    // F(2x2, 3x3) and F(4x4, 3x3) (forward and input gradient; the weight gradient is F(3x3, 2x2) in both).
+    for (const std::string algorithm : {"winograd", "winograd4"}) {
+      kernel.knobs.algorithm = algorithm;
+      KernelTiming winograd = time_kernel(graph, kernel, target, 32, 1, {1, 7});
+      INFO(kernel.function << " " << algorithm << ": " << direct.error << winograd.error);
+      REQUIRE(winograd.ok);
+      CHECK(winograd.schedule.find("Winograd") != std::string::npos);
+      bool input_side = kernel.kind != KernelKind::Backward || kernel.input_grad.at(0);
+      CHECK((winograd.schedule.find("F(4x4, 3x3)") != std::string::npos) == (algorithm == "winograd4" && input_side));
+      REQUIRE(direct.outputs.size() == winograd.outputs.size());
+      for (size_t o = 0; o < direct.outputs.size(); ++o) {
+        REQUIRE(direct.outputs[o].size() == winograd.outputs[o].size());
+        double largest = 0, worst = 0;
+        for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
+        for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
+          double error = std::fabs(double(direct.outputs[o][i]) - double(winograd.outputs[o][i]));
+          if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+        }
+        INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
+        CHECK(largest > 0);
+        CHECK(worst <= 1e-4 * largest);
       }
-      INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
-      CHECK(largest > 0);
-      CHECK(worst <= 1e-4 * largest);
     }
     (kernel.kind == KernelKind::Backward ? backward : forward) += 1;
   }

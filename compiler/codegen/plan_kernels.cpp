@@ -132,7 +132,7 @@ ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
     else if (key == "batch_chunks") knobs.batch_chunks = number();
     else if (key == "autoscheduler" && (value == "Mullapudi2016" || value == "Adams2019" || value == "Li2018"))
       knobs.autoscheduler = value;
-    else if (key == "algorithm" && (value == "winograd" || value == "direct"))
+    else if (key == "algorithm" && (value == "winograd" || value == "winograd4" || value == "direct"))
       knobs.algorithm = value;
     else
       throw UserError(SourceLoc{"schedule", 0, 0}, fmt::format("unknown schedule knob '{}'", word));

@@ -37,25 +37,60 @@ bool winograd_by_default(const Node& node) {
 // Where Winograd applies, whether a kernel uses it: the knob, else the rule (for the input
 // gradient too: its products reduce over the output channels).
 bool winograd_chosen(const Node& node, const ScheduleParams& sched) {
-  return sched.algorithm.empty() ? winograd_by_default(node) : sched.algorithm == "winograd";
+  return sched.algorithm.empty() ? winograd_by_default(node) : sched.algorithm.rfind("winograd", 0) == 0;
 }
 
-// Winograd F(2x2, 3x3) (Lavin and Gray, 2015): each 2x2 output tile from a 4x4 input tile,
-// with 16 multiplications per input channel instead of 36. With d the input tile, g the 3x3
-// kernel and Y the output tile: U = G g G^T (once per call), V = B^T d B, M = sum over the input
-// channels of U * V (per position of the 4x4 tile: 16 matrix products over the channels), and
-// Y = A^T M A. With dilation d, a tile's two outputs (and its input tile's four values) lie d
-// apart: tile tx covers x = (tx / d) 2d + tx % d + d px, px = 0, 1. Its results differ from the
-// direct algorithm's by rounding (tests/test_kernels.cpp: within 1e-4 of the largest value).
+// Winograd's output tile side m for the forward and input-gradient kernels: the knob
+// (algorithm=winograd: F(2x2, 3x3), algorithm=winograd4: F(4x4, 3x3)), else the rule: F(4x4)
+// (2.25 products per output instead of 4, but heavier transforms) where both channel counts are
+// at least 32 and, along each axis, its tiles cover no more of the output than F(2x2)'s (a
+// ragged last tile computes outputs that are thrown away) and number at least 4. Measured on
+// the zoo's shapes (AVX-512, 2026-12-01), F(4x4) against F(2x2): 32 channels on 16x16 1.12-1.26x
+// faster (forward and input gradient), 32 -> 64 channels on 14x14 dilated 2 1.3x (forward); slower where
+// only its tiles are ragged (14x14: 0.83x, 28x28 dilated 2: 0.9x) and with 2 tiles a side (8x8,
+// 64 channels, input gradient: 0.87x); about even with 16 channels (0.95-1.1x by batch).
+int winograd_tile(const Node& node, const ScheduleParams& sched) {
+  if (sched.algorithm == "winograd4") return 4;
+  if (sched.algorithm == "winograd") return 2;
+  const Shape& kernel = node.params.at(0).shape;  // [kh, kw, in, filters]
+  if (kernel.at(2) < 32 || kernel.at(3) < 32) return 2;
+  auto [dh, dw] = node.attrs.get_pair("dilation");
+  auto suits = [](int64_t extent, int64_t d) {
+    int64_t covered2 = (extent + 2 * d - 1) / (2 * d) * 2 * d, tiles4 = (extent + 4 * d - 1) / (4 * d) * d;
+    return tiles4 * 4 <= covered2 && tiles4 >= 4;
+  };
+  return suits(node.unfused_shape.at(0), dh) && suits(node.unfused_shape.at(1), dw) ? 4 : 2;
+}
+
+// Winograd F(m x m, 3x3) (Lavin and Gray, 2015), m = 2 or 4: each m x m output tile from a
+// t x t input tile (t = m + 2), with t^2 multiplications per input channel instead of 9 m^2 (16
+// instead of 36 for m = 2, 36 instead of 144 for m = 4). With d the input tile, g the 3x3 kernel
+// and Y the output tile: U = G g G^T (once per call), V = B^T d B, M = sum over the input
+// channels of U * V (per position of the t x t tile: t^2 matrix products over the channels), and
+// Y = A^T M A. With dilation d, a tile's m outputs (and its input tile's t values) lie d apart:
+// tile tx covers x = (tx / d) m d + tx % d + d px, px < m. Its results differ from the direct
+// algorithm's by rounding (tests/test_kernels.cpp: within 1e-4 of the largest value; m = 4's
+// interpolation points 0, +-1, +-2 round more than m = 2's).
 struct Winograd {
   Func kernel_transform{"winograd_kernel"}, input_transform{"winograd_input"};
   Func product{"winograd_product"}, product_acc{"winograd_product_acc"};
   Var e{"e"}, nu{"nu"}, tx{"tx"}, ty{"ty"};
   RDom r;
+  int m = 2;  // outputs per tile side
 
   static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
   static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+  // F(4x4, 3x3): points 0, 1, -1, 2, -2 and infinity.
+  static constexpr float BT4[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                      {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr float G4[6][3] = {{1.0f / 4, 0, 0},
+                                     {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                     {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                     {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                                     {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                                     {0, 0, 1}};
+  static constexpr float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 
   // sum over (i, j) of a[row][i] * b[col][j] * value(i, j), without the zero terms.
   template <size_t N, size_t K>
@@ -72,23 +107,35 @@ struct Winograd {
       }
     return total.defined() ? total : Expr(0.0f);
   }
+  // The three transforms of this m.
+  Expr transform_kernel(int a, int b, const std::function<Expr(int, int)>& value) const {
+    return m == 2 ? bilinear(G, a, G, b, value) : bilinear(G4, a, G4, b, value);
+  }
+  Expr transform_input(int a, int b, const std::function<Expr(int, int)>& value) const {
+    return m == 2 ? bilinear(BT, a, BT, b, value) : bilinear(BT4, a, BT4, b, value);
+  }
+  Expr transform_output(int a, int b, const std::function<Expr(int, int)>& value) const {
+    return m == 2 ? bilinear(AT, a, AT, b, value) : bilinear(AT4, a, AT4, b, value);
+  }
 
-  // A value per (e, nu) of the 4x4 tile, picked by constant conditions once e and nu are unrolled.
+  // A value per (e, nu) of the t x t tile, picked by constant conditions once e and nu are unrolled.
   Expr per_position(const std::function<Expr(int, int)>& at) const {
-    Expr result = at(3, 3);
-    for (int a = 3; a >= 0; --a)
-      for (int b = 3; b >= 0; --b)
-        if (a != 3 || b != 3) result = select(e == a && nu == b, at(a, b), result);
+    int last = m + 1;
+    Expr result = at(last, last);
+    for (int a = last; a >= 0; --a)
+      for (int b = last; b >= 0; --b)
+        if (a != last || b != last) result = select(e == a && nu == b, at(a, b), result);
     return result;
   }
 
   int dw = 1, dh = 1;  // dilation
 
   // FLOPs per example of the products (2 per multiply-add) for an output of width x height x
-  // out_channels from in_channels: 16 per tile, channel pair; tiles of a row: ceil(width / 2d) d.
-  static int64_t product_flops(int in_channels, int out_channels, int width, int height, int dw, int dh) {
-    int64_t tiles_x = (width + 2 * dw - 1) / (2 * dw) * dw, tiles_y = (height + 2 * dh - 1) / (2 * dh) * dh;
-    return 2 * 16 * int64_t(in_channels) * out_channels * tiles_x * tiles_y;
+  // out_channels from in_channels: (m + 2)^2 per tile and channel pair; tiles of a row:
+  // ceil(width / m d) d.
+  static int64_t product_flops(int in_channels, int out_channels, int width, int height, int dw, int dh, int m = 2) {
+    int64_t tiles_x = (width + m * dw - 1) / (m * dw) * dw, tiles_y = (height + m * dh - 1) / (m * dh) * dh;
+    return 2 * int64_t(m + 2) * (m + 2) * in_channels * out_channels * tiles_x * tiles_y;
   }
 
   // The 3x3 correlation (c, x, y, n) of `source` (c, x, y, n: defined past the input's edges,
@@ -98,25 +145,27 @@ struct Winograd {
     dw = dilation_x;
     dh = dilation_y;
     Var c("c"), ci("ci"), x("x"), y("y"), n("n");
-    Expr base_x = tx / dw * (2 * dw) + tx % dw, base_y = ty / dh * (2 * dh) + ty % dh;
+    Expr base_x = tx / dw * (m * dw) + tx % dw, base_y = ty / dh * (m * dh) + ty % dh;
     kernel_transform(c, ci, e, nu) = per_position([&](int a, int b) {
-      return bilinear(G, a, G, b, [&](int i, int j) { return Expr(weights(c, ci, j, i)); });
+      return transform_kernel(a, b, [&](int i, int j) { return Expr(weights(c, ci, j, i)); });
     });
     input_transform(ci, e, nu, tx, ty, n) = per_position([&](int a, int b) {
-      return bilinear(BT, a, BT, b, [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); });
+      return transform_input(a, b, [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); });
     });
     r = RDom(0, in_channels, "r");
     product_acc(c, e, nu, tx, ty, n) = 0.0f;
     product_acc(c, e, nu, tx, ty, n) += kernel_transform(c, r, e, nu) * input_transform(r, e, nu, tx, ty, n);
     product(c, e, nu, tx, ty, n) = product_acc(c, e, nu, tx, ty, n);
-    Expr px = x / dw % 2, py = y / dh % 2;
-    Expr tile_x = x / (2 * dw) * dw + x % dw, tile_y = y / (2 * dh) * dh + y % dh;
-    Expr out[2][2];
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 2; ++b)
-        out[a][b] = bilinear(AT, a, AT, b, [&](int i, int j) { return Expr(product(c, i, j, tile_x, tile_y, n)); });
+    Expr px = x / dw % m, py = y / dh % m;
+    Expr tile_x = x / (m * dw) * dw + x % dw, tile_y = y / (m * dh) * dh + y % dh;
+    Expr result_value;
+    for (int a = m - 1; a >= 0; --a)
+      for (int b = m - 1; b >= 0; --b) {
+        Expr out = transform_output(a, b, [&](int i, int j) { return Expr(product(c, i, j, tile_x, tile_y, n)); });
+        result_value = result_value.defined() ? select(py == a && px == b, out, result_value) : out;
+      }
     Func result("winograd_output");
-    result(c, x, y, n) = select(py == 0, select(px == 0, out[0][0], out[0][1]), select(px == 0, out[1][0], out[1][1]));
+    result(c, x, y, n) = result_value;
     return result;
   }
 
@@ -124,8 +173,8 @@ struct Winograd {
   // at least 4 tasks per image (batch 1), else 1. A task's padded input copy and input transform
   // then cover 2R + 2 input rows for 2R output rows, not 4 for 2 (16 channels, batch 256:
   // measured in docs/performance.md).
-  static int rows_per_task(int out_height, int dilation) {
-    int blocks = (out_height + 2 * dilation - 1) / (2 * dilation);
+  int rows_per_task(int out_height) const {
+    int blocks = (out_height + m * dh - 1) / (m * dh);
     for (int rows : {4, 2})
       if (blocks % rows == 0 && blocks / rows >= 4) return rows;
     return 1;
@@ -142,8 +191,8 @@ struct Winograd {
     Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi"), otyo("otyo"), otyi("otyi");
     co = Var("co");
     task = Var("task");
-    output.split(c, co, ci, block).split(x, otx, txi, 2 * dw, TailStrategy::GuardWithIf)
-        .split(y, oty, tyi, 2 * dh, TailStrategy::GuardWithIf).split(oty, otyo, otyi, rows, TailStrategy::GuardWithIf)
+    output.split(c, co, ci, block).split(x, otx, txi, m * dw, TailStrategy::GuardWithIf)
+        .split(y, oty, tyi, m * dh, TailStrategy::GuardWithIf).split(oty, otyo, otyi, rows, TailStrategy::GuardWithIf)
         .reorder(ci, txi, tyi, otx, co, otyi, otyo, n)
         .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi).fuse(otyo, n, task).parallel(task);
     // (Per call: 16 values per weight vector, from up to 9 weights each; in parallel over the
@@ -286,6 +335,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   RDom r(0, in_channels, 0, int(kw), 0, int(kh), "r");
   Func acc("acc");
   Winograd wino;
+  wino.m = winograd_tile(ctx.node, ctx.sched);
   Func value("value");
   if (winograd) {
     if (ctx.node.attrs.get_string("padding") != "same") {  // ('same': source is the zero-padded input already)
@@ -462,12 +512,13 @@ Func conv2d_forward(ForwardContext& ctx) {
     return output;
   }
   if (winograd) {
-    int tile = pick_tile((out_width + 1) / 2, preferred_tile, vectors, ctx.sched.registers);
+    int tile = pick_tile((out_width + wino.m - 1) / wino.m, preferred_tile, vectors, ctx.sched.registers);
     Var task;
-    wino.schedule(output, block, vec, tile, in_channels, Winograd::rows_per_task(out_height, int(dh)), ctx.sched, co, task);
+    wino.schedule(output, block, vec, tile, in_channels, wino.rows_per_task(out_height), ctx.sched, co, task);
     copy_padded_per_task(output, task);
-    ctx.schedule = fmt::format("cpu: Winograd F(2x2, 3x3); products in register tiles of {} channels x {} tiles", block, tile);
-    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh));
+    ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, 3x3); products in register tiles of {1} channels x {2} tiles", wino.m,
+                               block, tile);
+    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh), wino.m);
     return output;
   }
   if (!pooling) {
@@ -850,22 +901,24 @@ struct Conv2dBackward {
                                    dpre(c, clamp(x + sx, 0, out_width - 1), clamp(y + sy, 0, out_height - 1), n), 0.0f);
       flipped(ci, co, kx, ky) = params.at("kernel")(co, ci, 2 - kx, 2 - ky);
       Winograd wino;
+      wino.m = winograd_tile(ctx.node, ctx.sched);
       Func convolved = wino.define(shifted, flipped, out_channels, dw, dh);
       input_grad = Func("input_gradient");
       input_grad(ci, x, y, n) = convolved(ci, x, y, n);
       int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
       int vectors = (in_block + ctx.sched.vector - 1) / ctx.sched.vector;
-      int tile = pick_tile((width + 1) / 2, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
+      int tile = pick_tile((width + wino.m - 1) / wino.m, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
       input_grad.compute_root();
       Var block_var, task;
-      wino.schedule(input_grad, in_block, in_vec, tile, out_channels, Winograd::rows_per_task(height, dh), ctx.sched, block_var,
+      wino.schedule(input_grad, in_block, in_vec, tile, out_channels, wino.rows_per_task(height), ctx.sched, block_var,
                     task);
       shifted.compute_at(input_grad, task);
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
       // The weight gradient's multiply-adds as written, the input gradient's products.
-      ctx.executed_flops = weight_flops + Winograd::product_flops(out_channels, in_channels, width, height, dw, dh);
-      ctx.schedule += fmt::format("; input gradient: Winograd F(2x2, 3x3), register tiles of {} channels x {} tiles", in_block, tile);
+      ctx.executed_flops = weight_flops + Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
+      ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, 3x3), register tiles of {1} channels x {2} tiles", wino.m,
+                                  in_block, tile);
       return;
     }
     Func transposed("transposed");  // weights with input channels contiguous
