@@ -1028,6 +1028,9 @@ void register_conv2d_halide() {
         algorithms.push_back(knobs);
       }
       space.insert(space.end(), algorithms.begin(), algorithms.end());
+      ScheduleKnobs size;  // the Winograd tile size the rule did not pick
+      size.algorithm = winograd_tile(node, ScheduleParams{}) == 4 ? "winograd" : "winograd4";
+      space.push_back(size);
       return space;
     }
     std::vector<ScheduleKnobs> chunked;
@@ -1048,6 +1051,11 @@ void register_conv2d_halide() {
         knobs.algorithm = winograd_by_default(node) ? "direct" : "winograd";
         knobs.batch_chunks = chunks;
         space.push_back(knobs);
+      }
+      if (kernel.input_grad.at(0)) {  // the input gradient's other Winograd tile size
+        ScheduleKnobs size;
+        size.algorithm = winograd_tile(node, ScheduleParams{}) == 4 ? "winograd" : "winograd4";
+        space.push_back(size);
       }
     }
     return space;
