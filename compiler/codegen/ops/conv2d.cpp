@@ -223,9 +223,9 @@ struct WinogradWeights {
   static constexpr float GT[3][4] = {{1, 0.5f, 0.5f, 0}, {0, 0.5f, -0.5f, 0}, {0, 0.5f, 0.5f, 1}};
 
   // d(kernel)(co, ci, kx, ky) of a 3x3 stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
-  // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the output's coordinates
-  // (read at x + d kx), defined everywhere. The batch is split in `chunks` chunks (a task each)
-  // summed in order. A chunk's tiles, image after image, form one sequence q, cut in slabs of
+  // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the
+  // output's coordinates (read at x + d kx), defined everywhere. The batch is split in `chunks`
+  // chunks (a task each) summed in order, so the result is the same for any thread count. A chunk's tiles, image after image, form one sequence q, cut in slabs of
   // `slab` tiles: per slab the two transforms (all 16 positions, kept in the L1 cache), then per
   // position register tiles of `block` output x `tile` input channels over the slab's tiles,
   // added to the chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
