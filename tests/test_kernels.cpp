@@ -206,6 +206,46 @@ TEST_CASE("thread pool: the caller's floating-point mode is the same after a for
 // shapes the rule would and would not give it (1 to 33 channels, odd sizes, 'valid' and 'same',
 // no bias, fused activations, a folded batchnorm). Each output value within 1e-4 of the
 // direct one, relative to the largest value of that output; and the schedule says which ran.
+// The register-tile knobs cnnc tune tries on a Winograd backward kernel (1 to 3 vectors of
+// output channels, tiles of 2 to 16), where 64 channels split unevenly into blocks of 48 and a
+// 7-wide map into tiles: each within 1e-4 of the direct algorithm's gradients, at batch 8, 1, 7.
+TEST_CASE("kernels: Winograd gradients with every register-tile knob match the direct algorithm", "[kernels]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd_blocks.yaml")));
+  TargetInfo target = resolve_target("host");
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  int checked = 0;
+  for (KernelInfo kernel : plan_training_kernels(graph, floats)) {
+    if (kernel.kind != KernelKind::Backward || graph.nodes[kernel.node].op_name() != "conv2d") continue;
+    kernel.knobs.algorithm = "direct";
+    KernelTiming direct = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    REQUIRE(direct.ok);
+    for (int vectors : {1, 2, 3})
+      for (int tile : {2, 5, 16}) {
+        kernel.knobs = ScheduleKnobs{};
+        kernel.knobs.channel_vectors = vectors;
+        kernel.knobs.pixel_tile = tile;
+        KernelTiming winograd = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+        INFO(kernel.function << " " << kernel.knobs.str() << ": " << winograd.error);
+        REQUIRE(winograd.ok);
+        CHECK(winograd.schedule.find("weight gradient: Winograd") != std::string::npos);
+        REQUIRE(direct.outputs.size() == winograd.outputs.size());
+        for (size_t o = 0; o < direct.outputs.size(); ++o) {
+          double largest = 0, worst = 0;
+          for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
+          for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
+            double error = std::fabs(double(direct.outputs[o][i]) - double(winograd.outputs[o][i]));
+            if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+          }
+          INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
+          CHECK(worst <= 1e-4 * largest);
+        }
+        ++checked;
+      }
+  }
+  CHECK(checked == 9);
+}
+
 TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forward, input and weight gradients", "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd.yaml")));
   TargetInfo target = resolve_target("host");

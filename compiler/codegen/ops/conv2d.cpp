@@ -283,16 +283,18 @@ struct WinogradWeights {
     Var coo("coo"), coi("coi"), cio("cio"), cii("cii");
     result.compute_root().reorder(co, kx, ky, ci).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(kx).unroll(ky);
     chunk_sum.compute_root().vectorize(co, vec, TailStrategy::GuardWithIf);
-    // Each register tile added to the chunk's sums where it is complete.
+    // Each register tile added to the chunk's sums where it is complete. The last block of an
+    // uneven split is narrower: its vectors guarded, and the input channels not unrolled (with
+    // them unrolled Halide 14 added a 16-channel remainder of a 48-channel block three times:
+    // 3x the gradient of 64 channels in blocks of 48, tests/models/winograd_blocks.yaml).
     chunk_sum.update()
         .split(co, coo, coi, block, TailStrategy::GuardWithIf)
         .split(ci, cio, cii, tile, TailStrategy::GuardWithIf)
         .reorder(coi, cii, coo, cio, nu, e, rs, k)
-        .vectorize(coi, vec)
-        .unroll(cii)
+        .vectorize(coi, vec, TailStrategy::GuardWithIf)
         .parallel(k);
-    slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec).unroll(co).unroll(ci);
-    slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec).unroll(co).unroll(ci);
+    slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
+    slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     gradient_transform.compute_at(chunk_sum, rs).reorder_storage(co, q, e, nu, k).reorder(co, e, nu, q).unroll(e).unroll(nu);
     vectorize_pure(gradient_transform, co, sched.vector, out_channels);
     input_transform.compute_at(chunk_sum, rs).reorder_storage(ci, q, e, nu, k).reorder(ci, e, nu, q).unroll(e).unroll(nu);
