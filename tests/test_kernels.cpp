@@ -206,6 +206,24 @@ TEST_CASE("thread pool: the caller's floating-point mode is the same after a for
 // shapes the rule would and would not give it (1 to 33 channels, odd sizes, 'valid' and 'same',
 // no bias, fused activations, a folded batchnorm). Each output value within 1e-4 of the
 // direct one, relative to the largest value of that output; and the schedule says which ran.
+// Each output of `other` within 1e-4 of `direct`'s, relative to that output's largest value
+// (which must not be 0: a kernel that wrote nothing would pass otherwise).
+static void check_same_outputs(const KernelTiming& direct, const KernelTiming& other) {
+  REQUIRE(direct.outputs.size() == other.outputs.size());
+  for (size_t o = 0; o < direct.outputs.size(); ++o) {
+    REQUIRE(direct.outputs[o].size() == other.outputs[o].size());
+    double largest = 0, worst = 0;
+    for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
+    for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
+      double error = std::fabs(double(direct.outputs[o][i]) - double(other.outputs[o][i]));
+      if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+    }
+    INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
+    CHECK(largest > 0);
+    CHECK(worst <= 1e-4 * largest);
+  }
+}
+
 // The register-tile knobs cnnc tune tries on a Winograd backward kernel (1 to 3 vectors of
 // output channels, tiles of 2 to 16), where 64 channels split unevenly into blocks of 48 and a
 // 7-wide map into tiles: each within 1e-4 of the direct algorithm's gradients, at batch 8, 1, 7.
@@ -229,17 +247,7 @@ TEST_CASE("kernels: Winograd gradients with every register-tile knob match the d
         INFO(kernel.function << " " << kernel.knobs.str() << ": " << winograd.error);
         REQUIRE(winograd.ok);
         CHECK(winograd.schedule.find("weight gradient: Winograd") != std::string::npos);
-        REQUIRE(direct.outputs.size() == winograd.outputs.size());
-        for (size_t o = 0; o < direct.outputs.size(); ++o) {
-          double largest = 0, worst = 0;
-          for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
-          for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
-            double error = std::fabs(double(direct.outputs[o][i]) - double(winograd.outputs[o][i]));
-            if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
-          }
-          INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
-          CHECK(worst <= 1e-4 * largest);
-        }
+        check_same_outputs(direct, winograd);
         ++checked;
       }
   }
@@ -272,19 +280,7 @@ TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forwar
       CHECK(winograd.schedule.find("Winograd") != std::string::npos);
       bool input_side = kernel.kind != KernelKind::Backward || kernel.input_grad.at(0);
       CHECK((winograd.schedule.find("F(4x4, 3x3)") != std::string::npos) == (algorithm == "winograd4" && input_side));
-      REQUIRE(direct.outputs.size() == winograd.outputs.size());
-      for (size_t o = 0; o < direct.outputs.size(); ++o) {
-        REQUIRE(direct.outputs[o].size() == winograd.outputs[o].size());
-        double largest = 0, worst = 0;
-        for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
-        for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
-          double error = std::fabs(double(direct.outputs[o][i]) - double(winograd.outputs[o][i]));
-          if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
-        }
-        INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
-        CHECK(largest > 0);
-        CHECK(worst <= 1e-4 * largest);
-      }
+      check_same_outputs(direct, winograd);
     }
     (kernel.kind == KernelKind::Backward ? backward : forward) += 1;
   }
