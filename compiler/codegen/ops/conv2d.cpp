@@ -15,12 +15,18 @@ bool winograd_applies_to_backward(const Node& node) {
          node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
 }
 
+bool fuses_pooling(const Node& node) {
+  for (const Node::FusedOp& fused : node.fused)
+    if (fused.def->traits.pooling != Pooling::None) return true;
+  return false;
+}
+
 // ... and its forward kernel: the same, with no fused pooling or softmax (the direct schedule
 // fuses those).
 bool winograd_applies(const Node& node, const KernelInfo& kernel) {
-  if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d") return false;
+  if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d" || fuses_pooling(node)) return false;
   for (const Node::FusedOp& fused : node.fused)
-    if (fused.def->traits.pooling != Pooling::None || fused.def->traits.softmax) return false;
+    if (fused.def->traits.softmax) return false;
   return winograd_applies_to_backward(node);
 }
 
@@ -60,6 +66,13 @@ int winograd_tile(const Node& node, const ScheduleParams& sched) {
     return tiles4 * 4 <= covered2 && tiles4 >= 4;
   };
   return suits(node.unfused_shape.at(0), dh) && suits(node.unfused_shape.at(1), dw) ? 4 : 2;
+}
+
+// The knob for the Winograd tile size the rule does not pick (a tuning candidate).
+ScheduleKnobs other_winograd_tile(const Node& node) {
+  ScheduleKnobs knobs;
+  knobs.algorithm = winograd_tile(node, ScheduleParams{}) == 4 ? "winograd" : "winograd4";
+  return knobs;
 }
 
 // Winograd F(m x m, 3x3) (Lavin and Gray, 2015), m = 2 or 4: each m x m output tile from a
@@ -225,10 +238,11 @@ struct WinogradWeights {
   // d(kernel)(co, ci, kx, ky) of a 3x3 stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
   // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the
   // output's coordinates (read at x + d kx), defined everywhere. The batch is split in `chunks`
-  // chunks (a task each) summed in order, so the result is the same for any thread count. A chunk's tiles, image after image, form one sequence q, cut in slabs of
-  // `slab` tiles: per slab the two transforms (all 16 positions, kept in the L1 cache), then per
-  // position register tiles of `block` output x `tile` input channels over the slab's tiles,
-  // added to the chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
+  // chunks (a task each) summed in order, so the result is the same for any thread count. A
+  // chunk's tiles, image after image, form one sequence q, cut in slabs of `slab` tiles: per
+  // slab the two transforms (all 16 positions, kept in the L1 cache), then per position
+  // register tiles of `block` output x `tile` input channels over the slab's tiles, added to the
+  // chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
   static Func define(Func gradient, Func source, Expr batch, int chunks, int out_channels, int in_channels, int out_width,
                      int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile) {
     Var co("co"), ci("ci"), e("e"), nu("nu"), q("q"), k("k"), s("s"), kx("kx"), ky("ky");
@@ -774,12 +788,12 @@ struct Conv2dBackward {
     // weight gradient reads dpre (the bias sums the windows): it is computed one row at a time
     // where that reduction needs it instead of in full.
     bool dpre_per_row = ctx.hand && !ctx.sched.gpu && window_grad.defined() && !ctx.kernel.input_grad[0];
-    // The weight gradient by Winograd where the input gradient uses it (3x3, stride 1, the knob
-    // or the rule), unless dpre is expanded per row.
-    bool winograd_weights = ctx.hand && !ctx.sched.gpu && !dpre_per_row && winograd_applies_to_backward(ctx.node) &&
-                            winograd_chosen(ctx.node, ctx.sched);
+    // Both gradients by Winograd (3x3, stride 1, the knob or the rule), unless dpre is expanded
+    // per row (which happens only without an input gradient).
+    bool winograd = ctx.hand && !ctx.sched.gpu && !dpre_per_row && winograd_applies_to_backward(ctx.node) &&
+                    winograd_chosen(ctx.node, ctx.sched);
     Func dpre("dpre");  // materialized where computed: three reductions read it
-    if (winograd_weights) {
+    if (winograd) {
       // Zero past the output's edges, where Winograd's last tiles read it.
       dpre(c, x, y, n) = select(x < out_width && y < out_height, pre(c, min(x, out_width - 1), min(y, out_height - 1), n), 0.0f);
     } else {
@@ -787,7 +801,7 @@ struct Conv2dBackward {
     }
     // Winograd's transforms read a zero-extended copy faster than the buffer behind bounds tests
     // (16 channels, batch 64: 1.38 ms against 1.46-1.49 ms per backward kernel).
-    if (!dpre_per_row && (winograd_weights || !BackwardContext::plain_read(pre))) ctx.compute_root(dpre, {c, x, y, n}, out);
+    if (!dpre_per_row && (winograd || !BackwardContext::plain_read(pre))) ctx.compute_root(dpre, {c, x, y, n}, out);
 
     Func source = zero_padded(input, width, height, same);
 
@@ -813,19 +827,17 @@ struct Conv2dBackward {
     // d(kernel)(co, ci, kx, ky) = sum over the batch and the pixels of dpre(co) * input(ci). The batch
     // is split in a fixed number of chunks whose partial sums run in parallel and are added in
     // order, so the result is the same for any thread count.
-    int64_t weight_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * int(kw * kh);
-    if (winograd_weights) {
+    if (winograd) {
+      Func zero_outside = zero_padded(input, width, height, /*same=*/true);
       Func bounded("source_bounded");  // the input in the output's coordinates, zero outside
-      bounded(c, x, y, n) = select(x >= left && x < width + left && y >= top && y < height + top,
-                                   input(c, clamp(x - left, 0, width - 1), clamp(y - top, 0, height - 1), n), 0.0f);
+      bounded(c, x, y, n) = zero_outside(c, x - left, y - top, n);
       int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
                            ctx.sched.registers);
       int chunks = ctx.sched.batch_chunks;
       param_grads.emplace_back("kernel", WinogradWeights::define(dpre, bounded, ctx.batch, chunks, out_channels, in_channels,
                                                                  out_width, out_height, dw, dh, ctx.sched, block, tile));
-      weight_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh);
-      ctx.executed_flops = weight_flops;
-      if (ctx.kernel.input_grad[0]) ctx.executed_flops += 2 * int64_t(out_width) * out_height * out_channels * in_channels * 9;
+      // The products (the input gradient's are added below).
+      ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh);
       ctx.schedule = fmt::format("weight gradient: Winograd F(3x3, 2x2), register tiles of {} x {} channels, {} batch chunks",
                                  block, tile, chunks);
     } else {
@@ -892,7 +904,7 @@ struct Conv2dBackward {
     }
 
     if (!ctx.kernel.input_grad[0]) return;
-    if (ctx.hand && !ctx.sched.gpu && winograd_applies_to_backward(ctx.node) && winograd_chosen(ctx.node, ctx.sched)) {
+    if (winograd) {
       // 3x3, stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
       // w(co, ci, 2 - kx, 2 - ky) * dpre(co, x + left - 2d + d kx, y + top - 2d + d ky), a 3x3
       // correlation of the zero-padded gradient with the flipped kernel, which Winograd
@@ -917,8 +929,7 @@ struct Conv2dBackward {
       shifted.compute_at(input_grad, task);
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
-      // The weight gradient's multiply-adds as written, the input gradient's products.
-      ctx.executed_flops = weight_flops + Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
+      ctx.executed_flops += Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
       ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, 3x3), register tiles of {1} channels x {2} tiles", wino.m,
                                   in_block, tile);
       return;
@@ -1030,9 +1041,7 @@ void register_conv2d_halide() {
         algorithms.push_back(knobs);
       }
       space.insert(space.end(), algorithms.begin(), algorithms.end());
-      ScheduleKnobs size;  // the Winograd tile size the rule did not pick
-      size.algorithm = winograd_tile(node, ScheduleParams{}) == 4 ? "winograd" : "winograd4";
-      space.push_back(size);
+      space.push_back(other_winograd_tile(node));
       return space;
     }
     std::vector<ScheduleKnobs> chunked;
@@ -1045,20 +1054,14 @@ void register_conv2d_halide() {
     space.insert(space.end(), chunked.begin(), chunked.end());
     // Where the gradients can use Winograd (the weight gradient unless expanded per pooling
     // window, see conv_backward), the algorithm the rule did not pick, with each batch split.
-    bool pooled = false;
-    for (const Node::FusedOp& fused : node.fused) pooled = pooled || fused.def->traits.pooling != Pooling::None;
-    if (winograd_applies_to_backward(node) && (kernel.input_grad.at(0) || !pooled)) {
+    if (winograd_applies_to_backward(node) && (kernel.input_grad.at(0) || !fuses_pooling(node))) {
       for (int chunks : {0, 2, 8}) {
         ScheduleKnobs knobs;
         knobs.algorithm = winograd_by_default(node) ? "direct" : "winograd";
         knobs.batch_chunks = chunks;
         space.push_back(knobs);
       }
-      if (kernel.input_grad.at(0)) {  // the input gradient's other Winograd tile size
-        ScheduleKnobs size;
-        size.algorithm = winograd_tile(node, ScheduleParams{}) == 4 ? "winograd" : "winograd4";
-        space.push_back(size);
-      }
+      if (kernel.input_grad.at(0)) space.push_back(other_winograd_tile(node));  // the input gradient's
     }
     return space;
   };
