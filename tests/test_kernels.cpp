@@ -92,6 +92,55 @@ TEST_CASE("kernels: the zoo's resnet20, mobilenet and dilated_swish match the re
   }
 }
 
+TEST_CASE("kernels: a residual add folded into the kernel before it matches the reference", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/ops_residual.yaml");
+  const Graph& graph = built.graph;
+  auto id = [&](const std::string& name) {
+    for (const Node& node : graph.nodes)
+      if (node.name == name) return node.id;
+    FAIL("no node " << name);
+    return -1;
+  };
+  std::vector<int> folds = inference_folds(graph);
+  // Chains: conv -> batchnorm -> add; the projection (after the block's second convolution)
+  // -> add; conv -> batchnorm -> add of three; depthwise -> add; dense -> batchnorm -> add.
+  CHECK(folds[size_t(id("a2"))] == id("a2_bn"));
+  CHECK(folds[size_t(id("a2_bn"))] == id("a_add"));
+  CHECK(folds[size_t(id("b2"))] == id("b2_bn"));
+  CHECK(folds[size_t(id("b2_bn"))] == -1);  // its add's other input comes after it
+  CHECK(folds[size_t(id("b_proj"))] == id("b_add"));
+  CHECK(folds[size_t(id("c1_bn"))] == id("c_add"));
+  CHECK(folds[size_t(id("d"))] == id("d_add"));
+  CHECK(folds[size_t(id("g_bn"))] == id("g_add"));
+  // Not: e_bn feeds two layers (e still folds its batchnorm); f has a relu of its own. (And the
+  // batchnorms with a relu, a1 and b1, fold as before: 12 folds.)
+  CHECK(folds[size_t(id("e"))] == id("e_bn"));
+  CHECK(folds[size_t(id("e_bn"))] == -1);
+  CHECK(folds[size_t(id("f"))] == -1);
+  CHECK(std::count_if(folds.begin(), folds.end(), [](int into) { return into >= 0; }) == 12);
+  int residual_kernels = 0;
+  for (const KernelInfo& kernel : plan_kernels(graph)) {
+    CHECK(kernel.node != id("a_add"));
+    CHECK(kernel.node != id("c_add"));
+    if (kernel.node == id("c1")) {  // reads c0 and b_add after its own input, writes c_add
+      CHECK(kernel.inputs == std::vector<int>{id("b_add"), id("c0"), id("b_add")});
+      CHECK(kernel.fold == id("c1_bn"));
+      CHECK(kernel.written_node() == id("c_add"));
+    }
+    if (kernel.node == id("b_proj")) CHECK(kernel.inputs == std::vector<int>{id("a_add"), id("b2_bn")});
+    residual_kernels += kernel.residual >= 0;
+  }
+  CHECK(residual_kernels == 5);
+  // Training keeps the adds as kernels of their own and the convolutions' forward unfolded.
+  Plan plan = make_plan(graph, false);
+  for (const KernelInfo& kernel : plan.training) {
+    CHECK(kernel.residual < 0);
+    if (kernel.node == id("b_proj") && kernel.kind == KernelKind::Forward) CHECK(!kernel.reuses_inference_kernel);
+  }
+  // Each written node against the reference (the folded ones computed by it), batches 1, 7, 32, 3.
+  check_model("tests/models/ops_residual.yaml");
+}
+
 TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {
   check_model("tests/models/winograd.yaml");
 }

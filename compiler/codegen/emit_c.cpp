@@ -175,7 +175,7 @@ KernelCall kernel_call(const Plan& plan, const KernelInfo& kernel) {
         call.scalar("int32_t", "(int32_t)model->step");
         call.scalar("int32_t", "(int32_t)model->example_offset");
       }
-      call.buffer(fmt::format("&b[{}]", kernel.fold >= 0 ? kernel.fold : node.id), true);
+      call.buffer(fmt::format("&b[{}]", kernel.written_node()), true);
       if (kernel.has_saved) call.buffer(fmt::format("&s[{}]", node.id), true);
       if (updates_state(node) && kernel.kind == KernelKind::ForwardTrain)
         for (const ParamSpec& param : node.params)  // new values of the state (moving statistics), in place

@@ -261,8 +261,31 @@ void ForwardContext::schedule_elementwise(Func output, const std::vector<Var>& v
 }
 
 Func ForwardContext::fold(Func value) {
-  if (kernel.fold < 0) return value;
   folded = true;
+  if (kernel.fold >= 0) value = fold_affine(value);
+  if (kernel.residual < 0) return value;
+  // The residual add: its inputs summed in its order, the kernel's value at its place, the
+  // others read from the buffers after the node's own inputs; then the add's fused activation.
+  const Node& sum = graph.nodes[size_t(kernel.residual)];
+  std::vector<Expr> at = as_exprs(value.args());
+  int own = kernel.fold >= 0 ? kernel.fold : node.id;
+  size_t next = node.inputs.size();
+  Expr total;
+  for (int input : sum.inputs) {
+    Expr term = input == own ? Expr(value(at)) : Expr(inputs.at(next++)(at));
+    total = total.defined() ? total + term : term;
+  }
+  Func result("folded_" + sum.name);
+  result(at) = total;
+  for (const Node::FusedOp& fused : sum.fused) {
+    Func activated(fused.def->name);
+    activated(at) = halide_op(*fused.def).activate(result(at), fused.attrs);
+    result = activated;
+  }
+  return result;
+}
+
+Func ForwardContext::fold_affine(Func value) {
   const Node& affine = graph.nodes[size_t(kernel.fold)];
   std::vector<Var> vars = value.args();
   std::vector<Expr> at = as_exprs(vars);
@@ -348,7 +371,8 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
     build.scalar(ctx.example_offset, 0);
   }
   Func output = halide_op(*node.def).forward(ctx);
-  CNNC_ASSERT(kernel.fold < 0 || ctx.folded, "the forward kernel of " + node.name + " did not apply its folded batchnorm");
+  CNNC_ASSERT((kernel.fold < 0 && kernel.residual < 0) || ctx.folded,
+              "the forward kernel of " + node.name + " did not apply its folded nodes");
   build.output(output, halide_extents(node.shape), true);
   // A training form's new state: one output per non-trainable parameter, in their order.
   size_t next_state = 0;

@@ -53,11 +53,13 @@ struct ForwardContext : KernelContext {
   std::map<std::string, ImageParam> fold_params;
   bool folded = false;  // (set by fold: checks that the op called it)
 
-  // The op's value with the folded node applied (a batchnorm and its fused activation, or an
-  // activation node: kernel.fold, inference_folds): an op that
-  // absorbs_affine calls it on its value (over (c, x, y, n) or (i, n), channels first) before its
-  // own fused ops; `value` itself without a fold.
+  // The op's value with the folded nodes applied (inference_folds): a batchnorm and its fused
+  // activation, or an activation node (kernel.fold), then a residual add and its fused activation
+  // (kernel.residual, its other inputs in `inputs` after the node's). An op that absorbs_affine
+  // calls it on its value (over (c, x, y, n) or (i, n), channels first) before its own fused ops
+  // (a node with folds has none); `value` itself without a fold.
   Func fold(Func value);
+  Func fold_affine(Func value);  // (kernel.fold's part)
 
   // Set by the op.
   Func saved;                // kernel.has_saved: the tensor kept for backward (its own output)...

@@ -67,6 +67,14 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
       flops += affine.flops;
       folded_flops = affine.flops;
     }
+    if (kernel.residual >= 0) {  // a folded add: its other inputs (already in `arguments`), its fused ops, its output
+      const Node& sum = graph.nodes[size_t(kernel.residual)];
+      fused.push_back(sum.op_name());
+      for (const Node::FusedOp& op : sum.fused) fused.push_back(op.def->name);
+      output = sum.id;
+      flops += sum.flops;
+      folded_flops += sum.flops;
+    }
     arguments.push_back("output");
     out.kernels.push_back({kernel.function, kernel.node, node.op_name(), fused, arguments, kernel.inputs, output, flops,
                            schedule_of(kernel, folded_flops)});

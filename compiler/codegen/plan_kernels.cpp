@@ -170,6 +170,11 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
       if (auto* d = std::get_if<double>(&value)) text += fmt::format(" {}={}", key, *d);
     for (const Node::FusedOp& op : affine.fused) text += " +" + op.def->name;
   }
+  if (kernel.residual >= 0) {  // (the other inputs' shapes are the output's)
+    const Node& sum = graph.nodes[size_t(kernel.residual)];
+    text += fmt::format(" +residual:{}x{}", sum.op_name(), sum.inputs.size());
+    for (const Node::FusedOp& op : sum.fused) text += " +" + op.def->name;
+  }
   if (kernel.has_saved) text += " saved";
   if (kernel.from_logits) text += " from_logits";
   for (size_t i = 0; i < kernel.input_grad.size(); ++i)
@@ -193,8 +198,33 @@ std::vector<int> inference_folds(const Graph& graph) {
     if (before.id == graph.output || consumers[size_t(before.id)] != 1) continue;
     folds[size_t(before.id)] = node.id;
   }
+  // Residual adds, after the value of a kernel that can fold (its folded node's, if any).
+  for (const Node& node : graph.nodes) {
+    if (!node.def || !node.def->traits.absorbs_affine || !node.fused.empty() || node.is_view) continue;
+    int last = folds[size_t(node.id)] >= 0 ? folds[size_t(node.id)] : node.id;
+    if (last == graph.output || consumers[size_t(last)] != 1) continue;
+    const Node* sum = nullptr;
+    for (const Node& after : graph.nodes)
+      if (std::find(after.inputs.begin(), after.inputs.end(), last) != after.inputs.end()) sum = &after;
+    if (!sum || !sum->def || !sum->def->traits.inference_sum) continue;
+    bool ready = true;  // the other inputs exist when this node's kernel runs
+    for (int input : sum->inputs) ready = ready && (input == last || input < node.id);
+    if (ready) folds[size_t(last)] = sum->id;
+  }
   return folds;
 }
+
+namespace {
+
+// The node's kernel also computes `sum` (a residual add): its other inputs after the node's.
+void add_residual(const Graph& graph, int value, int sum, KernelInfo& kernel) {
+  kernel.residual = sum;
+  kernel.function += "_" + graph.nodes[size_t(sum)].name;
+  for (int input : graph.nodes[size_t(sum)].inputs)
+    if (input != value) kernel.inputs.push_back(input);
+}
+
+}  // namespace
 
 std::vector<KernelInfo> plan_kernels(const Graph& graph) {
   std::vector<int> folds = inference_folds(graph);
@@ -209,12 +239,15 @@ std::vector<KernelInfo> plan_kernels(const Graph& graph) {
     kernel.node = node.id;
     kernel.inputs = node.inputs;
     for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
-    if (folds[size_t(node.id)] >= 0) {
-      const Node& affine = graph.nodes[size_t(folds[size_t(node.id)])];
+    int next = folds[size_t(node.id)];
+    if (next >= 0 && !graph.nodes[size_t(next)].def->traits.inference_sum) {
+      const Node& affine = graph.nodes[size_t(next)];
       kernel.fold = affine.id;
       kernel.function += "_" + affine.name;
       for (const ParamSpec& param : affine.params) kernel.fold_params.push_back(param.name);
+      next = folds[size_t(affine.id)];
     }
+    if (next >= 0) add_residual(graph, kernel.fold >= 0 ? kernel.fold : node.id, next, kernel);
     kernels.push_back(kernel);
   }
   return kernels;
@@ -237,11 +270,11 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
       kernel.kind = KernelKind::ForwardTrain;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
     } else {
-      // The inference kernel, unless it also computes a folded batchnorm: then one of its own.
+      // The inference kernel, unless it also computes a folded node: then one of its own.
       kernel.kind = KernelKind::Forward;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
       for (const KernelInfo& k : inference)
-        if (k.node == node.id && k.fold < 0) {
+        if (k.node == node.id && k.fold < 0 && k.residual < 0) {
           kernel.function = k.function;
           kernel.reuses_inference_kernel = true;
         }
@@ -315,7 +348,11 @@ std::string format_kernel(const Graph& graph, const KernelInfo& kernel) {
     const Node& affine = graph.nodes[size_t(kernel.fold)];
     line += fmt::format(" folds={}:{}", affine.id, affine.name);
     if (!kernel.fold_params.empty()) line += fmt::format(" params=[{}]", fmt::join(kernel.fold_params, ", "));
-    line += fmt::format(" output={}:{}", affine.id, affine.name);
+    if (kernel.residual < 0) line += fmt::format(" output={}:{}", affine.id, affine.name);
+  }
+  if (kernel.residual >= 0) {
+    const Node& sum = graph.nodes[size_t(kernel.residual)];
+    line += fmt::format(" folds={}:{} output={}:{}", sum.id, sum.name, sum.id, sum.name);
   }
   if (!kernel.input_grad.empty()) {
     std::vector<std::string> flags;  // per input: "grad", "grad+" (added to another's), "-" (none)

@@ -62,12 +62,19 @@ struct KernelInfo {
   // inference_folds), writing its output, or -1; its parameters, after the node's.
   int fold = -1;
   std::vector<std::string> fold_params;
+  // Forward (inference): an add (traits.inference_sum) after `node`, or after `fold`, that this
+  // kernel computes too, writing its output, or -1. Its other inputs follow the node's in
+  // `inputs`; its fused activation is applied after the sum.
+  int residual = -1;
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
   bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
   int64_t executed_flops = 0;       // per example, where the algorithm's work differs (Winograd); 0: the layer's
   std::string schedule_origin = "default";  // "default", "tuned" or "autoscheduler"
   ScheduleKnobs knobs;
+
+  // The node whose output the kernel writes: the residual add, else the folded node, else its own.
+  int written_node() const { return residual >= 0 ? residual : fold >= 0 ? fold : node; }
 };
 
 // Identifies a kernel's computation independently of names: its kind, op, attributes, fused ops,
@@ -87,14 +94,18 @@ bool saves_pool_index(const Node& node);
 // node's shape before its fused pooling.
 const Shape& saved_shape(const Node& node);
 
-// For each node, the node after it that its inference kernel computes as well (-1: none). A node
-// with traits.inference_affine (batchnorm), or an activation left a node of its own (swish,
-// gelu, ...: derivative_needs_input), is folded into the inference kernel of the node before it
-// where that node's op absorbs_affine, has no fused ops of its own, is not the output and feeds
-// nothing else: that kernel applies the affine map and the batchnorm's fused activation (or the
-// activation) to its value before writing it, as the folded node's output. The node before is
-// then never written at inference (Network::node_output has nothing for it); training keeps both
-// kernels.
+// For each node, the node after it that its inference kernel computes as well (-1: none): a
+// node with a fold is never written at inference (Network::node_output has nothing for it), its
+// value goes on inside the kernel; training keeps every kernel. Two kinds, which chain:
+// * A node with traits.inference_affine (batchnorm), or an activation left a node of its own
+//   (swish, gelu, ...: derivative_needs_input), is folded into the inference kernel of the node
+//   before it where that node's op absorbs_affine, has no fused ops of its own, is not the output
+//   and feeds nothing else: that kernel applies the affine map and the batchnorm's fused
+//   activation (or the activation) to its value.
+// * An add (traits.inference_sum) is folded after such a node (or after its folded batchnorm)
+//   where that value feeds the add alone, once, and every other input of the add is computed
+//   before that node (kernels run in node order): the kernel reads them and writes the sum with
+//   the add's fused activation -- a residual block's conv, batchnorm, add and relu in one pass.
 std::vector<int> inference_folds(const Graph& graph);
 
 // The inference kernels of a fused graph (one per non-view node except the input and the folded

@@ -12,6 +12,7 @@ void register_merge_ops(std::vector<OpDef>& ops) {
   add.min_inputs = 2;
   add.max_inputs = -1;
   add.traits.takes_activation = true;
+  add.traits.inference_sum = true;  // folded into the convolution before it at inference
   add.infer_shape = [](const std::vector<Shape>& in, const Attrs&) {
     for (size_t i = 1; i < in.size(); ++i)
       if (in[i] != in[0])

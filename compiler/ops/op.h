@@ -151,6 +151,10 @@ struct OpTraits {
   // left a node of its own, derivative_needs_input, is folded the same way.)
   bool inference_affine = false;
   bool absorbs_affine = false;  // conv2d, depthwise_conv2d, separable_conv2d, dense
+  // The element-wise sum of its inputs (add): at inference, folded with its fused activation into
+  // the kernel of an op that absorbs_affine whose value (after its folded batchnorm, if any) is
+  // one of the inputs, the others read there (a residual block's shortcut; inference_folds).
+  bool inference_sum = false;
 };
 
 struct OpDef {

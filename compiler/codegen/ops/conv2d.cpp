@@ -369,7 +369,7 @@ Func conv2d_forward(ForwardContext& ctx) {
                        source(r.x, x * int(sw) + dilated(r.y, int(dw)), y * int(sh) + dilated(r.z, int(dh)), n);
     value(c, x, y, n) = acc(c, x, y, n);
   }
-  value = ctx.fold(value);  // a batchnorm folded into this inference kernel (inference_folds)
+  value = ctx.fold(value);  // the nodes folded into this inference kernel (inference_folds)
   const Node::FusedOp* pooling = nullptr;
   Func logits, softmax_max, softmax_exp, softmax_sum;  // a softmax over the channels
   for (const Node::FusedOp& fused : ctx.node.fused) {

@@ -18,7 +18,7 @@ Func dense_forward(ForwardContext& ctx) {
 
   Func value("value");
   value(u, n) = acc(u, n);
-  value = ctx.fold(value);  // a batchnorm folded into this inference kernel (inference_folds)
+  value = ctx.fold(value);  // the nodes folded into this inference kernel (inference_folds)
   bool softmax = false;
   for (const Node::FusedOp& fused : ctx.node.fused) {
     if (fused.def->traits.softmax) {
