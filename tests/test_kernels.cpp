@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <map>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -139,6 +143,22 @@ TEST_CASE("kernels: a residual add folded into the kernel before it matches the 
   }
   // Each written node against the reference (the folded ones computed by it), batches 1, 7, 32, 3.
   check_model("tests/models/ops_residual.yaml");
+}
+
+TEST_CASE("kernels: depthwise and separable convolutions in tasks of several rows match the reference", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/depthwise_rows.yaml");
+  // The inference kernels' schedules (the manifest) say what they do: tall's tasks of 6 rows,
+  // sep's and valid's of 4; wide's windows are less work than a task's worth: images.
+  std::ifstream in(built.package->dir() + "/manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  std::map<std::string, std::string> schedules;
+  for (const nlohmann::json& kernel : manifest["kernels"])
+    schedules[kernel["function"].get<std::string>()] = kernel["schedule"]["description"].get<std::string>();
+  CHECK_THAT(schedules["depthwise_rows_k1_tall"], Catch::Contains("tasks of 6 rows"));
+  CHECK_THAT(schedules["depthwise_rows_k2_sep"], Catch::Contains("tasks of 4 output rows"));
+  CHECK_THAT(schedules["depthwise_rows_k5_valid"], Catch::Contains("tasks of 4 output rows"));
+  CHECK_THAT(schedules["depthwise_rows_k3_wide"], Catch::Contains("images as tasks"));
+  check_model("tests/models/depthwise_rows.yaml");
 }
 
 TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {

@@ -105,15 +105,27 @@ void schedule_gpu_tiles(Func tiled, Func acc, Func output, const std::vector<Fun
   for (Func f : per_pixel) f.compute_at(output, pxi);
 }
 
-// Rows of outputs as tasks where a row is enough work (~100 kFLOP, as conv2d), else whole
-// images. Returns the parallel loop's Var.
-Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops) {
-  if (row_flops < 100000) {
+// Output rows per task: a task copies the zero-padded input rows its outputs read, (rows - 1) *
+// stride + the window's height, so with one row per task a tall window's rows are copied again
+// for every row (a 3x3 kernel with dilation 4: 9 input rows per output row). Enough rows that the
+// window's extra rows are at most the task's own, and at least 2 tasks per image (batch 1 runs
+// on 2 threads).
+int rows_per_task(const Window& w) {
+  int window = (w.kh - 1) * w.dh + 1;
+  int rows = std::max(1, (window - w.sh + w.sh - 1) / w.sh);
+  return std::max(1, std::min(rows, (w.out_height + 1) / 2));
+}
+
+// Tasks of `rows` rows of outputs (the last overlapping the one before where they do not divide)
+// where that is enough work (~100 kFLOP, as conv2d), else whole images; the inner row loop `yi`.
+// Returns the parallel loop's Var.
+Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops, int rows, Var yi) {
+  if (row_flops * rows < 100000) {
     f.parallel(n);
     return n;
   }
-  Var yn("yn");
-  f.fuse(y, n, yn).parallel(yn);
+  Var yn("yn"), yo("yo");
+  f.split(y, yo, yi, rows, TailStrategy::ShiftInwards).fuse(yo, n, yn).parallel(yn);
   return yn;
 }
 
@@ -150,12 +162,14 @@ Func depthwise_forward(ForwardContext& ctx) {
   int tile = pick_tile(w.out_width, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
   tiled.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(xi);
   int64_t row_flops = int64_t(w.out_width) * channels * w.kh * w.kw * 2;
-  Var task = parallelize_rows(tiled, y, n, row_flops);
+  Var yi("yi");
+  Var task = parallelize_rows(tiled, y, n, row_flops, rows_per_task(w), yi);
   acc.compute_at(tiled, co).vectorize(c, vec).unroll(x);
   Stage sum = acc.update().reorder(c, x, r.x, r.y, y, n).vectorize(c, vec).unroll(x);
   if (unroll_taps(w)) sum.unroll(r.x);
   schedule_padding_and_softmax(ctx, w, image, tiled, task, output, per_pixel, channels);
-  ctx.schedule = fmt::format("cpu: depthwise register tile {} channels x {} pixels, taps unrolled", block, tile);
+  ctx.schedule = fmt::format("cpu: depthwise register tile {} channels x {} pixels, taps unrolled, {}", block, tile,
+                             task.name() == n.name() ? std::string("images as tasks") : fmt::format("tasks of {} rows", rows_per_task(w)));
   return output;
 }
 
@@ -203,17 +217,19 @@ Func separable_forward(ForwardContext& ctx) {
   int vectors = (block + ctx.sched.vector - 1) / ctx.sched.vector;
   int tile = pick_tile(w.out_width, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
   tiled.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(ci).unroll(xi);
-  tiled.fuse(y, n, yn).parallel(yn);
+  Var yo("yo"), yi("yi");
+  tiled.split(y, yo, yi, rows_per_task(w), TailStrategy::ShiftInwards).fuse(yo, n, yn).parallel(yn);
   acc.compute_at(tiled, co).vectorize(c, vec).unroll(c).unroll(x);
   acc.update().reorder(c, x, j, y, n).vectorize(c, vec).unroll(c).unroll(x);
   int middle_vec = std::min(ctx.sched.vector, middle_channels);
-  middle.compute_at(tiled, yn);
+  middle.compute_at(tiled, yi);
   vectorize_pure(middle, c, ctx.sched.vector, middle_channels);
   Stage sum = middle.update().reorder(c, r.x, r.y, x, y, n);
   vectorize_update(sum, c, middle_vec, middle_channels);
   if (unroll_taps(w)) sum.unroll(r.x);
   schedule_padding_and_softmax(ctx, w, image, tiled, yn, output, per_pixel, filters);
-  ctx.schedule = fmt::format("cpu: depthwise step per output row, then register tile {} filters x {} pixels", block, tile);
+  ctx.schedule = fmt::format("cpu: tasks of {} output rows, the depthwise step per row, then register tile {} filters x {} pixels",
+                             rows_per_task(w), block, tile);
   return output;
 }
 
