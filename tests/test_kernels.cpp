@@ -60,6 +60,14 @@ void check_every_kernel(const test::BuiltModel& built, int batch, uint32_t seed)
   for (size_t i = 0; i < output.size(); ++i) REQUIRE(output[i] == last[i]);
 }
 
+// The id of the node called `name` (the test fails without one).
+int node_id(const Graph& graph, const std::string& name) {
+  for (const Node& node : graph.nodes)
+    if (node.name == name) return node.id;
+  FAIL("no node " << name);
+  return -1;
+}
+
 void check_model(const std::string& path) {
   test::BuiltModel built = test::build_model(path);
   for (int batch : {1, 7, 32}) check_every_kernel(built, batch, 1234 + uint32_t(batch));
@@ -99,12 +107,7 @@ TEST_CASE("kernels: the zoo's resnet20, mobilenet and dilated_swish match the re
 TEST_CASE("kernels: a residual add folded into the kernel before it matches the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/ops_residual.yaml");
   const Graph& graph = built.graph;
-  auto id = [&](const std::string& name) {
-    for (const Node& node : graph.nodes)
-      if (node.name == name) return node.id;
-    FAIL("no node " << name);
-    return -1;
-  };
+  auto id = [&](const std::string& name) { return node_id(graph, name); };
   std::vector<int> folds = inference_folds(graph);
   // Chains: conv -> batchnorm -> add; the projection (after the block's second convolution)
   // -> add; conv -> batchnorm -> add of three; depthwise -> add; dense -> batchnorm -> add.
@@ -168,12 +171,7 @@ TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the ref
 TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/ops_fold.yaml");
   const Graph& graph = built.graph;
-  auto id = [&](const std::string& name) {
-    for (const Node& node : graph.nodes)
-      if (node.name == name) return node.id;
-    FAIL("no node " << name);
-    return -1;
-  };
+  auto id = [&](const std::string& name) { return node_id(graph, name); };
   std::vector<int> folds = inference_folds(graph);
   // Folded, with their fused activations: a + a_bn (+ relu), b + b_bn (+ relu6), c + c_bn
   // (+ leaky_relu), f + f_bn (+ tanh). Not: d (its own relu), e (two consumers), sum (an add).
