@@ -17,7 +17,10 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-constexpr int kScheduleRevision = 5;  // r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input gradient at strides, chunked batchnorm sums
+// r6: depthwise/separable tasks of several rows, residual adds folded at inference; r5: Winograd
+// weight gradients; r4: Winograd by rule, padded copies, GEMM input gradient at strides, chunked
+// batchnorm sums.
+constexpr int kScheduleRevision = 6;
 
 }  // namespace
 
