@@ -260,6 +260,21 @@ void ForwardContext::schedule_elementwise(Func output, const std::vector<Var>& v
   schedule = fmt::format("cpu: vectorized by {}, parallel over the outer dims", sched.vector);
 }
 
+namespace {
+
+// `value` with the fused activations `ops` applied in their order (a Func over the same args).
+Func with_activations(Func value, const std::vector<Node::FusedOp>& ops) {
+  std::vector<Expr> at = as_exprs(value.args());
+  for (const Node::FusedOp& fused : ops) {
+    Func activated(fused.def->name);
+    activated(at) = halide_op(*fused.def).activate(value(at), fused.attrs);
+    value = activated;
+  }
+  return value;
+}
+
+}  // namespace
+
 Func ForwardContext::fold(Func value) {
   folded = true;
   if (kernel.fold >= 0) value = fold_affine(value);
@@ -277,12 +292,7 @@ Func ForwardContext::fold(Func value) {
   }
   Func result("folded_" + sum.name);
   result(at) = total;
-  for (const Node::FusedOp& fused : sum.fused) {
-    Func activated(fused.def->name);
-    activated(at) = halide_op(*fused.def).activate(result(at), fused.attrs);
-    result = activated;
-  }
-  return result;
+  return with_activations(result, sum.fused);
 }
 
 Func ForwardContext::fold_affine(Func value) {
@@ -303,13 +313,7 @@ Func ForwardContext::fold_affine(Func value) {
   if (hand && !sched.gpu) scale.compute_root().vectorize(c, std::min(int(affine.shape.back()), sched.vector), TailStrategy::GuardWithIf);
   Func normalized("folded_" + affine.name);
   normalized(at) = (value(at) - fold_params.at("moving_mean")(vars[0])) * scale(vars[0]) + fold_params.at("beta")(vars[0]);
-  Func result = normalized;
-  for (const Node::FusedOp& fused : affine.fused) {
-    Func activated(fused.def->name);
-    activated(at) = halide_op(*fused.def).activate(result(at), fused.attrs);
-    result = activated;
-  }
-  return result;
+  return with_activations(normalized, affine.fused);
 }
 
 ChannelSoftmax channel_softmax(Func logits, int channels) {
@@ -328,12 +332,7 @@ Func elementwise_kernel(ForwardContext& ctx,
   std::vector<Var> vars = make_vars(ctx.node.shape.size() + 1);
   std::vector<Expr> at = as_exprs(vars);
   std::vector<Func> inner;  // Funcs computed per row of the output
-  Func value = define(vars, inner);
-  for (const Node::FusedOp& fused : ctx.node.fused) {
-    Func activated(fused.def->name);
-    activated(at) = halide_op(*fused.def).activate(value(at), fused.attrs);
-    value = activated;
-  }
+  Func value = with_activations(define(vars, inner), ctx.node.fused);
   Func output("output");
   output(at) = value(at);
   if (!ctx.hand) return output;

@@ -201,18 +201,19 @@ std::vector<int> inference_folds(const Graph& graph) {
     if (before.id == graph.output || consumers[size_t(before.id)] != 1) continue;
     folds[size_t(before.id)] = node.id;
   }
+  std::vector<int> consumer(graph.nodes.size(), -1);  // (the one, where there is one)
+  for (const Node& node : graph.nodes)
+    for (int input : node.inputs) consumer[size_t(input)] = node.id;
   // Residual adds, after the value of a kernel that can fold (its folded node's, if any).
   for (const Node& node : graph.nodes) {
     if (!node.def || !node.def->traits.absorbs_affine || !node.fused.empty() || node.is_view) continue;
     int last = folds[size_t(node.id)] >= 0 ? folds[size_t(node.id)] : node.id;
     if (last == graph.output || consumers[size_t(last)] != 1) continue;
-    const Node* sum = nullptr;
-    for (const Node& after : graph.nodes)
-      if (std::find(after.inputs.begin(), after.inputs.end(), last) != after.inputs.end()) sum = &after;
-    if (!sum || !sum->def || !sum->def->traits.inference_sum) continue;
+    const Node& sum = graph.nodes[size_t(consumer[size_t(last)])];
+    if (!sum.def || !sum.def->traits.inference_sum) continue;
     bool ready = true;  // the other inputs exist when this node's kernel runs
-    for (int input : sum->inputs) ready = ready && (input == last || input < node.id);
-    if (ready) folds[size_t(last)] = sum->id;
+    for (int input : sum.inputs) ready = ready && (input == last || input < node.id);
+    if (ready) folds[size_t(last)] = sum.id;
   }
   return folds;
 }

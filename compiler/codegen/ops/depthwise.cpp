@@ -112,19 +112,19 @@ void schedule_gpu_tiles(Func tiled, Func acc, Func output, const std::vector<Fun
 // on 2 threads).
 int rows_per_task(const Window& w) {
   int window = (w.kh - 1) * w.dh + 1;
-  int rows = std::max(1, (window - w.sh + w.sh - 1) / w.sh);
+  int rows = std::max(1, (window - 1) / w.sh);  // ceil((window - stride) / stride)
   return std::max(1, std::min(rows, (w.out_height + 1) / 2));
 }
 
 // Tasks of `rows` rows of outputs (the last overlapping the one before where they do not divide)
-// where that is enough work (~100 kFLOP, as conv2d), else whole images; the inner row loop `yi`.
-// Returns the parallel loop's Var.
-Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops, int rows, Var yi) {
+// where that is enough work (~100 kFLOP, as conv2d), else whole images. Returns the parallel
+// loop's Var.
+Var parallelize_rows(Func f, Var y, Var n, int64_t row_flops, int rows) {
   if (row_flops * rows < 100000) {
     f.parallel(n);
     return n;
   }
-  Var yn("yn"), yo("yo");
+  Var yn("yn"), yo("yo"), yi("yi");
   f.split(y, yo, yi, rows, TailStrategy::ShiftInwards).fuse(yo, n, yn).parallel(yn);
   return yn;
 }
@@ -162,8 +162,7 @@ Func depthwise_forward(ForwardContext& ctx) {
   int tile = pick_tile(w.out_width, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
   tiled.split(c, co, ci, block).split(x, xo, xi, tile).reorder(ci, xi, co, xo, y, n).vectorize(ci, vec).unroll(xi);
   int64_t row_flops = int64_t(w.out_width) * channels * w.kh * w.kw * 2;
-  Var yi("yi");
-  Var task = parallelize_rows(tiled, y, n, row_flops, rows_per_task(w), yi);
+  Var task = parallelize_rows(tiled, y, n, row_flops, rows_per_task(w));
   acc.compute_at(tiled, co).vectorize(c, vec).unroll(x);
   Stage sum = acc.update().reorder(c, x, r.x, r.y, y, n).vectorize(c, vec).unroll(x);
   if (unroll_taps(w)) sum.unroll(r.x);
