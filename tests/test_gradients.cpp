@@ -166,3 +166,9 @@ TEST_CASE("gradients: Winograd input and weight gradients (3x3, stride 1, dilati
   CHECK(text.find("\"executed_flops\"") != std::string::npos);  // Winograd's own work, recorded apart
   check_gradients("tests/models/winograd.yaml");
 }
+
+TEST_CASE("gradients: through Winograd convolutions with a fused pooling (the maxima's positions from Winograd's "
+          "forward) match finite differences",
+          "[gradients]") {
+  check_gradients("tests/models/winograd_pool.yaml");
+}

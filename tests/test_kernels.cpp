@@ -168,6 +168,50 @@ TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the ref
   check_model("tests/models/winograd.yaml");
 }
 
+// The kernels' schedule descriptions in the package's manifest, by function.
+std::map<std::string, std::string> manifest_schedules(const test::BuiltModel& built) {
+  std::ifstream in(built.package->dir() + "/manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  std::map<std::string, std::string> schedules;
+  for (const char* list : {"kernels", "training_kernels"})
+    for (const nlohmann::json& kernel : manifest[list])
+      schedules[kernel["function"].get<std::string>()] = kernel["schedule"]["description"].get<std::string>();
+  return schedules;
+}
+
+TEST_CASE("kernels: Winograd convolutions with a fused pooling match the reference", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/winograd_pool.yaml");
+  std::map<std::string, std::string> schedules = manifest_schedules(built);
+  // Inference: every pooled convolution by Winograd, b by F(4x4) (32 channels on 20x19).
+  for (const char* kernel : {"winograd_pool_k2_a", "winograd_pool_k4_b", "winograd_pool_k5_c", "winograd_pool_k6_d"}) {
+    INFO(kernel);
+    CHECK_THAT(schedules[kernel], Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
+  }
+  CHECK_THAT(schedules["winograd_pool_k4_b"], Catch::Contains("F(4x4, 3x3)"));
+  // Training: Winograd where only the maxima's positions are kept (a, b), direct where the
+  // activation is (c: overlapping windows, d: average pooling).
+  CHECK_THAT(schedules["winograd_pool_t2_a"], Catch::Contains("then the pooling"));
+  CHECK_THAT(schedules["winograd_pool_t4_b"], Catch::Contains("then the pooling"));
+  CHECK_THAT(schedules["winograd_pool_t5_c"], !Catch::Contains("Winograd"));
+  CHECK_THAT(schedules["winograd_pool_t6_d"], !Catch::Contains("Winograd"));
+  // Poolings folded into the inference kernel before them: after a swish node, after a folded
+  // batchnorm (with its elu); by Winograd (e, f) and direct (g: 8 input channels).
+  const Graph& graph = built.graph;
+  auto id = [&](const std::string& name) { return node_id(graph, name); };
+  std::vector<int> folds = inference_folds(graph);
+  CHECK(folds[size_t(id("e"))] == id("e_swish"));
+  CHECK(folds[size_t(id("e_swish"))] == id("e_pool"));
+  CHECK(folds[size_t(id("f"))] == id("f_bn"));
+  CHECK(folds[size_t(id("f_bn"))] == id("f_pool"));
+  CHECK(folds[size_t(id("g_swish"))] == id("g_pool"));
+  for (const KernelInfo& kernel : plan_kernels(graph))
+    if (kernel.node == id("f")) CHECK(kernel.written_node() == id("f_pool"));
+  CHECK_THAT(schedules["winograd_pool_k7_e_e_swish_e_pool"], Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
+  CHECK_THAT(schedules["winograd_pool_k10_f_f_bn_f_pool"], Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
+  CHECK_THAT(schedules["winograd_pool_k13_g_g_swish_g_pool"], Catch::Contains("fused pooling"));
+  check_model("tests/models/winograd_pool.yaml");
+}
+
 TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/ops_fold.yaml");
   const Graph& graph = built.graph;

@@ -372,7 +372,8 @@ void define_forward_kernel(const Graph& graph, const KernelInfo& kernel, const T
   Func output = halide_op(*node.def).forward(ctx);
   CNNC_ASSERT((kernel.fold < 0 && kernel.residual < 0) || ctx.folded,
               "the forward kernel of " + node.name + " did not apply its folded nodes");
-  build.output(output, halide_extents(node.shape), true);
+  CNNC_ASSERT(kernel.pool < 0 || ctx.pooled, "the forward kernel of " + node.name + " did not apply its folded pooling");
+  build.output(output, halide_extents(graph.nodes[size_t(kernel.written_node())].shape), true);
   // A training form's new state: one output per non-trainable parameter, in their order.
   size_t next_state = 0;
   for (const ParamSpec& spec : node.params) {

@@ -52,6 +52,7 @@ struct ForwardContext : KernelContext {
   // parameters, by name.
   std::map<std::string, ImageParam> fold_params;
   bool folded = false;  // (set by fold: checks that the op called it)
+  bool pooled = false;  // (set by an op that pooled its value for kernel.pool: checks that it did)
 
   // The op's value with the folded nodes applied (inference_folds): a batchnorm and its fused
   // activation, or an activation node (kernel.fold), then a residual add and its fused activation

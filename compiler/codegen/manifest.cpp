@@ -75,6 +75,13 @@ nlohmann::json generate_manifest(const Plan& plan, const TargetInfo& target, con
       flops += sum.flops;
       folded_flops += sum.flops;
     }
+    if (kernel.pool >= 0) {  // a folded pooling: its output
+      const Node& pool = graph.nodes[size_t(kernel.pool)];
+      fused.push_back(pool.op_name());
+      output = pool.id;
+      flops += pool.flops;
+      folded_flops += pool.flops;
+    }
     arguments.push_back("output");
     out.kernels.push_back({kernel.function, kernel.node, node.op_name(), fused, arguments, kernel.inputs, output, flops,
                            schedule_of(kernel, folded_flops)});

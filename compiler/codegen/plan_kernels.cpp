@@ -17,10 +17,10 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r6: depthwise/separable tasks of several rows, residual adds folded at inference; r5: Winograd
-// weight gradients; r4: Winograd by rule, padded copies, GEMM input gradient at strides, chunked
-// batchnorm sums.
-constexpr int kScheduleRevision = 6;
+// r7: Winograd with a fused or folded pooling; r6: depthwise/separable tasks of several rows,
+// residual adds folded at inference; r5: Winograd weight gradients; r4: Winograd by rule, padded
+// copies, GEMM input gradient at strides, chunked batchnorm sums.
+constexpr int kScheduleRevision = 7;
 
 }  // namespace
 
@@ -178,6 +178,12 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
     text += fmt::format(" +residual:{}x{}", sum.op_name(), sum.inputs.size());
     for (const Node::FusedOp& op : sum.fused) text += " +" + op.def->name;
   }
+  if (kernel.pool >= 0) {
+    const Node& pool = graph.nodes[size_t(kernel.pool)];
+    text += fmt::format(" +pool:{}({}x{}/{}x{} {}) out=[{}]", pool.op_name(), pool.attrs.get_pair("size").first,
+                        pool.attrs.get_pair("size").second, pool.attrs.get_pair("stride").first,
+                        pool.attrs.get_pair("stride").second, pool.attrs.get_string("padding"), fmt::join(pool.shape, ","));
+  }
   if (kernel.has_saved) text += " saved";
   if (kernel.from_logits) text += " from_logits";
   for (size_t i = 0; i < kernel.input_grad.size(); ++i)
@@ -215,6 +221,16 @@ std::vector<int> inference_folds(const Graph& graph) {
     for (int input : sum.inputs) ready = ready && (input == last || input < node.id);
     if (ready) folds[size_t(last)] = sum.id;
   }
+  // Poolings, after the value of a kernel whose op can pool it (its folded node's, if any).
+  for (const Node& node : graph.nodes) {
+    if (!node.def || !node.def->traits.absorbs_pooling || !node.fused.empty() || node.is_view) continue;
+    int last = folds[size_t(node.id)] >= 0 ? folds[size_t(node.id)] : node.id;
+    if (graph.nodes[size_t(last)].def->traits.inference_sum) continue;  // (not after a residual add)
+    if (last == graph.output || consumers[size_t(last)] != 1 || folds[size_t(last)] >= 0) continue;
+    const Node& pool = graph.nodes[size_t(consumer[size_t(last)])];
+    if (pool.def && pool.def->traits.pooling != Pooling::None && pool.inputs.size() == 1 && pool.fused.empty())
+      folds[size_t(last)] = pool.id;
+  }
   return folds;
 }
 
@@ -244,14 +260,20 @@ std::vector<KernelInfo> plan_kernels(const Graph& graph) {
     kernel.inputs = node.inputs;
     for (const ParamSpec& param : node.params) kernel.params.push_back(param.name);
     int next = folds[size_t(node.id)];
-    if (next >= 0 && !graph.nodes[size_t(next)].def->traits.inference_sum) {
+    auto pools = [&](int id) { return graph.nodes[size_t(id)].def->traits.pooling != Pooling::None; };
+    if (next >= 0 && !graph.nodes[size_t(next)].def->traits.inference_sum && !pools(next)) {
       const Node& affine = graph.nodes[size_t(next)];
       kernel.fold = affine.id;
       kernel.function += "_" + affine.name;
       for (const ParamSpec& param : affine.params) kernel.fold_params.push_back(param.name);
       next = folds[size_t(affine.id)];
     }
-    if (next >= 0) add_residual(graph, kernel.fold >= 0 ? kernel.fold : node.id, next, kernel);
+    if (next >= 0 && pools(next)) {
+      kernel.pool = next;
+      kernel.function += "_" + graph.nodes[size_t(next)].name;
+    } else if (next >= 0) {
+      add_residual(graph, kernel.fold >= 0 ? kernel.fold : node.id, next, kernel);
+    }
     kernels.push_back(kernel);
   }
   return kernels;
@@ -278,7 +300,7 @@ std::vector<KernelInfo> plan_training_kernels(const Graph& graph, int64_t param_
       kernel.kind = KernelKind::Forward;
       kernel.function = fmt::format("{}_t{}_{}", graph.name, node.id, node.name);
       for (const KernelInfo& k : inference)
-        if (k.node == node.id && k.fold < 0 && k.residual < 0) {
+        if (k.node == node.id && k.fold < 0 && k.residual < 0 && k.pool < 0) {
           kernel.function = k.function;
           kernel.reuses_inference_kernel = true;
         }
@@ -352,11 +374,15 @@ std::string format_kernel(const Graph& graph, const KernelInfo& kernel) {
     const Node& affine = graph.nodes[size_t(kernel.fold)];
     line += fmt::format(" folds={}:{}", affine.id, affine.name);
     if (!kernel.fold_params.empty()) line += fmt::format(" params=[{}]", fmt::join(kernel.fold_params, ", "));
-    if (kernel.residual < 0) line += fmt::format(" output={}:{}", affine.id, affine.name);
+    if (kernel.residual < 0 && kernel.pool < 0) line += fmt::format(" output={}:{}", affine.id, affine.name);
   }
   if (kernel.residual >= 0) {
     const Node& sum = graph.nodes[size_t(kernel.residual)];
     line += fmt::format(" folds={}:{} output={}:{}", sum.id, sum.name, sum.id, sum.name);
+  }
+  if (kernel.pool >= 0) {
+    const Node& pool = graph.nodes[size_t(kernel.pool)];
+    line += fmt::format(" folds={}:{} output={}:{}", pool.id, pool.name, pool.id, pool.name);
   }
   if (!kernel.input_grad.empty()) {
     std::vector<std::string> flags;  // per input: "grad", "grad+" (added to another's), "-" (none)

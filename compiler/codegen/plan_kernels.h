@@ -66,6 +66,9 @@ struct KernelInfo {
   // kernel computes too, writing its output, or -1. Its other inputs follow the node's in
   // `inputs`; its fused activation is applied after the sum.
   int residual = -1;
+  // Forward (inference): a pooling after `node`, or after `fold`, that this kernel computes too
+  // (pooling its value), writing its output, or -1. Never with `residual`.
+  int pool = -1;
   int64_t param_floats = 0;         // Adam / Sgd: size of the flat parameter block
   bool reuses_inference_kernel = false;  // a training-forward call of the inference kernel (compiled once)
   std::string schedule;             // human-readable schedule summary, recorded in the manifest
@@ -73,8 +76,9 @@ struct KernelInfo {
   std::string schedule_origin = "default";  // "default", "tuned" or "autoscheduler"
   ScheduleKnobs knobs;
 
-  // The node whose output the kernel writes: the residual add, else the folded node, else its own.
-  int written_node() const { return residual >= 0 ? residual : fold >= 0 ? fold : node; }
+  // The node whose output the kernel writes: the residual add or the pooling, else the folded
+  // node, else its own.
+  int written_node() const { return residual >= 0 ? residual : pool >= 0 ? pool : fold >= 0 ? fold : node; }
 };
 
 // Identifies a kernel's computation independently of names: its kind, op, attributes, fused ops,
@@ -106,6 +110,9 @@ const Shape& saved_shape(const Node& node);
 //   where that value feeds the add alone, once, and every other input of the add is computed
 //   before that node (kernels run in node order): the kernel reads them and writes the sum with
 //   the add's fused activation -- a residual block's conv, batchnorm, add and relu in one pass.
+// * A max or average pooling (traits.pooling) is folded after such a node (or after its folded
+//   node) where the node's op absorbs_pooling and that value feeds the pooling alone: the kernel
+//   pools its value as the op's own fused pooling would (conv2d, activation: swish, maxpool).
 std::vector<int> inference_folds(const Graph& graph);
 
 // The inference kernels of a fused graph (one per non-view node except the input and the folded

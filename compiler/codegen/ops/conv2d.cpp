@@ -2,6 +2,7 @@
 // kernel, and their schedule space. The op itself: ops/conv.cpp.
 #include "codegen/halide_op.h"
 
+#include <numeric>
 #include <tuple>
 
 namespace cnnc {
@@ -21,10 +22,13 @@ bool fuses_pooling(const Node& node) {
   return false;
 }
 
-// ... and its forward kernel: the same, with no fused pooling or softmax (the direct schedule
-// fuses those).
+// ... and its forward kernel: the same, with no fused softmax (the direct schedule fuses it),
+// and with fused pooling only where the kernel keeps nothing but the pooled values (inference)
+// or them and the window maxima's positions (training, saves_pool_index): a training kernel that
+// keeps the whole activation for backward stays direct.
 bool winograd_applies(const Node& node, const KernelInfo& kernel) {
-  if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d" || fuses_pooling(node)) return false;
+  if (kernel.kind == KernelKind::Backward || node.op_name() != "conv2d") return false;
+  if (fuses_pooling(node) && kernel.kind == KernelKind::ForwardTrain && !saves_pool_index(node)) return false;
   for (const Node::FusedOp& fused : node.fused)
     if (fused.def->traits.softmax) return false;
   return winograd_applies_to_backward(node);
@@ -193,6 +197,16 @@ struct Winograd {
     return 1;
   }
 
+  // With a fused pooling of stride `pool_stride`: pooled rows per task, enough that their
+  // convolution rows are whole blocks of m d rows where the stride allows (an unaligned task
+  // computes its first and last blocks in part twice), doubled while an image keeps at least 4
+  // tasks (batch 1).
+  int pooled_rows_per_task(int pool_stride, int pooled_height) const {
+    int block = m * dh, rows = std::lcm(block, pool_stride) / pool_stride;
+    while (8 * rows <= pooled_height) rows *= 2;
+    return rows;
+  }
+
   // CPU: `output` (c, x, y, n) split in blocks of 2d x 2d outputs, d x d tiles (unrolled, so the
   // selects above fold, and guarded at the edges), channel blocks `co` of `block` inside rows of
   // blocks, `rows` rows x an image per task (`task`). Per task the input transform of its rows
@@ -208,16 +222,40 @@ struct Winograd {
         .split(y, oty, tyi, m * dh, TailStrategy::GuardWithIf).split(oty, otyo, otyi, rows, TailStrategy::GuardWithIf)
         .reorder(ci, txi, tyi, otx, co, otyi, otyo, n)
         .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi).fuse(otyo, n, task).parallel(task);
+    schedule_stages(output, task, co, vec, tile, in_channels, sched);
+  }
+
+  // The same for a convolution `value` that a fused pooling `output` reads: computed per task of
+  // `output` (the rows it pools) over a region aligned to whole blocks, so that the unrolled
+  // tiles' selects fold as above; the tiles' loops as above without the rows and tasks.
+  void schedule_within(Func value, Func output, Var task, int block, int vec, int tile, int in_channels,
+                       const ScheduleParams& sched, Var& co) {
+    Var c = value.args()[0], x = value.args()[1], y = value.args()[2], n = value.args()[3];
+    Var ci("ci"), otx("otx"), txi("txi"), oty("oty"), tyi("tyi");
+    co = Var("co");
+    value.compute_at(output, task).align_bounds(x, m * dw).align_bounds(y, m * dh)
+        .split(c, co, ci, block).split(x, otx, txi, m * dw).split(y, oty, tyi, m * dh)
+        .reorder(ci, txi, tyi, otx, co, oty, n)
+        .vectorize(ci, vec).unroll(ci).unroll(txi).unroll(tyi);
+    schedule_stages(value, task, co, vec, tile, in_channels, sched, output);
+  }
+
+  // The transforms and products of `f` (scheduled as above): the input transform per `task` of
+  // `owner` (f itself unless f is computed inside another Func's tasks), the products per
+  // channel block `co` of f.
+  void schedule_stages(Func f, Var task, Var co, int vec, int tile, int in_channels, const ScheduleParams& sched,
+                       Func owner = Func()) {
+    if (!owner.defined()) owner = f;
     // (Per call: 16 values per weight vector, from up to 9 weights each; in parallel over the
     // input channels, since at batch 1 it is a good part of the work.)
     Var kc = kernel_transform.args()[0], kci = kernel_transform.args()[1];
     kernel_transform.compute_root().reorder(kc, e, nu, kci).vectorize(kc, vec, TailStrategy::GuardWithIf)
         .unroll(e).unroll(nu).parallel(kci);
     Var channel = input_transform.args()[0];
-    input_transform.compute_at(output, task).reorder(channel, e, nu, tx).unroll(e).unroll(nu);
+    input_transform.compute_at(owner, task).reorder(channel, e, nu, tx).unroll(e).unroll(nu);
     vectorize_pure(input_transform, channel, sched.vector, in_channels);
     Var pc = product.args()[0], txo("txo"), txj("txj");
-    product.compute_at(output, co).split(tx, txo, txj, tile, TailStrategy::ShiftInwards).reorder(pc, txj, txo, e, nu)
+    product.compute_at(f, co).split(tx, txo, txj, tile, TailStrategy::ShiftInwards).reorder(pc, txj, txo, e, nu)
         .vectorize(pc, vec).unroll(pc).unroll(txj);
     product_acc.compute_at(product, txo).vectorize(pc, vec).unroll(pc).unroll(tx);
     product_acc.update().reorder(pc, tx, r, e, nu).vectorize(pc, vec).unroll(pc).unroll(tx);
@@ -370,7 +408,17 @@ Func conv2d_forward(ForwardContext& ctx) {
     value(c, x, y, n) = acc(c, x, y, n);
   }
   value = ctx.fold(value);  // the nodes folded into this inference kernel (inference_folds)
+  // The pooling: fused into the node, or a pooling node folded into this inference kernel
+  // (kernel.pool, inference_folds), pooled the same way. Either way the kernel writes `shape`.
   const Node::FusedOp* pooling = nullptr;
+  Node::FusedOp folded_pool;
+  if (ctx.kernel.pool >= 0) {
+    const Node& pool = ctx.graph.nodes[size_t(ctx.kernel.pool)];
+    folded_pool = {pool.def, pool.name, pool.attrs};
+    pooling = &folded_pool;
+    ctx.pooled = true;
+  }
+  const Shape& shape = ctx.graph.nodes[size_t(ctx.kernel.written_node())].shape;
   Func logits, softmax_max, softmax_exp, softmax_sum;  // a softmax over the channels
   for (const Node::FusedOp& fused : ctx.node.fused) {
     if (fused.def->traits.pooling != Pooling::None) {
@@ -395,7 +443,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   }
   Func output("output");
   if (pooling) {
-    int pooled_height = int(ctx.node.shape[0]), pooled_width = int(ctx.node.shape[1]);
+    int pooled_height = int(shape[0]), pooled_width = int(shape[1]);
     Func pool = pool2d(pooling->def->traits.pooling, value, out_width, out_height, pooling->attrs, pooled_width, pooled_height);
     output(c, x, y, n) = pool(c, x, y, n);
   } else {
@@ -427,8 +475,8 @@ Func conv2d_forward(ForwardContext& ctx) {
     // Training keeps the activation before pooling for backward: compute it whole, then pool it.
     ctx.saved = Func("saved");
     ctx.saved(c, x, y, n) = value(c, x, y, n);
-    Func pool = pool2d(pooling->def->traits.pooling, ctx.saved, out_width, out_height, pooling->attrs, int(ctx.node.shape[1]),
-                       int(ctx.node.shape[0]));
+    Func pool = pool2d(pooling->def->traits.pooling, ctx.saved, out_width, out_height, pooling->attrs, int(shape[1]),
+                       int(shape[0]));
     output = Func("output");
     output(c, x, y, n) = pool(c, x, y, n);
   }
@@ -445,7 +493,7 @@ Func conv2d_forward(ForwardContext& ctx) {
           .gpu_blocks(yn);
       acc.compute_at(ctx.saved, ci);
       Var pyn("pyn");
-      output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(ctx.node.shape[1])),
+      output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(shape[1])),
                       TailStrategy::GuardWithIf)
           .fuse(y, n, pyn)
           .gpu_blocks(pyn);
@@ -461,7 +509,7 @@ Func conv2d_forward(ForwardContext& ctx) {
       ctx.schedule = "gpu: threads over 32 channels x 8 pixels, then a softmax thread per pixel";
       return output;
     }
-    output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(ctx.node.shape[1])),
+    output.gpu_tile(c, x, co, xo, ci, xi, std::min(32, out_channels), std::min(8, int(shape[1])),
                     TailStrategy::GuardWithIf)
         .fuse(y, n, yn)
         .gpu_blocks(yn);
@@ -528,13 +576,36 @@ Func conv2d_forward(ForwardContext& ctx) {
     return output;
   }
   if (winograd) {
-    int tile = pick_tile((out_width + wino.m - 1) / wino.m, preferred_tile, vectors, ctx.sched.registers);
+    // The outputs computed: all, or the rows and columns a fused pooling reads.
+    int tiled_width = out_width, tiled_height = out_height;
+    if (pooling) {
+      auto [ph, pw] = pooling->attrs.get_pair("size");
+      auto [psh, psw] = pooling->attrs.get_pair("stride");
+      tiled_width = std::min(out_width, int((shape[1] - 1) * psw + pw));
+      tiled_height = std::min(out_height, int((shape[0] - 1) * psh + ph));
+    }
+    int tile = pick_tile((tiled_width + wino.m - 1) / wino.m, preferred_tile, vectors, ctx.sched.registers);
     Var task;
-    wino.schedule(output, block, vec, tile, in_channels, wino.rows_per_task(out_height), ctx.sched, co, task);
+    std::string pooled;
+    if (pooling) {
+      // Fused pooling (inference, or training that keeps the maxima's positions): tasks of
+      // `rows` pooled rows of an image, each computing the convolution rows it pools by
+      // Winograd into a small buffer, then pooling them; the activation never reaches memory.
+      int pooled_height = int(shape[0]);
+      int rows = wino.pooled_rows_per_task(int(pooling->attrs.get_pair("stride").first), pooled_height);
+      Var pyo("pyo"), pyi("pyi");
+      task = Var("task");
+      output.split(y, pyo, pyi, rows, TailStrategy::GuardWithIf).reorder(c, x, pyi, pyo, n).fuse(pyo, n, task).parallel(task);
+      vectorize_pure(output, c, ctx.sched.vector, out_channels);
+      wino.schedule_within(value, output, task, block, vec, tile, in_channels, ctx.sched, co);
+      pooled = fmt::format(", then the pooling, in tasks of {} pooled rows", rows);
+    } else {
+      wino.schedule(output, block, vec, tile, in_channels, wino.rows_per_task(out_height), ctx.sched, co, task);
+    }
     copy_padded_per_task(output, task);
-    ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, 3x3); products in register tiles of {1} channels x {2} tiles", wino.m,
-                               block, tile);
-    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, int(dw), int(dh), wino.m);
+    ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, 3x3); products in register tiles of {1} channels x {2} tiles{3}",
+                               wino.m, block, tile, pooled);
+    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, tiled_width, tiled_height, int(dw), int(dh), wino.m);
     return output;
   }
   if (!pooling) {
@@ -546,7 +617,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   // columns) into a small buffer, tile by tile with the same register tile, then pool them.
   auto [ph, pw] = pooling->attrs.get_pair("size");
   int64_t pool_stride_x = pooling->attrs.get_pair("stride").second;
-  int needed_width = std::min(out_width, int((ctx.node.shape[1] - 1) * pool_stride_x + pw));
+  int needed_width = std::min(out_width, int((shape[1] - 1) * pool_stride_x + pw));
   int tile = pick_tile(needed_width, preferred_tile, vectors, ctx.sched.registers);
   output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
   parallelize(output, row_flops * ph);
