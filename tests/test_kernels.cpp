@@ -68,6 +68,18 @@ int node_id(const Graph& graph, const std::string& name) {
   return -1;
 }
 
+// The kernels' schedule descriptions in the package's manifest, by function (an inference
+// kernel that training reuses keeps its inference entry).
+std::map<std::string, std::string> manifest_schedules(const test::BuiltModel& built) {
+  std::ifstream in(built.package->dir() + "/manifest.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  std::map<std::string, std::string> schedules;
+  for (const char* list : {"kernels", "training_kernels"})
+    for (const nlohmann::json& kernel : manifest[list])
+      schedules.emplace(kernel["function"].get<std::string>(), kernel["schedule"]["description"].get<std::string>());
+  return schedules;
+}
+
 void check_model(const std::string& path) {
   test::BuiltModel built = test::build_model(path);
   for (int batch : {1, 7, 32}) check_every_kernel(built, batch, 1234 + uint32_t(batch));
@@ -152,11 +164,7 @@ TEST_CASE("kernels: depthwise and separable convolutions in tasks of several row
   test::BuiltModel built = test::build_model("tests/models/depthwise_rows.yaml");
   // The inference kernels' schedules (the manifest) say what they do: tall's tasks of 6 rows,
   // sep's and valid's of 4; wide's windows are less work than a task's worth: images.
-  std::ifstream in(built.package->dir() + "/manifest.json");
-  nlohmann::json manifest = nlohmann::json::parse(in);
-  std::map<std::string, std::string> schedules;
-  for (const nlohmann::json& kernel : manifest["kernels"])
-    schedules[kernel["function"].get<std::string>()] = kernel["schedule"]["description"].get<std::string>();
+  std::map<std::string, std::string> schedules = manifest_schedules(built);
   CHECK_THAT(schedules["depthwise_rows_k1_tall"], Catch::Contains("tasks of 6 rows"));
   CHECK_THAT(schedules["depthwise_rows_k2_sep"], Catch::Contains("tasks of 4 output rows"));
   CHECK_THAT(schedules["depthwise_rows_k5_valid"], Catch::Contains("tasks of 4 output rows"));
@@ -166,17 +174,6 @@ TEST_CASE("kernels: depthwise and separable convolutions in tasks of several row
 
 TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {
   check_model("tests/models/winograd.yaml");
-}
-
-// The kernels' schedule descriptions in the package's manifest, by function.
-std::map<std::string, std::string> manifest_schedules(const test::BuiltModel& built) {
-  std::ifstream in(built.package->dir() + "/manifest.json");
-  nlohmann::json manifest = nlohmann::json::parse(in);
-  std::map<std::string, std::string> schedules;
-  for (const char* list : {"kernels", "training_kernels"})
-    for (const nlohmann::json& kernel : manifest[list])
-      schedules[kernel["function"].get<std::string>()] = kernel["schedule"]["description"].get<std::string>();
-  return schedules;
 }
 
 TEST_CASE("kernels: Winograd convolutions with a fused pooling match the reference", "[kernels]") {
@@ -194,6 +191,10 @@ TEST_CASE("kernels: Winograd convolutions with a fused pooling match the referen
   CHECK_THAT(schedules["winograd_pool_t4_b"], Catch::Contains("then the pooling"));
   CHECK_THAT(schedules["winograd_pool_t5_c"], !Catch::Contains("Winograd"));
   CHECK_THAT(schedules["winograd_pool_t6_d"], !Catch::Contains("Winograd"));
+  // Backward behind the max poolings with indices (at_maxima): a's tile of 16 input channels x 9
+  // taps and 22x21x16 image fit (the maxima alone); b's 20x19x32 image does not (Winograd).
+  CHECK_THAT(schedules["winograd_pool_b2_a"], Catch::Contains("window maxima only"));
+  CHECK_THAT(schedules["winograd_pool_b4_b"], Catch::Contains("input gradient: Winograd"));
   // Poolings folded into the inference kernel before them: after a swish node, after a folded
   // batchnorm (with its elu); by Winograd (e, f) and direct (g: 8 input channels).
   const Graph& graph = built.graph;

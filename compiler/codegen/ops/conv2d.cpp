@@ -634,9 +634,9 @@ Func conv2d_forward(ForwardContext& ctx) {
 }
 
 // conv2d backward. Behind a fused non-overlapping max pooling that kept only the index of each
-// window's maximum (saves_pool_index), the gradient reaches one position per window: with at
-// least 8 input channels the kernel visits those positions alone (conv_backward_at_maxima), else
-// it rebuilds the sparse gradient from the index and runs the dense backward.
+// window's maximum (saves_pool_index), the gradient reaches one position per window: the kernel
+// visits those positions alone (conv_backward_at_maxima) or rebuilds the sparse gradient from
+// the index and runs the dense backward, by the rule of at_maxima.
 struct Conv2dBackward {
   BackwardContext& ctx;
   Func window_grad;                // behind a max pooling with indices: the gradient per window
@@ -646,13 +646,37 @@ struct Conv2dBackward {
 
   void define() {
     bool sparse = saves_pool_index(ctx.node);
-    if (sparse && ctx.graph.nodes[ctx.node.inputs[0]].shape[2] >= 8) {
+    if (sparse && at_maxima()) {
       conv_backward_at_maxima(ctx.gradient, ctx.saved, ctx.output, ctx.inputs[0], ctx.params, ctx.input_grads[0],
                               ctx.param_grads);
       return;
     }
     Func pre = sparse ? gradient_from_index(ctx.gradient, ctx.saved, ctx.output) : ctx.pre;
     conv_backward(pre, ctx.inputs[0], ctx.params, ctx.input_grads[0], ctx.param_grads);
+  }
+
+  // Behind a max pooling that kept its indices: whether the kernel visits the maxima alone
+  // (conv_backward_at_maxima) rather than rebuilding the sparse gradient and running the dense
+  // backward. The visit does a quarter of the direct work (2x2 windows) but keeps a register tile
+  // of all input channels x taps per output channel and adds into each image's input gradient in
+  // place: fast while both fit (mnist_cnn's 32 channels x 9 taps, 13x13x32 images: 0.87-1.0 ms
+  // per batch-32 step, 37% of the peak on the work it does) and at 17-22% where they do not
+  // (vgg_cifar's 32 channels on 32x32 images, 64 channels, 128 channels). There the dense
+  // backward by Winograd, which does 0.44 of the direct work at about half the peak, is 1.7-1.9x
+  // faster (6.1 -> 3.7, 6.4 -> 3.4, 7.7 -> 4.0 ms; mnist_cnn's would be 1.3x slower). So, with
+  // an input gradient to compute and Winograd by its rule or the knob: the visit where the tile
+  // fits 3/4 of the registers and an input image 32 KB (the L1), else Winograd; knob
+  // algorithm=direct: the visit. Fewer than 8 input channels: the dense backward.
+  bool at_maxima() const {
+    const Shape& in = ctx.graph.nodes[ctx.node.inputs[0]].shape;  // [height, width, channels]
+    if (in[2] < 8) return false;
+    if (!ctx.hand || ctx.sched.gpu || !ctx.kernel.input_grad[0] || !winograd_applies_to_backward(ctx.node)) return true;
+    if (!ctx.sched.algorithm.empty()) return ctx.sched.algorithm == "direct";
+    if (!winograd_by_default(ctx.node)) return true;
+    auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
+    bool tile_fits = in[2] * kh * kw <= int64_t(ctx.sched.registers * 3 / 4) * ctx.sched.vector;
+    bool image_fits = in[0] * in[1] * in[2] * int64_t(sizeof(float)) <= 32 * 1024;
+    return tile_fits && image_fits;
   }
 
   // The fused max pooling's window (height, width) and the activation before it (nullptr for none).
@@ -1130,6 +1154,13 @@ void register_conv2d_halide() {
         ScheduleKnobs knobs;
         knobs.algorithm = winograd_by_default(node) ? "direct" : "winograd";
         knobs.batch_chunks = chunks;
+        space.push_back(knobs);
+      }
+      // Behind a max pooling with indices the rule also weighs the target's registers
+      // (at_maxima): both algorithms.
+      if (saves_pool_index(node) && winograd_by_default(node)) {
+        ScheduleKnobs knobs;
+        knobs.algorithm = "winograd";
         space.push_back(knobs);
       }
       if (kernel.input_grad.at(0)) space.push_back(other_winograd_tile(node));  // the input gradient's
