@@ -144,6 +144,16 @@ ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
   return knobs;
 }
 
+namespace {
+
+// A pooling's window, stride and padding as the kernel signature writes them: "(2x2/2x2 valid)".
+std::string pooling_text(const Attrs& attrs) {
+  return fmt::format("({}x{}/{}x{} {})", attrs.get_pair("size").first, attrs.get_pair("size").second,
+                     attrs.get_pair("stride").first, attrs.get_pair("stride").second, attrs.get_string("padding"));
+}
+
+}  // namespace
+
 std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   std::string text = kernel_kind_name(kernel.kind);
   std::string revision = fmt::format(" schedules=r{}", kScheduleRevision);
@@ -163,9 +173,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   text += fmt::format(" out=[{}] unfused=[{}]", fmt::join(node.shape, ","), fmt::join(node.unfused_shape, ","));
   for (const Node::FusedOp& op : node.fused) {
     text += " +" + op.def->name;
-    if (op.attrs.has("size"))
-      text += fmt::format("({}x{}/{}x{} {})", op.attrs.get_pair("size").first, op.attrs.get_pair("size").second,
-                          op.attrs.get_pair("stride").first, op.attrs.get_pair("stride").second, op.attrs.get_string("padding"));
+    if (op.attrs.has("size")) text += pooling_text(op.attrs);
   }
   if (kernel.fold >= 0) {
     const Node& affine = graph.nodes[size_t(kernel.fold)];
@@ -181,9 +189,7 @@ std::string kernel_signature(const Graph& graph, const KernelInfo& kernel) {
   }
   if (kernel.pool >= 0) {
     const Node& pool = graph.nodes[size_t(kernel.pool)];
-    text += fmt::format(" +pool:{}({}x{}/{}x{} {}) out=[{}]", pool.op_name(), pool.attrs.get_pair("size").first,
-                        pool.attrs.get_pair("size").second, pool.attrs.get_pair("stride").first,
-                        pool.attrs.get_pair("stride").second, pool.attrs.get_string("padding"), fmt::join(pool.shape, ","));
+    text += fmt::format(" +pool:{}{} out=[{}]", pool.op_name(), pooling_text(pool.attrs), fmt::join(pool.shape, ","));
   }
   if (kernel.has_saved) text += " saved";
   if (kernel.from_logits) text += " from_logits";

@@ -575,16 +575,16 @@ Func conv2d_forward(ForwardContext& ctx) {
     ctx.schedule = fmt::format("cpu: register tile {} channels x {} pixels, then the softmax per pixel", block, tile);
     return output;
   }
+  // The convolution's outputs computed: all, or the rows and columns a pooling reads.
+  int read_width = out_width, read_height = out_height;
+  if (pooling) {
+    auto [ph, pw] = pooling->attrs.get_pair("size");
+    auto [psh, psw] = pooling->attrs.get_pair("stride");
+    read_width = std::min(out_width, int((shape[1] - 1) * psw + pw));
+    read_height = std::min(out_height, int((shape[0] - 1) * psh + ph));
+  }
   if (winograd) {
-    // The outputs computed: all, or the rows and columns a fused pooling reads.
-    int tiled_width = out_width, tiled_height = out_height;
-    if (pooling) {
-      auto [ph, pw] = pooling->attrs.get_pair("size");
-      auto [psh, psw] = pooling->attrs.get_pair("stride");
-      tiled_width = std::min(out_width, int((shape[1] - 1) * psw + pw));
-      tiled_height = std::min(out_height, int((shape[0] - 1) * psh + ph));
-    }
-    int tile = pick_tile((tiled_width + wino.m - 1) / wino.m, preferred_tile, vectors, ctx.sched.registers);
+    int tile = pick_tile((read_width + wino.m - 1) / wino.m, preferred_tile, vectors, ctx.sched.registers);
     Var task;
     std::string pooled;
     if (pooling) {
@@ -605,7 +605,7 @@ Func conv2d_forward(ForwardContext& ctx) {
     copy_padded_per_task(output, task);
     ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, 3x3); products in register tiles of {1} channels x {2} tiles{3}",
                                wino.m, block, tile, pooled);
-    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, tiled_width, tiled_height, int(dw), int(dh), wino.m);
+    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, read_width, read_height, int(dw), int(dh), wino.m);
     return output;
   }
   if (!pooling) {
@@ -615,12 +615,9 @@ Func conv2d_forward(ForwardContext& ctx) {
   }
   // Fused pooling: per pooled row and channel block, compute the conv rows it needs (all
   // columns) into a small buffer, tile by tile with the same register tile, then pool them.
-  auto [ph, pw] = pooling->attrs.get_pair("size");
-  int64_t pool_stride_x = pooling->attrs.get_pair("stride").second;
-  int needed_width = std::min(out_width, int((shape[1] - 1) * pool_stride_x + pw));
-  int tile = pick_tile(needed_width, preferred_tile, vectors, ctx.sched.registers);
+  int tile = pick_tile(read_width, preferred_tile, vectors, ctx.sched.registers);
   output.split(c, co, ci, block).reorder(ci, x, co, y, n).vectorize(ci, vec).unroll(ci);
-  parallelize(output, row_flops * ph);
+  parallelize(output, row_flops * pooling->attrs.get_pair("size").first);
   value.compute_at(output, co)
       .split(x, xo, xi, tile, TailStrategy::ShiftInwards)
       .reorder(c, xi, xo, y)
