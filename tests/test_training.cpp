@@ -250,6 +250,49 @@ TEST_CASE("training: a residual network with batchnorm trains, and its moving st
   CHECK_FALSE(std::equal(before.begin(), before.end(), network.param("block1_bn1.moving_mean")));
 }
 
+TEST_CASE("training: batchnorm's batch statistics keep their digits on channels far from zero and after an outlying "
+          "first example",
+          "[training]") {
+  // One pass of sums of x - K (K the mean of the first examples' values): E[x^2] - E[x]^2 in
+  // float would lose every digit of channel 1's variance (1e4 + noise of 1e-2), and K near
+  // example 0's outlying value 1e4 (channel 2) must not cost more than the bound allows.
+  test::BuiltModel built = test::build_model("tests/models/bn_offset.yaml");
+  REQUIRE(built.package->trainable());
+  rt::Network network(built.package);
+  rt::init_params(network, 3);
+  const int batch = 32, pixels = 25, channels = 3;
+  std::mt19937 random(11);
+  std::normal_distribution<double> noise(0.0, 1.0);
+  std::vector<float> input(static_cast<size_t>(batch * pixels * channels));
+  for (int b = 0; b < batch; ++b)
+    for (int p = 0; p < pixels; ++p) {
+      float* value = &input[size_t((b * pixels + p) * channels)];
+      value[0] = float(1000 + noise(random));
+      value[1] = float(1e4 + 1e-2 * noise(random));
+      value[2] = b == 0 ? 1e4f : float(noise(random));
+    }
+  std::vector<int32_t> labels(batch, 0);
+  network.train_step(input.data(), labels.data(), batch);
+  const float* mean = network.param("bn.moving_mean");
+  const float* variance = network.param("bn.moving_variance");
+  REQUIRE(mean != nullptr);
+  REQUIRE(variance != nullptr);
+  for (int c = 0; c < channels; ++c) {
+    double sum = 0, squares = 0;
+    for (int i = 0; i < batch * pixels; ++i) sum += input[size_t(i * channels + c)];
+    double exact_mean = sum / (batch * pixels);
+    for (int i = 0; i < batch * pixels; ++i) {
+      double d = input[size_t(i * channels + c)] - exact_mean;
+      squares += d * d;
+    }
+    double exact_variance = squares / (batch * pixels);
+    INFO("channel " << c << ": mean " << mean[c] << " vs " << exact_mean << ", variance " << variance[c] << " vs "
+                    << exact_variance);
+    CHECK(std::fabs(mean[c] - exact_mean) <= 1e-6 * std::fabs(exact_mean) + 1e-4 * std::sqrt(exact_variance));
+    CHECK(std::fabs(variance[c] - exact_variance) <= 1e-3 * exact_variance);
+  }
+}
+
 TEST_CASE("training options: the learning-rate schedules follow Keras's formulas", "[training]") {
   rt::TrainConfig config;
   config.learning_rate = 0.1f;

@@ -5,6 +5,7 @@
 
 #include <Halide.h>
 
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -269,32 +270,85 @@ struct ChunkedChannelSum {
   }
 };
 
-// Batchnorm's training statistics: per-channel mean and biased variance of `input` (a batch of
-// `shape`) over the batch and the pixels, as two Funcs of the channel (mean first, then the mean
-// of the squared deviations from it), each summed in fixed batch chunks in parallel. The
-// training forward and backward both call this, so backward recomputes exactly what forward
-// normalized with.
-inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c, const ScheduleParams& sched,
-                                              bool hand) {
-  ChunkedChannelSum sums(shape, input.dim(int(shape.size())).extent(), c, "r");
-  Func sum("batch_sum"), squares("batch_squares"), mean("batch_mean"), variance("batch_variance");
-  sum(c, sums.k) = 0.0f;
-  sum(c, sums.k) += input(sums.at);
-  mean(c) = sums.in_order(sum, c) / sums.count;
-  Expr centered = input(sums.at) - mean(c);
-  squares(c, sums.k) = 0.0f;
-  squares(c, sums.k) += centered * centered;
-  variance(c) = sums.in_order(squares, c) / sums.count;
-  if (hand) {
+// Batchnorm's training statistics in one pass over the input: per channel, the sums of the
+// deviations d = x - K from a shift K and of their squares, in fixed batch chunks in parallel
+// (the "shifted data" algorithm). E[d^2] - E[d]^2 loses the digits that (mean - K)^2 / variance
+// carries; K is the channel's mean over its first m values of the batch (the first examples,
+// at least 256 values where there are), and since those m values alone put at least
+// m (K - mean)^2 / N into the variance of the N values, that ratio is at most N / m (64 for
+// resnet20's first stage at batch 64, the batch / 256 at most for a dense layer's units) where
+// the plain E[x^2] - E[x]^2 loses every digit of a channel far from zero. It was two passes (the
+// mean, then the squared deviations from it): one read of the input fewer per training forward,
+// and batchnorm's backward adds its own two gradient sums to the same pass (`more`). Forward and
+// backward compute the sums the same way, so backward normalizes exactly as forward did.
+struct BatchStatistics {
+  ChunkedChannelSum sums;
+  Func shift{"batch_shift"}, shift_sum{"batch_shift_sum"}, partial{"batch_sums"}, mean{"batch_mean"},
+      variance{"batch_variance"};
+  RDom first;  // the values K averages
+  Expr mean_deviation;  // E[x - K] per channel
+
+  // `more` adds sums of its own to the pass: further values of the Tuple, given the point read
+  // (c, the pixel's coordinates, the example) and the deviation there.
+  BatchStatistics(ImageParam input, const Shape& shape, Var c,
+                  const std::function<std::vector<Expr>(const std::vector<Expr>& at, Expr deviation)>& more = nullptr)
+      : sums(shape, input.dim(int(shape.size())).extent(), c, "r") {
+    // K: the mean of the first examples' values, at least 256 of them where the batch has them.
+    int pixels = int(shape_elements(shape) / shape.back());
+    Expr examples = min(input.dim(int(shape.size())).extent(), (256 + pixels - 1) / pixels);
+    std::vector<int> extents = halide_extents(shape);
+    Region ranges;
+    for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
+    ranges.emplace_back(0, examples);
+    first = RDom(ranges, "first");
+    std::vector<Expr> point{c};
+    for (int d = 0; d < first.dimensions(); ++d) point.push_back(first[d]);
+    shift_sum(c) = 0.0f;
+    shift_sum(c) += input(point);
+    shift(c) = shift_sum(c) / cast<float>(examples * pixels);
+    Expr deviation = input(sums.at) - shift(c);
+    std::vector<Expr> values{deviation, deviation * deviation};
+    if (more)
+      for (const Expr& value : more(sums.at, deviation)) values.push_back(value);
+    std::vector<Expr> zeros(values.size(), 0.0f), updated;
+    partial(c, sums.k) = Tuple(zeros);
+    for (size_t i = 0; i < values.size(); ++i) updated.push_back(partial(c, sums.k)[int(i)] + values[i]);
+    partial(c, sums.k) = Tuple(updated);
+    mean_deviation = sums.in_order(partial, c, 0) / sums.count;
+    mean(c) = shift(c) + mean_deviation;
+    variance(c) = max(sums.in_order(partial, c, 1) / sums.count - mean_deviation * mean_deviation, 0.0f);
+  }
+
+  // The sum over the batch of value `i` of the Tuple (0: deviations, 1: their squares, 2...: `more`).
+  Expr total(Var c, int i) const { return sums.in_order(partial, c, i); }
+
+  void schedule(Var c, const Shape& shape, const ScheduleParams& sched) const {
     int channels = int(shape.back());
-    sums.schedule(sum, c, sched, channels);
-    sums.schedule(squares, c, sched, channels);
+    int lanes = std::min(channels, sched.vector);
+    Func(shift).compute_root();
+    Func(shift_sum).compute_root();
+    if (!sched.gpu) {
+      Func(shift).vectorize(c, lanes, TailStrategy::GuardWithIf);
+      Func(shift_sum).vectorize(c, lanes, TailStrategy::GuardWithIf);
+      std::vector<VarOrRVar> order{c};
+      for (int d = 0; d < first.dimensions(); ++d) order.push_back(first[d]);
+      vectorize_update(Func(shift_sum).update().reorder(order), c, lanes, channels);
+    }
+    sums.schedule(partial, c, sched, channels);
     for (Func f : {mean, variance}) {
       f.compute_root();
-      if (!sched.gpu) f.vectorize(c, std::min(channels, sched.vector), TailStrategy::GuardWithIf);
+      if (!sched.gpu) f.vectorize(c, lanes, TailStrategy::GuardWithIf);
     }
   }
-  return {mean, variance};
+};
+
+// The mean and biased variance per channel of `input` (a batch of `shape`) over the batch and
+// the pixels (BatchStatistics), as two Funcs of the channel.
+inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c, const ScheduleParams& sched,
+                                              bool hand) {
+  BatchStatistics statistics(input, shape, c);
+  if (hand) statistics.schedule(c, shape, sched);
+  return {statistics.mean, statistics.variance};
 }
 
 // Dropout's keep mask, a pure function of (seed, step, flat index), so that backward recomputes

@@ -39,29 +39,27 @@ Func batchnorm_forward(ForwardContext& ctx) {
 // batchnorm in training mode (batch statistics, recomputed from the input): with xhat the
 // normalized input and N the values per channel, d(beta) = sum of pre, d(gamma) = sum of
 // pre * xhat, d(input) = gamma / sqrt(var + eps) / N * (N pre - d(beta) - xhat d(gamma)). The
-// two sums are one pass in fixed batch chunks (ChunkedChannelSum), like the statistics.
+// two gradient sums share the statistics' one pass (BatchStatistics): with d = x - K (K the
+// statistics' shift), sum of pre * (x - mean) = sum of pre * d - E[d] * sum of pre.
 void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::map<std::string, ImageParam>& params,
                         const std::vector<Var>& vars, Func& input_grad,
                         std::vector<std::pair<std::string, Func>>& param_grads) {
   const Shape& shape = ctx.node.shape;
   std::vector<Expr> at = as_exprs(vars);
   Var c = vars[0];
-  auto [mean, variance] = batch_statistics(input, shape, c, ctx.sched, ctx.hand);
-  ChunkedChannelSum sums(shape, ctx.batch, c, "r");
-  Expr count = sums.count;
-  float epsilon = float(ctx.node.attrs.get_float("epsilon"));
-  Func inverse_std("inverse_std");
-  inverse_std(c) = 1.0f / sqrt(variance(c) + epsilon);
   Func dpre("dpre");
   dpre(at) = pre(at);
-  // Per chunk: the sum of pre and of pre * (input - mean).
-  Func partial("gradient_sums");
-  partial(c, sums.k) = Tuple(0.0f, 0.0f);
-  Expr g = dpre(sums.at);
-  partial(c, sums.k) = Tuple(partial(c, sums.k)[0] + g, partial(c, sums.k)[1] + g * (input(sums.at) - mean(c)));
+  BatchStatistics statistics(input, shape, c, [&](const std::vector<Expr>& point, Expr deviation) {
+    Expr g = dpre(point);
+    return std::vector<Expr>{g, g * deviation};
+  });
+  Expr count = statistics.sums.count;
+  float epsilon = float(ctx.node.attrs.get_float("epsilon"));
+  Func mean = statistics.mean, inverse_std("inverse_std");
+  inverse_std(c) = 1.0f / sqrt(statistics.variance(c) + epsilon);
   Func beta_grad("beta_gradient"), gamma_grad("gamma_gradient");
-  beta_grad(c) = sums.in_order(partial, c, 0);
-  gamma_grad(c) = sums.in_order(partial, c, 1) * inverse_std(c);
+  beta_grad(c) = statistics.total(c, 2);
+  gamma_grad(c) = (statistics.total(c, 3) - statistics.mean_deviation * beta_grad(c)) * inverse_std(c);
   auto xhat = [&](const std::vector<Expr>& p) { return (input(p) - mean(p[0])) * inverse_std(p[0]); };
   input_grad = Func("input_gradient");
   input_grad(at) = params.at("gamma")(c) * inverse_std(c) / count * (count * dpre(at) - beta_grad(c) - xhat(at) * gamma_grad(c));
@@ -74,12 +72,12 @@ void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::m
   // backward of resnet20's and mobilenet's batchnorms went from 5.0 to 3.9 and 4.3-4.6 to
   // 3.4-3.6 ms per batch-64 step.
   int channels = int(shape.back()), lanes = std::min(channels, ctx.sched.vector);
-  sums.schedule(partial, c, ctx.sched, channels);
+  statistics.schedule(c, shape, ctx.sched);
   for (Func f : {inverse_std, beta_grad, gamma_grad}) {
     f.compute_root();
     if (!ctx.sched.gpu) f.vectorize(c, lanes, TailStrategy::GuardWithIf);
   }
-  ctx.schedule = "batchnorm backward: per-channel sums in 8 batch chunks in parallel, added in order, then one pass";
+  ctx.schedule = "batchnorm backward: the statistics and the gradient sums in one pass of 8 batch chunks in parallel, added in order, then one pass";
 }
 
 
