@@ -17,11 +17,11 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r7: Winograd with a fused or folded pooling, and behind a max pooling's indices by rule
+// r8: batchnorm's training statistics in one pass (BatchStatistics); r7: Winograd with a fused or folded pooling, and behind a max pooling's indices by rule
 // (at_maxima in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds
 // folded at inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM
 // input gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 7;
+constexpr int kScheduleRevision = 8;
 
 }  // namespace
 
