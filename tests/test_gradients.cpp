@@ -68,16 +68,27 @@ void check_gradients(const std::string& model) {
     for (int64_t entry : entries) {
       float* value = network.params() + tensor.offset + entry;
       float original = *value;
-      *value = original + float(step);
-      double plus = mean_loss(network, problem);
-      *value = original - float(step);
-      double minus = mean_loss(network, problem);
-      *value = original;
-      double numeric = (plus - minus) / (2 * step);
+      auto difference = [&](double h) {
+        *value = original + float(h);
+        double plus = mean_loss(network, problem);
+        *value = original - float(h);
+        double minus = mean_loss(network, problem);
+        *value = original;
+        return (plus - minus) / (2 * h);
+      };
       double exact = analytic[size_t(tensor.offset + entry)];
+      auto agrees = [&](double numeric) {
+        return std::fabs(numeric - exact) <= 2e-3 + 3e-2 * std::max(std::fabs(numeric), std::fabs(exact));
+      };
+      double numeric = difference(step);
+      // A max pooling's argmax that switches within [x - step, x + step] bends the difference (a
+      // bias feeds every window); a quarter of the step, still above float32's rounding of the
+      // loss, is tried before the entry fails. (winograd_pool's stem.bias[9]: backward -0.03752,
+      // differences -0.03497 and, after batchnorm's statistics changed in the 7th digit, -0.03433.)
+      double smaller = agrees(numeric) ? numeric : difference(step / 4);
       INFO(model << ": d loss / d " << tensor.name << "[" << entry << "]: backward " << exact << ", finite difference "
-                 << numeric);
-      CHECK(std::fabs(numeric - exact) <= 2e-3 + 3e-2 * std::max(std::fabs(numeric), std::fabs(exact)));
+                 << numeric << " (a quarter of the step: " << smaller << ")");
+      CHECK(agrees(smaller));
       ++checked;
     }
   }
