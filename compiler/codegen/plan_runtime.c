@@ -138,47 +138,31 @@ static double now(void) {
   return (double)time.tv_sec + 1e-9 * (double)time.tv_nsec;
 }
 
-/* Halide allocates its intermediate buffers on every call, and a parallel loop's tasks their
- * own small ones on every task. Freed blocks are kept for reuse, so that a step does not
- * page-fault fresh memory each time (the sizes repeat exactly): blocks from 64 KiB in one pool,
- * smaller ones (per-task tiles) in another, so that they do not push the large ones out. The
- * small ones went straight to malloc before; glibc then trimmed a worker thread's arena as its
- * top block was freed (madvise), and every task's next allocation faulted its pages in again,
- * with TLB shootdowns to the other core: in some processes and not others (the arena's layout
- * decides), dilated_swish's pooled Winograd kernel took 34-48 ms at batch 256 instead of 7.5-8.5. */
-#define POOL_SLOTS 256 /* per pool; the large pool uses the first 64 */
+/* Halide allocates its intermediate buffers on every call. Freed blocks are kept for reuse, so
+ * that a training step does not page-fault fresh memory each time: the sizes repeat exactly. */
+#define POOL_SLOTS 64
 #define POOL_HEADER 128 /* keeps Halide's 128-byte alignment and remembers the size */
-#define POOL_MIN_BYTES (64 << 10) /* the large blocks' pool from this size, the small ones' below */
-static struct {
-  void *block;
-  size_t size;
-  pthread_t owner;    /* the thread that freed it: its caches likely still hold the block */
-  unsigned long used; /* when it was freed (a counter) */
-} pool[2][POOL_SLOTS]; /* [0]: small, [1]: large */
-static const int pool_slots[2] = {POOL_SLOTS, 64};
-static unsigned long pool_clock;
+static struct { void *block; size_t size; } pool[POOL_SLOTS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A kept block of this size: the one this thread freed last, else the one freed last. */
+#define POOL_MIN_BYTES (64 << 10) /* smaller blocks (per-thread tiles) go straight to malloc */
+
 static void *pool_malloc(void *user_context, size_t size) {
   (void)user_context;
-  int large = size >= POOL_MIN_BYTES, best = -1, best_own = 0;
-  pthread_t self = pthread_self();
+  if (size < POOL_MIN_BYTES) {
+    void *memory = NULL;
+    if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
+    *(size_t *)memory = size;
+    return (char *)memory + POOL_HEADER;
+  }
   pthread_mutex_lock(&pool_lock);
-  for (int i = 0; i < pool_slots[large]; ++i) {
-    if (!pool[large][i].block || pool[large][i].size != size) continue;
-    int own = pthread_equal(pool[large][i].owner, self) != 0;
-    if (best < 0 || own > best_own || (own == best_own && pool[large][i].used > pool[large][best].used)) {
-      best = i;
-      best_own = own;
+  for (int i = 0; i < POOL_SLOTS; ++i)
+    if (pool[i].block && pool[i].size == size) {
+      void *block = pool[i].block;
+      pool[i].block = NULL;
+      pthread_mutex_unlock(&pool_lock);
+      return block;
     }
-  }
-  if (best >= 0) {
-    void *block = pool[large][best].block;
-    pool[large][best].block = NULL;
-    pthread_mutex_unlock(&pool_lock);
-    return block;
-  }
   pthread_mutex_unlock(&pool_lock);
   void *memory = NULL;
   if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
@@ -190,14 +174,15 @@ static void pool_free(void *user_context, void *block) {
   (void)user_context;
   if (!block) return;
   size_t size = *(size_t *)((char *)block - POOL_HEADER);
-  int large = size >= POOL_MIN_BYTES;
+  if (size < POOL_MIN_BYTES) {
+    free((char *)block - POOL_HEADER);
+    return;
+  }
   pthread_mutex_lock(&pool_lock);
-  for (int i = 0; i < pool_slots[large]; ++i)
-    if (!pool[large][i].block) {
-      pool[large][i].block = block;
-      pool[large][i].size = size;
-      pool[large][i].owner = pthread_self();
-      pool[large][i].used = ++pool_clock;
+  for (int i = 0; i < POOL_SLOTS; ++i)
+    if (!pool[i].block) {
+      pool[i].block = block;
+      pool[i].size = size;
       pthread_mutex_unlock(&pool_lock);
       return;
     }
