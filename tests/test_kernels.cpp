@@ -7,6 +7,8 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -291,6 +293,50 @@ TEST_CASE("thread pool: any thread count, and two callers at once, give the same
   CHECK(got_first == expected_first);
   CHECK(got_second == expected_second);
   CHECK(expected_first != expected_second);
+}
+
+// Each thread keeps its tasks' small blocks for the next task (plan_runtime.c); a thread's blocks
+// are freed when it exits, and every thread's when the package is unloaded, after which a thread's
+// exit must not call into the unloaded code. Winograd with a fused pooling allocates per-task tiles.
+TEST_CASE("thread pool: threads that exit, and a package unloaded under a live thread, keep the outputs right and do not crash", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/winograd_pool.yaml");
+  const int batch = 7;
+  std::vector<float> input = test::random_input(batch * built.package->input_elements(), 5);
+  auto forward = [&](const std::shared_ptr<rt::Package>& package) {
+    rt::Network network(package);
+    test::randomize_params(network, 9);
+    std::vector<float> output;
+    for (int i = 0; i < 3; ++i) output = network.forward(input, batch);  // blocks reused from the 2nd on
+    return output;
+  };
+  std::vector<float> expected = forward(built.package);
+  for (int i = 0; i < 3; ++i) {
+    std::vector<float> got;
+    std::thread other([&] { got = forward(built.package); });
+    other.join();
+    CHECK(got == expected);
+  }
+  std::mutex lock;
+  std::condition_variable changed;
+  bool ran = false, unloaded = false;
+  std::vector<float> got;
+  std::thread other([&, package = built.package]() mutable {
+    got = forward(package);
+    package.reset();
+    std::unique_lock<std::mutex> hold(lock);
+    ran = true;
+    changed.notify_all();
+    changed.wait(hold, [&] { return unloaded; });
+  });  // exits after the package is gone
+  {
+    std::unique_lock<std::mutex> hold(lock);
+    changed.wait(hold, [&] { return ran; });
+    built.package.reset();  // the last reference: dlclose
+    unloaded = true;
+    changed.notify_all();
+  }
+  other.join();
+  CHECK(got == expected);
 }
 
 // Kernels flush denormals to zero (docs/c-api.md), but the caller's floating-point mode is its own.

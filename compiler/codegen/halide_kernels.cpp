@@ -692,8 +692,10 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
         timing.outputs.push_back(values);
       }
     };
-    // Timed as a package runs it: parallel loops on a spinning pool like the plan's, denormals
-    // flushed to zero.
+    // Timed as a package runs it: parallel loops on a spinning pool like the plan's, per-task
+    // scratch blocks kept by each thread, denormals flushed to zero.
+    pipeline.jit_handlers().custom_malloc = [](JITUserContext*, size_t size) { return cnnc_jit_malloc(size); };
+    pipeline.jit_handlers().custom_free = [](JITUserContext*, void* block) { cnnc_jit_free(block); };
     pipeline.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
                                                    int min, int extent, uint8_t* closure) {
       struct Job {

@@ -138,58 +138,6 @@ static double now(void) {
   return (double)time.tv_sec + 1e-9 * (double)time.tv_nsec;
 }
 
-/* Halide allocates its intermediate buffers on every call. Freed blocks are kept for reuse, so
- * that a training step does not page-fault fresh memory each time: the sizes repeat exactly. */
-#define POOL_SLOTS 64
-#define POOL_HEADER 128 /* keeps Halide's 128-byte alignment and remembers the size */
-static struct { void *block; size_t size; } pool[POOL_SLOTS];
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-
-#define POOL_MIN_BYTES (64 << 10) /* smaller blocks (per-thread tiles) go straight to malloc */
-
-static void *pool_malloc(void *user_context, size_t size) {
-  (void)user_context;
-  if (size < POOL_MIN_BYTES) {
-    void *memory = NULL;
-    if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
-    *(size_t *)memory = size;
-    return (char *)memory + POOL_HEADER;
-  }
-  pthread_mutex_lock(&pool_lock);
-  for (int i = 0; i < POOL_SLOTS; ++i)
-    if (pool[i].block && pool[i].size == size) {
-      void *block = pool[i].block;
-      pool[i].block = NULL;
-      pthread_mutex_unlock(&pool_lock);
-      return block;
-    }
-  pthread_mutex_unlock(&pool_lock);
-  void *memory = NULL;
-  if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
-  *(size_t *)memory = size;
-  return (char *)memory + POOL_HEADER;
-}
-
-static void pool_free(void *user_context, void *block) {
-  (void)user_context;
-  if (!block) return;
-  size_t size = *(size_t *)((char *)block - POOL_HEADER);
-  if (size < POOL_MIN_BYTES) {
-    free((char *)block - POOL_HEADER);
-    return;
-  }
-  pthread_mutex_lock(&pool_lock);
-  for (int i = 0; i < POOL_SLOTS; ++i)
-    if (!pool[i].block) {
-      pool[i].block = block;
-      pool[i].size = size;
-      pthread_mutex_unlock(&pool_lock);
-      return;
-    }
-  pthread_mutex_unlock(&pool_lock);
-  free((char *)block - POOL_HEADER);
-}
-
 #include "plan_thread_pool.c"
 /* Halide reports errors through one global handler per runtime; keep the last message. */
 static char halide_message[1024];

@@ -1,4 +1,5 @@
-/* The thread pool for Halide's parallel loops and the floating-point mode of the kernels.
+/* The thread pool for Halide's parallel loops, the allocator of the kernels' scratch buffers
+ * (pool_malloc, pool_free) and the floating-point mode of the kernels.
  * One source, two users: every package's plan.c carries it verbatim (cnnc embeds this file's
  * text when it is built; see CMakeLists.txt), and jit_thread_pool.c compiles it into cnnc so that
  * `cnnc tune` times JIT kernels the way a package runs them. It expects <stdint.h>, <stdlib.h>,
@@ -220,4 +221,144 @@ __attribute__((destructor)) static void par_stop(void) {
   pthread_mutex_unlock(&par.lock);
   for (int i = 0; i < par.started; ++i) pthread_join(par.worker[i], NULL);
   par.started = 0;
+}
+
+/* Halide allocates its intermediate buffers on every call. Freed blocks are kept for reuse, so
+ * that a training step does not page-fault fresh memory each time: the sizes repeat exactly. */
+#define POOL_SLOTS 64
+#define POOL_HEADER 128 /* keeps Halide's 128-byte alignment and remembers the size */
+static struct { void *block; size_t size; } pool[POOL_SLOTS];
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define POOL_MIN_BYTES (64 << 10) /* smaller blocks (per-task tiles) use the thread's own slots */
+
+/* A task's small blocks (Winograd tiles, im2col panels) are allocated and freed once per task, by
+ * the thread that runs it. Given back to malloc, they make glibc trim the worker's arena and
+ * re-fault its pages on the next task, with TLB shootdowns across the cores: in some processes a
+ * pooled Winograd kernel ran 4-6x slower. So each thread keeps its last few small blocks, by size,
+ * with no lock and no scan beyond its own SMALL_SLOTS (a shared, locked pool cost a batch-256
+ * resnet20 15-30%). A thread's blocks are freed when it exits, and every thread's when the
+ * package is unloaded (its code must not be called at a later thread exit). */
+#define SMALL_SLOTS 8
+#define SMALL_GRAIN 4096 /* sizes rounded up to this, so that near sizes share blocks */
+#define SMALL_THREADS 256
+struct small_slot { void *block; size_t size; };
+static __thread struct small_slot small_slots[SMALL_SLOTS];
+static __thread unsigned small_evict; /* the next slot to give back to malloc when all are full */
+static __thread int small_registered; /* 1: slots in use, -1: this thread frees its blocks at once */
+static struct small_slot *small_threads[SMALL_THREADS]; /* registered threads' slots (pool_lock) */
+static pthread_key_t small_key;
+static int small_key_made;
+static pthread_once_t small_once = PTHREAD_ONCE_INIT;
+
+static void small_free_all(struct small_slot *slot) {
+  for (int i = 0; i < SMALL_SLOTS; ++i)
+    if (slot[i].block) {
+      free((char *)slot[i].block - POOL_HEADER);
+      slot[i].block = NULL;
+    }
+}
+/* At a thread's exit (the key's destructor). */
+static void small_release(void *slots) {
+  pthread_mutex_lock(&pool_lock);
+  for (int t = 0; t < SMALL_THREADS; ++t)
+    if (small_threads[t] == slots) {
+      small_free_all(small_threads[t]);
+      small_threads[t] = NULL;
+    }
+  pthread_mutex_unlock(&pool_lock);
+}
+static void small_make_key(void) { small_key_made = pthread_key_create(&small_key, small_release) == 0; }
+static int small_register(void) {
+  pthread_once(&small_once, small_make_key);
+  if (!small_key_made) return -1;
+  int registered = -1;
+  pthread_mutex_lock(&pool_lock);
+  for (int t = 0; t < SMALL_THREADS && registered < 0; ++t)
+    if (!small_threads[t]) {
+      small_threads[t] = small_slots;
+      registered = 1;
+    }
+  pthread_mutex_unlock(&pool_lock);
+  if (registered > 0 && pthread_setspecific(small_key, small_slots) != 0) {
+    small_release(small_slots);
+    registered = -1;
+  }
+  return registered;
+}
+__attribute__((destructor)) static void small_stop(void) {
+  pthread_mutex_lock(&pool_lock);
+  for (int t = 0; t < SMALL_THREADS; ++t)
+    if (small_threads[t]) {
+      small_free_all(small_threads[t]);
+      small_threads[t] = NULL;
+    }
+  if (small_key_made) pthread_key_delete(small_key);
+  small_key_made = 0;
+  pthread_mutex_unlock(&pool_lock);
+}
+
+static void *pool_block(size_t size) {
+  void *memory = NULL;
+  if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
+  *(size_t *)memory = size;
+  return (char *)memory + POOL_HEADER;
+}
+
+static void *pool_malloc(void *user_context, size_t size) {
+  (void)user_context;
+  if (size < POOL_MIN_BYTES) {
+    size = (size + SMALL_GRAIN - 1) / SMALL_GRAIN * SMALL_GRAIN;
+    for (int i = 0; i < SMALL_SLOTS; ++i)
+      if (small_slots[i].block && small_slots[i].size == size) {
+        void *block = small_slots[i].block;
+        small_slots[i].block = NULL;
+        return block;
+      }
+    return pool_block(size);
+  }
+  pthread_mutex_lock(&pool_lock);
+  for (int i = 0; i < POOL_SLOTS; ++i)
+    if (pool[i].block && pool[i].size == size) {
+      void *block = pool[i].block;
+      pool[i].block = NULL;
+      pthread_mutex_unlock(&pool_lock);
+      return block;
+    }
+  pthread_mutex_unlock(&pool_lock);
+  return pool_block(size);
+}
+
+static void pool_free(void *user_context, void *block) {
+  (void)user_context;
+  if (!block) return;
+  size_t size = *(size_t *)((char *)block - POOL_HEADER);
+  if (size < POOL_MIN_BYTES) {
+    if (!small_registered) small_registered = small_register();
+    if (small_registered < 0 || !small_key_made) {
+      free((char *)block - POOL_HEADER);
+      return;
+    }
+    for (int i = 0; i < SMALL_SLOTS; ++i)
+      if (!small_slots[i].block) {
+        small_slots[i].block = block;
+        small_slots[i].size = size;
+        return;
+      }
+    struct small_slot *slot = &small_slots[small_evict++ % SMALL_SLOTS]; /* all full: the oldest goes */
+    free((char *)slot->block - POOL_HEADER);
+    slot->block = block;
+    slot->size = size;
+    return;
+  }
+  pthread_mutex_lock(&pool_lock);
+  for (int i = 0; i < POOL_SLOTS; ++i)
+    if (!pool[i].block) {
+      pool[i].block = block;
+      pool[i].size = size;
+      pthread_mutex_unlock(&pool_lock);
+      return;
+    }
+  pthread_mutex_unlock(&pool_lock);
+  free((char *)block - POOL_HEADER);
 }
