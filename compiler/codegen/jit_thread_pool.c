@@ -21,11 +21,11 @@ int cnnc_jit_par_for(void *user_context, halide_task_t task, int min, int extent
 
 /* Small blocks as a package allocates them (each thread's own slots); large ones are not pooled
  * here: a package's sizes repeat from call to call, a tuning run's candidates' do not. */
-void *cnnc_jit_malloc(size_t size) { return size < POOL_MIN_BYTES ? pool_malloc(NULL, size) : pool_block(size); }
+void *cnnc_jit_malloc(size_t size) { return size <= SMALL_MAX_BYTES ? pool_malloc(NULL, size) : pool_block(size); }
 
 void cnnc_jit_free(void *block) {
   if (!block) return;
-  if (*(size_t *)((char *)block - POOL_HEADER) < POOL_MIN_BYTES) pool_free(NULL, block);
+  if (*(size_t *)((char *)block - POOL_HEADER) <= SMALL_MAX_BYTES) pool_free(NULL, block);
   else free((char *)block - POOL_HEADER);
 }
 

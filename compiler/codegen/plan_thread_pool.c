@@ -230,7 +230,7 @@ __attribute__((destructor)) static void par_stop(void) {
 static struct { void *block; size_t size; } pool[POOL_SLOTS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define POOL_MIN_BYTES (64 << 10) /* smaller blocks (per-task tiles) use the thread's own slots */
+#define SMALL_MAX_BYTES (64 << 10) /* blocks up to this (per-task tiles) use the thread's own slots */
 
 /* A task's small blocks (Winograd tiles, im2col panels) are allocated and freed once per task, by
  * the thread that runs it. Given back to malloc, they make glibc trim the worker's arena and
@@ -307,7 +307,7 @@ static void *pool_block(size_t size) {
 
 static void *pool_malloc(void *user_context, size_t size) {
   (void)user_context;
-  if (size < POOL_MIN_BYTES) {
+  if (size <= SMALL_MAX_BYTES) { /* still <= SMALL_MAX_BYTES rounded up: pool_free knows it as small */
     size = (size + SMALL_GRAIN - 1) / SMALL_GRAIN * SMALL_GRAIN;
     for (int i = 0; i < SMALL_SLOTS; ++i)
       if (small_slots[i].block && small_slots[i].size == size) {
@@ -333,7 +333,7 @@ static void pool_free(void *user_context, void *block) {
   (void)user_context;
   if (!block) return;
   size_t size = *(size_t *)((char *)block - POOL_HEADER);
-  if (size < POOL_MIN_BYTES) {
+  if (size <= SMALL_MAX_BYTES) {
     if (!small_registered) small_registered = small_register();
     if (small_registered < 0 || !small_key_made) {
       free((char *)block - POOL_HEADER);
