@@ -20,9 +20,9 @@ namespace {
 // r9: per-task scratch blocks kept by each thread, in packages and in tuning's timing (a kernel
 // timed before may have paid page faults it no longer pays); r8: batchnorm's training statistics
 // in one pass (BatchStatistics); r7: Winograd with a fused or folded pooling, and behind a max
-// pooling's indices by rule (at_maxima in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds
-// folded at inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM
-// input gradient at strides, chunked batchnorm sums.
+// pooling's indices by rule (at_maxima in ops/conv2d.cpp); r6: depthwise/separable tasks of
+// several rows, residual adds folded at inference; r5: Winograd weight gradients; r4: Winograd by
+// rule, padded copies, GEMM input gradient at strides, chunked batchnorm sums.
 constexpr int kScheduleRevision = 9;
 
 }  // namespace
