@@ -8,10 +8,11 @@ at the model's batch size (its optimizer, Adam or SGD, cross-entropy on the logi
 inference images/s (with the softmax), batch-1 median latency; each the best of R repetitions,
 2 threads, PyTorch in both NCHW and channels_last, the faster kept (PyTorch at its best). The
 two never run at once; with --rounds N each is measured N times, alternating, and keeps its best
-(a slow stretch of a shared machine then falls on both sides, not on one). Prints one table with
-the ratios (> 1: cnnc faster) and each cnnc inference kernel's % of the FMA peak (effective FLOPs: the layer's multiply-adds as written;
-and, labelled apart in brackets, executed FLOPs where its algorithm does other work: Winograd),
-writes all of it as JSON (--json) and a chart (--chart, needs python3-matplotlib).
+(a slow stretch of a shared machine then falls on both sides, not on one). Prints one table
+with the ratios (> 1: cnnc faster) and each cnnc inference kernel's % of the FMA peak
+(effective FLOPs: the layer's multiply-adds as written; and, labelled apart in brackets,
+executed FLOPs where its algorithm does other work: Winograd), writes all of it as JSON
+(--json) and a chart (--chart, needs python3-matplotlib).
 
 PyTorch is only a peer here, never a test dependency:
   apt-get install python3-torch libopenblas0-openmp python3-yaml [python3-matplotlib]

@@ -25,8 +25,8 @@ void *cnnc_jit_malloc(size_t size) { return size <= SMALL_MAX_BYTES ? pool_mallo
 
 void cnnc_jit_free(void *block) {
   if (!block) return;
-  if (*(size_t *)((char *)block - POOL_HEADER) <= SMALL_MAX_BYTES) pool_free(NULL, block);
-  else free((char *)block - POOL_HEADER);
+  if (pool_block_size(block) <= SMALL_MAX_BYTES) pool_free(NULL, block);
+  else pool_block_free(block);
 }
 
 unsigned cnnc_jit_flush_denormals(void) { return fp_flush_denormals(); }

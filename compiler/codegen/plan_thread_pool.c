@@ -230,6 +230,16 @@ __attribute__((destructor)) static void par_stop(void) {
 static struct { void *block; size_t size; } pool[POOL_SLOTS];
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A block of `size` bytes behind its header; its size, and its release to malloc. */
+static void *pool_block(size_t size) {
+  void *memory = NULL;
+  if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
+  *(size_t *)memory = size;
+  return (char *)memory + POOL_HEADER;
+}
+static size_t pool_block_size(void *block) { return *(size_t *)((char *)block - POOL_HEADER); }
+static void pool_block_free(void *block) { free((char *)block - POOL_HEADER); }
+
 #define SMALL_MAX_BYTES (64 << 10) /* blocks up to this (per-task tiles) use the thread's own slots */
 
 /* A task's small blocks (Winograd tiles, im2col panels) are allocated and freed once per task, by
@@ -254,7 +264,7 @@ static pthread_once_t small_once = PTHREAD_ONCE_INIT;
 static void small_free_all(struct small_slot *slot) {
   for (int i = 0; i < SMALL_SLOTS; ++i)
     if (slot[i].block) {
-      free((char *)slot[i].block - POOL_HEADER);
+      pool_block_free(slot[i].block);
       slot[i].block = NULL;
     }
 }
@@ -298,13 +308,6 @@ __attribute__((destructor)) static void small_stop(void) {
   pthread_mutex_unlock(&pool_lock);
 }
 
-static void *pool_block(size_t size) {
-  void *memory = NULL;
-  if (posix_memalign(&memory, 128, size + POOL_HEADER) != 0) return NULL;
-  *(size_t *)memory = size;
-  return (char *)memory + POOL_HEADER;
-}
-
 static void *pool_malloc(void *user_context, size_t size) {
   (void)user_context;
   if (size <= SMALL_MAX_BYTES) { /* still <= SMALL_MAX_BYTES rounded up: pool_free knows it as small */
@@ -332,11 +335,11 @@ static void *pool_malloc(void *user_context, size_t size) {
 static void pool_free(void *user_context, void *block) {
   (void)user_context;
   if (!block) return;
-  size_t size = *(size_t *)((char *)block - POOL_HEADER);
+  size_t size = pool_block_size(block);
   if (size <= SMALL_MAX_BYTES) {
     if (!small_registered) small_registered = small_register();
     if (small_registered < 0 || !small_key_made) {
-      free((char *)block - POOL_HEADER);
+      pool_block_free(block);
       return;
     }
     for (int i = 0; i < SMALL_SLOTS; ++i)
@@ -346,7 +349,7 @@ static void pool_free(void *user_context, void *block) {
         return;
       }
     struct small_slot *slot = &small_slots[small_evict++ % SMALL_SLOTS]; /* all full: the oldest goes */
-    free((char *)slot->block - POOL_HEADER);
+    pool_block_free(slot->block);
     slot->block = block;
     slot->size = size;
     return;
@@ -360,5 +363,5 @@ static void pool_free(void *user_context, void *block) {
       return;
     }
   pthread_mutex_unlock(&pool_lock);
-  free((char *)block - POOL_HEADER);
+  pool_block_free(block);
 }
