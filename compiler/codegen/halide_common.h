@@ -70,16 +70,24 @@ inline int pick_tile(int extent, int preferred, int vectors, int registers) {
   return best;
 }
 
-// Channels (or units) per register tile: `vectors` whole vectors where there are that many
-// channels, else one whole vector, else all the channels (fewer than a vector). A tile is thus
-// always a multiple of its vector width, so the stages computed per tile vectorize exactly; the
-// last tile of a row of channels that is not a multiple of it overlaps the one before
-// (ShiftInwards), which only pure definitions may do.
+// Channels (or units) per register tile: whole vectors, at most `vectors` of them and no more
+// than the channels, the count that computes the fewest channels (largest of equals); all the
+// channels where they are fewer than a vector. A tile is thus always a multiple of its vector
+// width, so the stages computed per tile vectorize exactly; the last tile of a row of channels
+// that is not a multiple of it overlaps the one before (ShiftInwards), which only pure
+// definitions may do, and computes again what the overlap covers: 35 channels in tiles of 32
+// compute 64, in tiles of 16 compute 48 (docs/performance.md, random networks).
 inline int channel_block(const ScheduleParams& params, int channels, int vectors) {
-  int most = std::max(1, vectors) * params.vector;
-  if (channels >= most) return most;
-  if (channels >= params.vector) return channels / params.vector * params.vector;
-  return channels;
+  if (channels < params.vector) return channels;
+  int best = params.vector, best_work = 0;
+  for (int v = 1; v <= std::max(1, vectors) && v * params.vector <= channels; ++v) {
+    int block = v * params.vector, work = (channels + block - 1) / block * block;
+    if (best_work == 0 || work <= best_work) {
+      best = block;
+      best_work = work;
+    }
+  }
+  return best;
 }
 
 // Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.

@@ -281,9 +281,31 @@ struct WinogradWeights {
   // slab the two transforms (all 16 positions, kept in the L1 cache), then per position
   // register tiles of `block` output x `tile` input channels over the slab's tiles, added to the
   // chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
+  //
+  // The sums are computed over channel counts padded to whole register tiles (`padded`): output
+  // channels to whole vectors, in a multiple of `block` (see winograd_weight_block), input
+  // channels to a multiple of `tile`. A partial vector or tile would be guarded, and Halide 14
+  // computes a guarded vector lane by lane: 35 channels in blocks of 32 made this kernel 6x
+  // slower than 32 channels (docs/performance.md, random networks). `gradient` must be defined
+  // (zero) over the padded output channels; the input is extended with zeros here.
+  static int padded(int channels, int multiple) { return (channels + multiple - 1) / multiple * multiple; }
+  // The output channels per register tile: the largest multiple of the vector up to `block` (the
+  // knob's or the rule's) that divides the channels padded to whole vectors (35 channels: 48 in
+  // blocks of 16, not 64 in blocks of 32).
+  static int block_dividing(int block, int vector, int out_channels) {
+    int vec = std::min(block, vector), extent = padded(out_channels, vec);
+    while (block > vec && extent % block != 0) block -= vec;
+    return block;
+  }
   static Func define(Func gradient, Func source, Expr batch, int chunks, int out_channels, int in_channels, int out_width,
                      int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile) {
     Var co("co"), ci("ci"), e("e"), nu("nu"), q("q"), k("k"), s("s"), kx("kx"), ky("ky");
+    int vec = std::min(block, sched.vector);
+    int co_extent = padded(out_channels, vec), ci_extent = padded(in_channels, tile);
+    if (ci_extent > in_channels) {
+      Expr all;
+      source = BoundaryConditions::constant_exterior(source, 0.0f, {{0, in_channels}, {all, all}, {all, all}, {all, all}});
+    }
     int tiles_x = (out_width + 2 * dw - 1) / (2 * dw) * dw, tiles_y = (out_height + 2 * dh - 1) / (2 * dh) * dh;
     int tiles = tiles_x * tiles_y;
     // Slab: the two transforms of a slab (16 x 4 bytes x slab x channels) within 32 KB, the L1
@@ -331,14 +353,14 @@ struct WinogradWeights {
     for (int j = 1; j < chunks; ++j) total = total + weights(co, ci, kx, ky, j);
     result(co, ci, kx, ky) = total;
 
-    int vec = std::min(block, sched.vector);
     Var coo("coo"), coi("coi"), cio("cio"), cii("cii");
     result.compute_root().reorder(co, kx, ky, ci).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(kx).unroll(ky);
-    chunk_sum.compute_root().vectorize(co, vec, TailStrategy::GuardWithIf);
+    chunk_sum.compute_root().bound(co, 0, co_extent).bound(ci, 0, ci_extent).vectorize(co, vec);
     // Each register tile added to the chunk's sums where it is complete. The last block of an
-    // uneven split is narrower: its vectors guarded, and the input channels not unrolled (with
-    // them unrolled Halide 14 added a 16-channel remainder of a 48-channel block three times:
-    // 3x the gradient of 64 channels in blocks of 48, tests/models/winograd_blocks.yaml).
+    // uneven split (where a knob's block does not divide the padded channels) is narrower: its
+    // vectors guarded, and the input channels not unrolled (with them unrolled Halide 14 added a
+    // 16-channel remainder of a 48-channel block three times: 3x the gradient of 64 channels in
+    // blocks of 48, tests/models/winograd_blocks.yaml).
     chunk_sum.update()
         .split(co, coo, coi, block, TailStrategy::GuardWithIf)
         .split(ci, cio, cii, tile, TailStrategy::GuardWithIf)
@@ -348,13 +370,13 @@ struct WinogradWeights {
     slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     gradient_transform.compute_at(chunk_sum, rs).reorder_storage(co, q, e, nu, k).reorder(co, e, nu, q).unroll(e).unroll(nu);
-    vectorize_pure(gradient_transform, co, sched.vector, out_channels);
+    vectorize_pure(gradient_transform, co, sched.vector, co_extent);
     input_transform.compute_at(chunk_sum, rs).reorder_storage(ci, q, e, nu, k).reorder(ci, e, nu, q).unroll(e).unroll(nu);
-    vectorize_pure(input_transform, ci, sched.vector, in_channels);
+    vectorize_pure(input_transform, ci, sched.vector, ci_extent);
     // A zero-padded copy of the input, so that the transform reads memory without a bounds test
     // per value.
     source.compute_root().parallel(source.args()[3]);
-    vectorize_pure(source, source.args()[0], sched.vector, in_channels);
+    vectorize_pure(source, source.args()[0], sched.vector, ci_extent);
     return result;
   }
 };
@@ -886,8 +908,12 @@ struct Conv2dBackward {
                     winograd_chosen(ctx.node, ctx.sched);
     Func dpre("dpre");  // materialized where computed: three reductions read it
     if (winograd) {
-      // Zero past the output's edges, where Winograd's last tiles read it.
-      dpre(c, x, y, n) = select(x < out_width && y < out_height, pre(c, min(x, out_width - 1), min(y, out_height - 1), n), 0.0f);
+      // Zero past the output's edges, where Winograd's last tiles read it, and past the last
+      // channel, where the weight gradient's padded register tiles read it.
+      Expr all;
+      Func pre_padded = BoundaryConditions::constant_exterior(pre, 0.0f, {{0, out_channels}, {all, all}, {all, all}, {all, all}});
+      dpre(c, x, y, n) = select(x < out_width && y < out_height, pre_padded(c, min(x, out_width - 1), min(y, out_height - 1), n),
+                                0.0f);
     } else {
       dpre(c, x, y, n) = pre(c, x, y, n);
     }
@@ -923,6 +949,7 @@ struct Conv2dBackward {
       Func zero_outside = zero_padded(input, width, height, /*same=*/true);
       Func bounded("source_bounded");  // the input in the output's coordinates, zero outside
       bounded(c, x, y, n) = zero_outside(c, x - left, y - top, n);
+      block = WinogradWeights::block_dividing(block, ctx.sched.vector, out_channels);
       int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
                            ctx.sched.registers);
       int chunks = ctx.sched.batch_chunks;
