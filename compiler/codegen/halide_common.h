@@ -227,18 +227,35 @@ inline ChannelReduction per_channel(const Shape& shape, Expr batch, Var c) {
   return reduction;
 }
 
+// Channels rounded up to whole vectors of `lanes` (none where there are fewer channels).
+inline int whole_vectors(int channels, int lanes) {
+  return channels < lanes ? channels : (channels + lanes - 1) / lanes * lanes;
+}
+
+// The channel coordinate at which per-channel sums over `padded` channels (whole vectors) read
+// tensors of `channels`: c itself where they are equal; else clamped, the clamp marked likely
+// to be a no-op, so that Halide computes the whole vectors before the last unclamped (dense
+// loads) and only the last one with clamped reads (its extra lanes are sums never read). A
+// partial vector guarded instead is computed lane by lane (Halide 14): batchnorm over 22
+// channels took 3.8x as long as over 32 (docs/performance.md, random networks).
+inline Expr padded_channel(Var c, int channels, int padded) {
+  return padded > channels ? clamp(likely(c), 0, channels - 1) : Expr(c);
+}
+
 // Per-channel sums over a batch of `shape` (every pixel of every example) in a fixed number of
 // batch chunks: partial(c, k) sums chunk k over `r`, reading the value at `at`, and `in_order`
 // adds the chunks' sums in order, so that the result is the same for any thread count while the
-// chunks run in parallel.
+// chunks run in parallel. The sums cover the channels padded to whole vectors of `lanes`
+// (padded_channel).
 struct ChunkedChannelSum {
   static constexpr int chunks = 8;
   Var k{"k"};
   RDom r;
   std::vector<Expr> at;  // (c, the pixel's coordinates, the example)
   Expr count;            // values per channel
+  int padded = 0;        // channels the sums cover
 
-  ChunkedChannelSum(const Shape& shape, Expr batch, Var c, const std::string& name) {
+  ChunkedChannelSum(const Shape& shape, Expr batch, Var c, const std::string& name, int lanes) {
     std::vector<int> extents = halide_extents(shape);
     Expr chunk = (batch + chunks - 1) / chunks;
     Region ranges;
@@ -247,7 +264,8 @@ struct ChunkedChannelSum {
     r = RDom(ranges, name);
     Expr image = k * chunk + r[r.dimensions() - 1];
     r.where(image < batch);
-    at = {c};
+    padded = whole_vectors(int(shape.back()), lanes);
+    at = {padded_channel(c, int(shape.back()), padded)};
     for (int d = 0; d + 1 < r.dimensions(); ++d) at.push_back(r[d]);
     at.push_back(min(image, batch - 1));  // the clamp only bounds the region: `where` skips the rest
     count = cast<float>(batch * int(shape_elements(shape) / shape.back()));
@@ -268,13 +286,14 @@ struct ChunkedChannelSum {
     partial.compute_root();
     if (sched.gpu) return;
     int lanes = std::min(channels, sched.vector);
-    partial.vectorize(c, lanes, channels % lanes == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf).parallel(k);
+    partial.bound(c, 0, padded);
+    partial.vectorize(c, lanes, padded % lanes == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf).parallel(k);
     Stage update = partial.update();
     std::vector<VarOrRVar> order{c};
     for (int d = 0; d < r.dimensions(); ++d) order.push_back(r[d]);
     order.push_back(k);
     update.reorder(order);
-    vectorize_update(update, c, lanes, channels).parallel(k);
+    vectorize_update(update, c, lanes, padded).parallel(k);
   }
 };
 
@@ -298,9 +317,9 @@ struct BatchStatistics {
 
   // `more` adds sums of its own to the pass: further values of the Tuple, given the point read
   // (c, the pixel's coordinates, the example) and the deviation there.
-  BatchStatistics(ImageParam input, const Shape& shape, Var c,
+  BatchStatistics(ImageParam input, const Shape& shape, Var c, const ScheduleParams& sched,
                   const std::function<std::vector<Expr>(const std::vector<Expr>& at, Expr deviation)>& more = nullptr)
-      : sums(shape, input.dim(int(shape.size())).extent(), c, "r") {
+      : sums(shape, input.dim(int(shape.size())).extent(), c, "r", sched.gpu ? 1 : sched.vector) {
     // K: the mean of the first examples' values, at least 256 of them where the batch has them.
     int pixels = int(shape_elements(shape) / shape.back());
     Expr examples = min(input.dim(int(shape.size())).extent(), (256 + pixels - 1) / pixels);
@@ -309,7 +328,7 @@ struct BatchStatistics {
     for (size_t d = 1; d < extents.size(); ++d) ranges.emplace_back(0, extents[d]);
     ranges.emplace_back(0, examples);
     first = RDom(ranges, "first");
-    std::vector<Expr> point{c};
+    std::vector<Expr> point{padded_channel(c, int(shape.back()), sums.padded)};
     for (int d = 0; d < first.dimensions(); ++d) point.push_back(first[d]);
     shift_sum(c) = 0.0f;
     shift_sum(c) += input(point);
@@ -336,11 +355,11 @@ struct BatchStatistics {
     Func(shift).compute_root();
     Func(shift_sum).compute_root();
     if (!sched.gpu) {
-      Func(shift).vectorize(c, lanes, TailStrategy::GuardWithIf);
-      Func(shift_sum).vectorize(c, lanes, TailStrategy::GuardWithIf);
+      Func(shift).bound(c, 0, sums.padded).vectorize(c, lanes);
+      Func(shift_sum).bound(c, 0, sums.padded).vectorize(c, lanes);
       std::vector<VarOrRVar> order{c};
       for (int d = 0; d < first.dimensions(); ++d) order.push_back(first[d]);
-      vectorize_update(Func(shift_sum).update().reorder(order), c, lanes, channels);
+      vectorize_update(Func(shift_sum).update().reorder(order), c, lanes, sums.padded);
     }
     sums.schedule(partial, c, sched, channels);
     for (Func f : {mean, variance}) {
@@ -354,7 +373,7 @@ struct BatchStatistics {
 // the pixels (BatchStatistics), as two Funcs of the channel.
 inline std::pair<Func, Func> batch_statistics(ImageParam input, const Shape& shape, Var c, const ScheduleParams& sched,
                                               bool hand) {
-  BatchStatistics statistics(input, shape, c);
+  BatchStatistics statistics(input, shape, c, sched);
   if (hand) statistics.schedule(c, shape, sched);
   return {statistics.mean, statistics.variance};
 }

@@ -49,7 +49,7 @@ void batchnorm_backward(BackwardContext& ctx, Func pre, ImageParam input, std::m
   Var c = vars[0];
   Func dpre("dpre");
   dpre(at) = pre(at);
-  BatchStatistics statistics(input, shape, c, [&](const std::vector<Expr>& point, Expr deviation) {
+  BatchStatistics statistics(input, shape, c, ctx.sched, [&](const std::vector<Expr>& point, Expr deviation) {
     Expr g = dpre(point);
     return std::vector<Expr>{g, g * deviation};
   });
