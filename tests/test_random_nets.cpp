@@ -109,10 +109,11 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
 // copied per task, a strided input gradient; grad_bn.yaml: batchnorm's chunked statistics and
 // gradient sums; grad_conv.yaml: strided convolutions with same padding (col2im at strides);
 // ragged_channels.yaml: 20, 37 and 22 channels (register tiles and sums over channels padded to
-// whole vectors).
+// whole vectors); grad_taps.yaml: weight gradients of few input channels with more taps than
+// registers.
 TEST_CASE("random networks: Winograd, strided and batchnorm training gradients match the reference at batches 1, 7 and 32", "[random]") {
   for (const char* model : {"tests/models/winograd.yaml", "tests/models/grad_bn.yaml", "tests/models/grad_conv.yaml",
-                            "tests/models/ragged_channels.yaml"}) {
+                            "tests/models/ragged_channels.yaml", "tests/models/grad_taps.yaml"}) {
     std::ifstream in(test::source_path(model));
     std::stringstream text;
     text << in.rdbuf();

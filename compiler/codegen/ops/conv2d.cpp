@@ -993,15 +993,30 @@ struct Conv2dBackward {
           vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
         }
         if (small) {
-          int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, taps)));
+          // The taps in registers: all of them where they fit the accumulators, else a row of
+          // taps (ci, kx) per pass over the chunk's pixels, else the input channels alone. All
+          // 75 taps of a 5x5 conv on 3 channels unrolled spilled the registers: 15.7% of the
+          // peak (docs/performance.md, random networks).
+          int row = in_channels * int(kw);
+          int unrolled = taps <= accumulators ? taps : row <= accumulators ? row : in_channels;
+          int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, unrolled)));
           int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
           kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
               .fuse(coo, k, t1).parallel(t1);
-          kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci).unroll(kx).unroll(ky);
-          kernel_acc.update().reorder(co, ci, kx, ky, r.x, r.y, r.z, k).vectorize(co, small_vec).unroll(co).unroll(ci)
-              .unroll(kx).unroll(ky);
-          ctx.schedule = fmt::format("weight gradient: register tile {} channels x all {} taps, {} batch chunks in parallel",
-                                  small_block, taps, chunks);
+          kernel_acc.compute_at(kernel_partial, t1).vectorize(co, small_vec).unroll(co).unroll(ci);
+          Stage sum = kernel_acc.update();
+          sum.vectorize(co, small_vec).unroll(co).unroll(ci);
+          if (unrolled == taps) {
+            kernel_acc.unroll(kx).unroll(ky);
+            sum.reorder(co, ci, kx, ky, r.x, r.y, r.z, k).unroll(kx).unroll(ky);
+          } else if (unrolled == row) {
+            kernel_acc.unroll(kx);
+            sum.reorder(co, ci, kx, r.x, r.y, r.z, ky, k).unroll(kx);
+          } else {
+            sum.reorder(co, ci, r.x, r.y, r.z, kx, ky, k);
+          }
+          ctx.schedule = fmt::format("weight gradient: register tile {} channels x {} of the {} taps, {} batch chunks in parallel",
+                                     small_block, unrolled, taps, chunks);
         } else {
           // Input channels per tile: near pixel_tile, wasting the least to the last, overlapping
           // tile (16 channels by tiles of 12 computed 24: 1.28x slower than one tile of 16).
