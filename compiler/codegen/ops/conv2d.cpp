@@ -981,7 +981,6 @@ struct Conv2dBackward {
       } else {
         // Register tile: `block` output channels by `tile` input channels; where the input has few
         // channels (conv1: one), by every (ci, kx, ky) instead, so that enough accumulators stay busy.
-        int accumulators = ctx.sched.channel_vectors * ctx.sched.pixel_tile;
         int taps = in_channels * int(kw * kh);
         bool small = in_channels * 2 < ctx.sched.pixel_tile;
         Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2"), t3("t3"), t4("t4");
@@ -993,13 +992,16 @@ struct Conv2dBackward {
           vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
         }
         if (small) {
-          // The taps in registers: all of them where they fit the accumulators, else a row of
-          // taps (ci, kx) per pass over the chunk's pixels, else the input channels alone. All
-          // 75 taps of a 5x5 conv on 3 channels unrolled spilled the registers: 15.7% of the
-          // peak (docs/performance.md, random networks).
-          int row = in_channels * int(kw);
-          int unrolled = taps <= accumulators ? taps : row <= accumulators ? row : in_channels;
-          int vectors = std::max(1, std::min(ctx.sched.channel_vectors, accumulators / std::max(1, unrolled)));
+          // The taps in registers (all but 4 of them accumulators): all of them where they fit,
+          // else `rows` rows of taps (ci, kx) per pass over the chunk's pixels (the most that fit
+          // and divide the kernel's height), else the input channels alone. All 75 taps of a 5x5
+          // conv on 3 channels unrolled spilled the registers: 15.7% of the peak
+          // (docs/performance.md, random networks).
+          int capacity = std::max(1, ctx.sched.registers - 4), row = in_channels * int(kw), rows = 1;
+          for (int r = 1; r <= int(kh); ++r)
+            if (int(kh) % r == 0 && row * r <= capacity) rows = r;
+          int unrolled = taps <= capacity ? taps : row <= capacity ? row * rows : in_channels;
+          int vectors = std::max(1, std::min(ctx.sched.channel_vectors, capacity / std::max(1, unrolled)));
           int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
           kernel_partial.split(co, coo, coi, small_block).reorder(coi, ci, kx, ky, coo, k).vectorize(coi, small_vec)
               .fuse(coo, k, t1).parallel(t1);
@@ -1009,9 +1011,10 @@ struct Conv2dBackward {
           if (unrolled == taps) {
             kernel_acc.unroll(kx).unroll(ky);
             sum.reorder(co, ci, kx, ky, r.x, r.y, r.z, k).unroll(kx).unroll(ky);
-          } else if (unrolled == row) {
-            kernel_acc.unroll(kx);
-            sum.reorder(co, ci, kx, r.x, r.y, r.z, ky, k).unroll(kx);
+          } else if (unrolled == row * rows) {
+            Var kyo("kyo"), kyi("kyi");
+            kernel_acc.unroll(kx).unroll(ky);
+            sum.split(ky, kyo, kyi, rows).reorder(co, ci, kx, kyi, r.x, r.y, r.z, kyo, k).unroll(kx).unroll(kyi);
           } else {
             sum.reorder(co, ci, r.x, r.y, r.z, kx, ky, k);
           }
