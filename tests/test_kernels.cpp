@@ -382,6 +382,37 @@ static void check_same_outputs(const KernelTiming& direct, const KernelTiming& o
   }
 }
 
+// Register tiles of channels (channel_block): by default the count of whole vectors that computes
+// the fewest channels (35 channels: tiles of one vector, computing 48, not of two, computing 64);
+// a tuned channel_vectors knob as asked, so that cnnc tune measures the tiles the rule passes
+// over. Both compute the same outputs, at batch 1 and 7.
+TEST_CASE("kernels: register tiles of ragged channel counts follow the rule by default and the knob when tuned", "[kernels]") {
+  Graph graph = compile_graph(parse_model_text(R"(name: ragged_tiles
+input: {shape: [9, 8, 5]}
+layers:
+  - conv2d: {name: c, filters: 35, kernel: 5, padding: same, activation: relu}
+  - flatten: {}
+  - dense: {units: 3, activation: softmax}
+)", "ragged_tiles.yaml"));
+  TargetInfo target = resolve_target("host");
+  // Floats per vector: 16 with AVX-512, 8 with AVX2 (x86), 4 with NEON.
+  int vector = target.arch == "arm-64" ? 4 : target.halide.find("avx512") != std::string::npos ? 16 : 8;
+  KernelInfo kernel = plan_kernels(graph).front();
+  REQUIRE(graph.nodes[kernel.node].name == "c");
+  KernelTiming rule = time_kernel(graph, kernel, target, 7, 1, {1});
+  REQUIRE(rule.ok);
+  kernel.knobs.channel_vectors = 2;
+  kernel.knobs.pixel_tile = 4;
+  KernelTiming tuned = time_kernel(graph, kernel, target, 7, 1, {1});
+  INFO(rule.schedule << " / " << tuned.schedule);
+  REQUIRE(tuned.ok);
+  // 35 channels: one vector's tiles compute the fewest (16 floats: 48 against 64; 8: 40 against
+  // 48; 4: 36 against 40).
+  CHECK(rule.schedule.find("register tile " + std::to_string(vector) + " channels") != std::string::npos);
+  CHECK(tuned.schedule.find("register tile " + std::to_string(2 * vector) + " channels") != std::string::npos);
+  check_same_outputs(rule, tuned);
+}
+
 // The register-tile knobs cnnc tune tries on a Winograd backward kernel (1 to 3 vectors of
 // output channels, tiles of 2 to 16), where 64 channels split unevenly into blocks of 48, 48 into
 // blocks of 32 and a 7-wide map into tiles: each within 1e-4 of the direct algorithm's gradients,

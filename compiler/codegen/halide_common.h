@@ -30,6 +30,7 @@ struct ScheduleParams {
   int pixel_tile = 6;       // ... by pixel_tile output pixels (or batch rows, for dense)
   int batch_chunks = 4;     // weight gradients: the batch is split in this many chunks summed in order
   bool pixel_tile_tuned = false;  // pixel_tile came from a tuned knob (heuristics leave it alone)
+  bool channel_vectors_tuned = false;  // channel_vectors came from a tuned knob (channel_block)
   std::string algorithm;          // ScheduleKnobs::algorithm
 };
 
@@ -76,9 +77,15 @@ inline int pick_tile(int extent, int preferred, int vectors, int registers) {
 // width, so the stages computed per tile vectorize exactly; the last tile of a row of channels
 // that is not a multiple of it overlaps the one before (ShiftInwards), which only pure
 // definitions may do, and computes again what the overlap covers: 35 channels in tiles of 32
-// compute 64, in tiles of 16 compute 48 (docs/performance.md, random networks).
+// compute 64, in tiles of 16 compute 48 (docs/performance.md, random networks). A tuned
+// channel_vectors knob asks for its count as such: that many vectors where there are that many
+// channels, else as many as there are (so that cnnc tune measures 2 vectors of 67 channels too).
 inline int channel_block(const ScheduleParams& params, int channels, int vectors) {
   if (channels < params.vector) return channels;
+  if (params.channel_vectors_tuned) {
+    int most = std::max(1, vectors) * params.vector;
+    return channels >= most ? most : channels / params.vector * params.vector;
+  }
   int best = params.vector, best_work = 0;
   for (int v = 1; v <= std::max(1, vectors) && v * params.vector <= channels; ++v) {
     int block = v * params.vector, work = (channels + block - 1) / block * block;
@@ -112,6 +119,7 @@ inline ScheduleParams schedule_params(const Target& target, const ScheduleKnobs&
   if (knobs.channel_vectors > 0) params.channel_vectors = knobs.channel_vectors;
   if (knobs.pixel_tile > 0) params.pixel_tile = knobs.pixel_tile;
   params.pixel_tile_tuned = knobs.pixel_tile > 0;
+  params.channel_vectors_tuned = knobs.channel_vectors > 0;
   if (knobs.batch_chunks > 0) params.batch_chunks = knobs.batch_chunks;
   params.algorithm = knobs.algorithm;
   return params;
