@@ -55,6 +55,9 @@ inline ScheduleParams schedule_params(const Target& target) {
   return params;
 }
 
+// `value` rounded up to a multiple of `multiple`.
+inline int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
+
 // The pixels per register tile for a row of `extent` pixels: near `preferred`, wasting the least
 // work to the last, overlapping tile (ShiftInwards recomputes it), and small enough that
 // `vectors` x tile accumulators + the operands fit in the registers. Ties go to the larger tile.
@@ -62,7 +65,7 @@ inline int pick_tile(int extent, int preferred, int vectors, int registers) {
   int best = std::max(1, std::min(preferred, extent)), best_work = 0;
   for (int tile = std::max(1, preferred / 2); tile <= preferred + preferred / 4 + 1; ++tile) {
     if (tile > extent || vectors * tile + vectors + 1 > registers) continue;
-    int work = (extent + tile - 1) / tile * tile;
+    int work = round_up(extent, tile);
     if (best_work == 0 || work < best_work || (work == best_work && tile > best)) {
       best = tile;
       best_work = work;
@@ -88,7 +91,7 @@ inline int channel_block(const ScheduleParams& params, int channels, int vectors
   }
   int best = params.vector, best_work = 0;
   for (int v = 1; v <= std::max(1, vectors) && v * params.vector <= channels; ++v) {
-    int block = v * params.vector, work = (channels + block - 1) / block * block;
+    int block = v * params.vector, work = round_up(channels, block);
     if (best_work == 0 || work <= best_work) {
       best = block;
       best_work = work;
@@ -237,7 +240,7 @@ inline ChannelReduction per_channel(const Shape& shape, Expr batch, Var c) {
 
 // Channels rounded up to whole vectors of `lanes` (none where there are fewer channels).
 inline int whole_vectors(int channels, int lanes) {
-  return channels < lanes ? channels : (channels + lanes - 1) / lanes * lanes;
+  return channels < lanes ? channels : round_up(channels, lanes);
 }
 
 // The channel coordinate at which per-channel sums over `padded` channels (whole vectors) read
@@ -294,8 +297,7 @@ struct ChunkedChannelSum {
     partial.compute_root();
     if (sched.gpu) return;
     int lanes = std::min(channels, sched.vector);
-    partial.bound(c, 0, padded);
-    partial.vectorize(c, lanes, padded % lanes == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf).parallel(k);
+    partial.bound(c, 0, padded).vectorize(c, lanes).parallel(k);  // padded: whole vectors of `lanes`
     Stage update = partial.update();
     std::vector<VarOrRVar> order{c};
     for (int d = 0; d < r.dimensions(); ++d) order.push_back(r[d]);

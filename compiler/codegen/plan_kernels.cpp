@@ -19,12 +19,13 @@ namespace {
 // used (`cnnc tune` measures again) but stay in the database.
 // r11: a tuned channel_vectors knob taken as asked again (r10's rule applies to the default);
 // r10: register tiles of channels that compute the fewest channels (channel_block), the Winograd
-// weight gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each thread, in packages and in tuning's timing (a kernel
-// timed before may have paid page faults it no longer pays); r8: batchnorm's training statistics
-// in one pass (BatchStatistics); r7: Winograd with a fused or folded pooling, and behind a max
-// pooling's indices by rule (at_maxima in ops/conv2d.cpp); r6: depthwise/separable tasks of
-// several rows, residual adds folded at inference; r5: Winograd weight gradients; r4: Winograd by
-// rule, padded copies, GEMM input gradient at strides, chunked batchnorm sums.
+// weight gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each
+// thread, in packages and in tuning's timing (a kernel timed before may have paid page faults it
+// no longer pays); r8: batchnorm's training statistics in one pass (BatchStatistics); r7:
+// Winograd with a fused or folded pooling, and behind a max pooling's indices by rule (at_maxima
+// in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
+// inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
+// gradient at strides, chunked batchnorm sums.
 constexpr int kScheduleRevision = 11;
 
 }  // namespace

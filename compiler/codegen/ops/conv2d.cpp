@@ -282,18 +282,17 @@ struct WinogradWeights {
   // register tiles of `block` output x `tile` input channels over the slab's tiles, added to the
   // chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
   //
-  // The sums are computed over channel counts padded to whole register tiles (`padded`): output
-  // channels to whole vectors, in a multiple of `block` (see winograd_weight_block), input
-  // channels to a multiple of `tile`. A partial vector or tile would be guarded, and Halide 14
+  // The sums are computed over channel counts padded to whole register tiles: output channels to
+  // whole vectors, in a multiple of `block` (see block_dividing), input channels to a multiple
+  // of `tile`. A partial vector or tile would be guarded, and Halide 14
   // computes a guarded vector lane by lane: 35 channels in blocks of 32 made this kernel 6x
   // slower than 32 channels (docs/performance.md, random networks). `gradient` must be defined
   // (zero) over the padded output channels; the input is extended with zeros here.
-  static int padded(int channels, int multiple) { return (channels + multiple - 1) / multiple * multiple; }
   // The output channels per register tile: the largest multiple of the vector up to `block` (the
   // knob's or the rule's) that divides the channels padded to whole vectors (35 channels: 48 in
   // blocks of 16, not 64 in blocks of 32).
   static int block_dividing(int block, int vector, int out_channels) {
-    int vec = std::min(block, vector), extent = padded(out_channels, vec);
+    int vec = std::min(block, vector), extent = round_up(out_channels, vec);
     while (block > vec && extent % block != 0) block -= vec;
     return block;
   }
@@ -301,7 +300,7 @@ struct WinogradWeights {
                      int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile) {
     Var co("co"), ci("ci"), e("e"), nu("nu"), q("q"), k("k"), s("s"), kx("kx"), ky("ky");
     int vec = std::min(block, sched.vector);
-    int co_extent = padded(out_channels, vec), ci_extent = padded(in_channels, tile);
+    int co_extent = round_up(out_channels, vec), ci_extent = round_up(in_channels, tile);
     if (ci_extent > in_channels) {
       Expr all;
       source = BoundaryConditions::constant_exterior(source, 0.0f, {{0, in_channels}, {all, all}, {all, all}, {all, all}});
@@ -998,8 +997,8 @@ struct Conv2dBackward {
           // conv on 3 channels unrolled spilled the registers: 15.7% of the peak
           // (docs/performance.md, random networks).
           int capacity = std::max(1, ctx.sched.registers - 4), row = in_channels * int(kw), rows = 1;
-          for (int r = 1; r <= int(kh); ++r)
-            if (int(kh) % r == 0 && row * r <= capacity) rows = r;
+          for (int height = 1; height <= int(kh); ++height)
+            if (int(kh) % height == 0 && row * height <= capacity) rows = height;
           int unrolled = taps <= capacity ? taps : row <= capacity ? row * rows : in_channels;
           int vectors = std::max(1, std::min(ctx.sched.channel_vectors, capacity / std::max(1, unrolled)));
           int small_block = channel_block(ctx.sched, out_channels, vectors), small_vec = std::min(small_block, ctx.sched.vector);
