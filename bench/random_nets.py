@@ -30,11 +30,9 @@ INPUTS = [[28, 28, 1], [32, 32, 3], [24, 24, 3]]
 
 
 class Net:
-    def __init__(self, rng, name):
-        self.rng = rng
+    def __init__(self):
         self.lines = []
         self.count = 0
-        self.name = name
 
     def layer(self, op, **attrs):
         self.count += 1
@@ -157,7 +155,7 @@ def random_net(seed, index):
     rng = random.Random(seed * 1000 + index)
     family = sorted(FAMILIES)[(seed + index) % len(FAMILIES)]  # every family in any 4 in a row
     name = f"rand{seed}_{index}_{family}"
-    net = Net(rng, name)
+    net = Net()
     shape = rng.choice(INPUTS)
     size = FAMILIES[family](net, rng, shape[0])
     if size > 4 and rng.random() < 0.3 or rng.random() < 0.5 and family != "plain":
