@@ -82,6 +82,12 @@ std::map<std::string, std::string> manifest_schedules(const test::BuiltModel& bu
   return schedules;
 }
 
+// Floats per vector of the host target: 16 with AVX-512, 8 with AVX2 (x86), 4 with NEON.
+int host_vector_floats() {
+  TargetInfo target = resolve_target("host");
+  return target.arch == "arm-64" ? 4 : target.halide.find("avx512") != std::string::npos ? 16 : 8;
+}
+
 void check_model(const std::string& path) {
   test::BuiltModel built = test::build_model(path);
   for (int batch : {1, 7, 32}) check_every_kernel(built, batch, 1234 + uint32_t(batch));
@@ -172,6 +178,20 @@ TEST_CASE("kernels: depthwise and separable convolutions in tasks of several row
   CHECK_THAT(schedules["depthwise_rows_k5_valid"], Catch::Contains("tasks of 4 output rows"));
   CHECK_THAT(schedules["depthwise_rows_k3_wide"], Catch::Contains("images as tasks"));
   check_model("tests/models/depthwise_rows.yaml");
+}
+
+TEST_CASE("kernels: backward at the window maxima over ragged input channels (whole vectors) matches the reference", "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/ragged_pool.yaml");
+  std::map<std::string, std::string> schedules = manifest_schedules(built);
+  int vector = host_vector_floats();
+  for (auto [kernel, channels] : {std::pair{"ragged_pool_b2_p37", 20}, std::pair{"ragged_pool_b3_v21", 37}}) {
+    INFO(kernel << ": " << schedules[kernel]);
+    CHECK_THAT(schedules[kernel], Catch::Contains("window maxima only"));
+    if (channels % vector != 0)
+      CHECK_THAT(schedules[kernel], Catch::Contains("sums over " + std::to_string(channels) + " input channels padded to " +
+                                                    std::to_string((channels + vector - 1) / vector * vector)));
+  }
+  check_model("tests/models/ragged_pool.yaml");
 }
 
 TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {
@@ -395,8 +415,7 @@ layers:
   - dense: {units: 3, activation: softmax}
 )", "ragged_tiles.yaml"));
   TargetInfo target = resolve_target("host");
-  // Floats per vector: 16 with AVX-512, 8 with AVX2 (x86), 4 with NEON.
-  int vector = target.arch == "arm-64" ? 4 : target.halide.find("avx512") != std::string::npos ? 16 : 8;
+  int vector = host_vector_floats();
   KernelInfo kernel = plan_kernels(graph).front();
   REQUIRE(graph.nodes[kernel.node].name == "c");
   KernelTiming rule = time_kernel(graph, kernel, target, 7, 1, {1});

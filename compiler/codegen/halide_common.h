@@ -100,10 +100,12 @@ inline int channel_block(const ScheduleParams& params, int channels, int vectors
   return best;
 }
 
-// Vectorizes a pure dimension of `extent` values by up to `lanes`, guarding a partial last vector.
+// Vectorizes a pure dimension of `extent` values (the extent `f` is computed over) by up to
+// `lanes`. A partial last vector is shifted inwards, overlapping the one before (a pure
+// definition may compute values twice), not guarded: Halide 14 computes a guarded vector lane by
+// lane (35-channel Winograd input transforms: docs/performance.md, random networks, third draw).
 inline void vectorize_pure(Func f, Var v, int lanes, int extent) {
-  int width = std::min(lanes, extent);
-  f.vectorize(v, width, extent % width == 0 ? TailStrategy::Auto : TailStrategy::GuardWithIf);
+  f.vectorize(v, std::min(lanes, extent), TailStrategy::ShiftInwards);
 }
 
 // Vectorizes an update stage (a reduction step) along a dimension of `extent` values by `lanes`:

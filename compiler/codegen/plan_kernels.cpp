@@ -17,7 +17,9 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r11: a tuned channel_vectors knob taken as asked again (r10's rule applies to the default);
+// r12: backward at the window maxima over input channels padded to whole vectors, partial last
+// vectors of pure stages shifted inwards (not guarded), the Winograd weight gradient's register
+// tile added to its sums unrolled; r11: a tuned channel_vectors knob taken as asked again (r10's rule applies to the default);
 // r10: register tiles of channels that compute the fewest channels (channel_block), the Winograd
 // weight gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each
 // thread, in packages and in tuning's timing (a kernel timed before may have paid page faults it
@@ -26,7 +28,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 11;
+constexpr int kScheduleRevision = 12;
 
 }  // namespace
 

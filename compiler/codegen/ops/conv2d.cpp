@@ -366,6 +366,10 @@ struct WinogradWeights {
         .reorder(coi, cii, coo, cio, nu, e, rs, k)
         .vectorize(coi, vec, TailStrategy::GuardWithIf)
         .parallel(k);
+    // Where the blocks divide the channels, the tile's adds unrolled too, so that the register
+    // tile stays in registers (a loop over it kept it in memory: 32 channels on 24x24, one thread, the backward
+    // kernels 1.03-1.13x faster in three alternating runs).
+    if (co_extent % block == 0) chunk_sum.update().unroll(coi).unroll(cii);
     slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     gradient_transform.compute_at(chunk_sum, rs).reorder_storage(co, q, e, nu, k).reorder(co, e, nu, q).unroll(e).unroll(nu);
@@ -692,7 +696,7 @@ struct Conv2dBackward {
     if (!ctx.sched.algorithm.empty()) return ctx.sched.algorithm == "direct";
     if (!winograd_by_default(ctx.node)) return true;
     auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
-    bool tile_fits = in[2] * kh * kw <= int64_t(ctx.sched.registers * 3 / 4) * ctx.sched.vector;
+    bool tile_fits = whole_vectors(int(in[2]), ctx.sched.vector) * kh * kw <= int64_t(ctx.sched.registers * 3 / 4) * ctx.sched.vector;
     bool image_fits = in[0] * in[1] * in[2] * int64_t(sizeof(float)) <= 32 * 1024;
     return tile_fits && image_fits;
   }
@@ -752,6 +756,13 @@ struct Conv2dBackward {
     auto [window_height, window_width, activation] = max_pool_window();
     int ph = window_height, pw = window_width;  // (lambdas below capture them)
     Var c("c"), x("x"), y("y"), n("n"), ci("ci"), kx("kx"), ky("ky"), co("co");
+    // On the CPU the input channels' sums run over whole vectors (`padded` channels): reads past
+    // the last channel are clamped (padded_channel) and their sums never read. A guarded last
+    // vector is computed lane by lane: 29 input channels took 2.6x as long as 32
+    // (docs/performance.md, random networks, third draw).
+    int vec = std::min(ctx.sched.vector, in_channels);
+    int padded = ctx.hand && !ctx.sched.gpu ? whole_vectors(in_channels, vec) : in_channels;
+    Expr channel = padded_channel(ci, in_channels, padded);
 
     // The gradient at each window's maximum: the pooled gradient times the activation's
     // derivative there, whose value is the pooled output.
@@ -766,6 +777,8 @@ struct Conv2dBackward {
       return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
     };
     Func source = zero_padded(input, width, height, same);
+    Func image_padded("image_padded");  // over `padded` channels
+    image_padded(ci, x, y, n) = source(channel, x, y, n);
 
     RDom windows(0, pooled_width, 0, pooled_height, 0, ctx.batch, "windows");
     if (ctx.node.attrs.get_bool("use_bias")) {
@@ -797,8 +810,9 @@ struct Conv2dBackward {
       RDom win(0, pooled_width, 0, pooled_height, "win");
       Expr wx = max_x(co, win.x, win.y, n), wy = max_y(co, win.x, win.y, n);
       per_image(ci, kx, ky, co, n) = 0.0f;
-      per_image(ci, kx, ky, co, n) += at_max(co, win.x, win.y, n) *
-                                      source(ci, wx * int(sw) + dilated(kx, dw) - left, wy * int(sh) + dilated(ky, dh) - top, n);
+      per_image(ci, kx, ky, co, n) +=
+          at_max(co, win.x, win.y, n) *
+          image_padded(ci, wx * int(sw) + dilated(kx, dw) - left, wy * int(sh) + dilated(ky, dh) - top, n);
       Expr chunk = (ctx.batch + chunks - 1) / chunks;
       images = RDom(0, chunk, "images");
       images.where(k * chunk + images < ctx.batch);
@@ -819,7 +833,8 @@ struct Conv2dBackward {
     param_grads.emplace_back("kernel", kernel_grad);
 
     Func transposed("transposed");
-    transposed(ci, co, kx, ky) = params.at("kernel")(co, ci, kx, ky);
+    transposed(ci, co, kx, ky) = params.at("kernel")(co, channel, kx, ky);
+    Func scatter_sum("input_gradient_sum");  // over `padded` channels, copied into the input gradient
     if (ctx.kernel.input_grad[0]) {
       // d(input): each maximum adds its gradient times the kernel to the input patch it read.
       // Output channel outermost, then the windows, then the taps: one channel's kernel slice
@@ -829,17 +844,19 @@ struct Conv2dBackward {
       Expr ix = cx * int(sw) + dilated(r[0], dw) - left, iy = cy * int(sh) + dilated(r[1], dh) - top;
       if (same) r.where(ix >= 0 && ix < width && iy >= 0 && iy < height);
       input_grad = Func("input_gradient");
-      input_grad(ci, x, y, n) = 0.0f;
-      input_grad(ci, clamp(ix, 0, width - 1), clamp(iy, 0, height - 1), n) +=
+      Func& sum = padded > in_channels ? scatter_sum : input_grad;
+      sum(ci, x, y, n) = 0.0f;
+      sum(ci, clamp(ix, 0, width - 1), clamp(iy, 0, height - 1), n) +=
           at_max(r[4], r[2], r[3], n) * transposed(ci, r[4], r[0], r[1]);
+      if (padded > in_channels) input_grad(ci, x, y, n) = scatter_sum(ci, x, y, n);
       scatter_taps = {r[0], r[1]};
     }
     if (!ctx.hand) return;
-    int vec = std::min(ctx.sched.vector, in_channels);
     at_max.compute_root().vectorize(c, std::min(ctx.sched.vector, out_channels));
     if (ctx.worth_parallel(ctx.node.shape)) at_max.parallel(n);
     transposed.compute_root();
     ctx.schedule = fmt::format("backward at the {}x{} window maxima only", ph, pw);
+    if (padded > in_channels) ctx.schedule += fmt::format(", sums over {} input channels padded to {}", in_channels, padded);
     if (ctx.sched.gpu) {
       patch_sum.compute_root().gpu_tile(ci, co, Var("b0"), Var("b1"), Var("t0"), Var("t1"), std::min(32, in_channels), 1,
                                         TailStrategy::GuardWithIf);
@@ -853,18 +870,19 @@ struct Conv2dBackward {
     // Per batch chunk (a task each), image by image, per output channel: a register tile of all
     // input channels x kernel taps.
     Var cio("cio"), cii("cii");
-    bool split_channels = in_channels % vec == 0 && in_channels / vec <= 4;
-    partial.compute_root().vectorize(ci, vec).parallel(k);
+    bool split_channels = padded % vec == 0 && padded / vec <= 4;
+    partial.compute_root().bound(ci, 0, padded).vectorize(ci, vec).parallel(k);
     Stage add = partial.update();
     add.reorder(ci, kx, ky, co, images, k);
     if (split_channels) add.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-    else vectorize_update(add, ci, vec, in_channels);
+    else vectorize_update(add, ci, vec, padded);
     add.unroll(kx).unroll(ky).parallel(k);
     per_image.compute_at(partial, co).vectorize(ci, vec).unroll(kx).unroll(ky);
+    if (padded > in_channels || same) image_padded.compute_at(partial, images).vectorize(ci, vec);
     Stage sum = per_image.update();
     sum.reorder(ci, kx, ky, window_rvars[0], window_rvars[1]);
     if (split_channels) sum.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-    else vectorize_update(sum, ci, vec, in_channels);
+    else vectorize_update(sum, ci, vec, padded);
     sum.unroll(kx).unroll(ky);
     kernel_grad.vectorize(co, std::min(ctx.sched.vector, out_channels));
     if (ctx.kernel.input_grad[0]) {
@@ -872,11 +890,17 @@ struct Conv2dBackward {
       // gradient (a few KB) stays in L1 while the windows add to it; the taps are unrolled so
       // that a window's maximum is located once for all of them.
       input_grad.compute_root().vectorize(ci, vec).parallel(n);
-      Stage scatter = input_grad.update();
+      Func sum_at = input_grad;
+      if (padded > in_channels) {
+        // The image's sums over whole vectors (a few KB, in L1), then copied out.
+        scatter_sum.compute_at(input_grad, n).bound(ci, 0, padded).vectorize(ci, vec);
+        sum_at = scatter_sum;
+      }
+      Stage scatter = sum_at.update();
       if (split_channels) scatter.split(ci, cio, cii, vec).vectorize(cii).unroll(cio);
-      else vectorize_update(scatter, ci, vec, in_channels);
+      else vectorize_update(scatter, ci, vec, padded);
       if (kw * kh <= 25) scatter.unroll(scatter_taps[0]).unroll(scatter_taps[1]);
-      scatter.parallel(n);
+      if (padded == in_channels) scatter.parallel(n);
       ctx.direct_input_grad = true;
     }
   }
