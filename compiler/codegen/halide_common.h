@@ -103,7 +103,7 @@ inline int channel_block(const ScheduleParams& params, int channels, int vectors
 // Vectorizes a pure dimension of `extent` values (the extent `f` is computed over) by up to
 // `lanes`. A partial last vector is shifted inwards, overlapping the one before (a pure
 // definition may compute values twice), not guarded: Halide 14 computes a guarded vector lane by
-// lane (35-channel Winograd input transforms: docs/performance.md, random networks, third draw).
+// lane (docs/performance.md, "Ragged channels, continued").
 inline void vectorize_pure(Func f, Var v, int lanes, int extent) {
   f.vectorize(v, std::min(lanes, extent), TailStrategy::ShiftInwards);
 }

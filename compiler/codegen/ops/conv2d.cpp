@@ -367,8 +367,8 @@ struct WinogradWeights {
         .vectorize(coi, vec, TailStrategy::GuardWithIf)
         .parallel(k);
     // Where the blocks divide the channels, the tile's adds unrolled too, so that the register
-    // tile stays in registers (a loop over it kept it in memory: 32 channels on 24x24, one thread, the backward
-    // kernels 1.03-1.13x faster in three alternating runs).
+    // tile stays in registers (a loop over it kept it in memory; 32 channels on 24x24, one
+    // thread: the backward kernels 1.03-1.13x faster in three alternating runs).
     if (co_extent % block == 0) chunk_sum.update().unroll(coi).unroll(cii);
     slab_acc.compute_at(chunk_sum, coo).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
     slab_acc.update().reorder(co, ci, rq, e, nu).vectorize(co, vec, TailStrategy::GuardWithIf).unroll(co).unroll(ci);
@@ -759,7 +759,8 @@ struct Conv2dBackward {
     // On the CPU the input channels' sums run over whole vectors (`padded` channels): reads past
     // the last channel are clamped (padded_channel) and their sums never read. A guarded last
     // vector is computed lane by lane: 29 input channels took 2.6x as long as 32
-    // (docs/performance.md, random networks, third draw).
+    // (docs/performance.md, "Ragged channels, continued"). The weight gradient reads each image
+    // from a copy over the padded channels (and zero-padded borders, 'same'), made per image.
     int vec = std::min(ctx.sched.vector, in_channels);
     int padded = ctx.hand && !ctx.sched.gpu ? whole_vectors(in_channels, vec) : in_channels;
     Expr channel = padded_channel(ci, in_channels, padded);
@@ -777,7 +778,7 @@ struct Conv2dBackward {
       return py * ph + clamp(index(channel, px, py, image), 0, ph * pw - 1) / pw;
     };
     Func source = zero_padded(input, width, height, same);
-    Func image_padded("image_padded");  // over `padded` channels
+    Func image_padded("image_padded");  // over `padded` channels; copied per image where scheduled
     image_padded(ci, x, y, n) = source(channel, x, y, n);
 
     RDom windows(0, pooled_width, 0, pooled_height, 0, ctx.batch, "windows");
