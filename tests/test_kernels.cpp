@@ -177,6 +177,9 @@ TEST_CASE("kernels: depthwise and separable convolutions in tasks of several row
   CHECK_THAT(schedules["depthwise_rows_k2_sep"], Catch::Contains("tasks of 4 output rows"));
   CHECK_THAT(schedules["depthwise_rows_k5_valid"], Catch::Contains("tasks of 4 output rows"));
   CHECK_THAT(schedules["depthwise_rows_k3_wide"], Catch::Contains("images as tasks"));
+  // wide's input gradient (stride 2) by the stride's phases, each with its own taps (its
+  // gradients against the reference: tests/test_random_nets.cpp).
+  CHECK_THAT(schedules["depthwise_rows_b3_wide"], Catch::Contains("input gradient by the 4 phases of the stride"));
   check_model("tests/models/depthwise_rows.yaml");
 }
 
