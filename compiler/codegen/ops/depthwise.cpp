@@ -361,7 +361,8 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
   dpadded.compute_root().parallel(n);
   vectorize_pure(dpadded, c, ctx.sched.vector, channels);
   if (phases) {
-    // Per row of phases (sh input rows) and channel block, sw columns at a time, unrolled.
+    // sh rows x sw columns (one value of each phase) per step, unrolled; the channels innermost,
+    // vectorized; rows of steps x images as tasks.
     int vec = std::min(ctx.sched.vector, w.channels);
     Var xo("xo"), xi("xi"), yo("yo"), yi("yi"), yn("yn");
     input_grad.compute_root().split(x, xo, xi, w.sw, TailStrategy::GuardWithIf)
