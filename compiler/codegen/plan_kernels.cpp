@@ -19,9 +19,10 @@ namespace {
 // used (`cnnc tune` measures again) but stay in the database.
 // r12: backward at the window maxima over input channels padded to whole vectors, partial last
 // vectors of pure stages shifted inwards (not guarded), the Winograd weight gradient's register
-// tile added to its sums unrolled, strided depthwise input gradients by phases; r11: a tuned channel_vectors knob taken as asked again (r10's rule applies to the default);
-// r10: register tiles of channels that compute the fewest channels (channel_block), the Winograd
-// weight gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each
+// tile added to its sums unrolled, strided depthwise input gradients by phases; r11: a tuned
+// channel_vectors knob taken as asked again (r10's rule applies to the default); r10: register
+// tiles of channels that compute the fewest channels (channel_block), the Winograd weight
+// gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each
 // thread, in packages and in tuning's timing (a kernel timed before may have paid page faults it
 // no longer pays); r8: batchnorm's training statistics in one pass (BatchStatistics); r7:
 // Winograd with a fused or folded pooling, and behind a max pooling's indices by rule (at_maxima

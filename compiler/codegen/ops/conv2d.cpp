@@ -696,7 +696,8 @@ struct Conv2dBackward {
     if (!ctx.sched.algorithm.empty()) return ctx.sched.algorithm == "direct";
     if (!winograd_by_default(ctx.node)) return true;
     auto [kh, kw] = ctx.node.attrs.get_pair("kernel");
-    bool tile_fits = whole_vectors(int(in[2]), ctx.sched.vector) * kh * kw <= int64_t(ctx.sched.registers * 3 / 4) * ctx.sched.vector;
+    int64_t tile = whole_vectors(int(in[2]), ctx.sched.vector) * kh * kw;  // input channels (whole vectors) x taps
+    bool tile_fits = tile <= int64_t(ctx.sched.registers * 3 / 4) * ctx.sched.vector;
     bool image_fits = in[0] * in[1] * in[2] * int64_t(sizeof(float)) <= 32 * 1024;
     return tile_fits && image_fits;
   }

@@ -306,26 +306,14 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
   Func dpadded("dout_padded");
   dpadded(c, x, y, n) = select(x >= 0 && x < w.out_width && y >= 0 && y < w.out_height,
                                dout(c, clamp(x, 0, w.out_width - 1), clamp(y, 0, w.out_height - 1), n), 0.0f);
-  RDom rin(0, w.multiplier, 0, w.kw, 0, w.kh, "rin");
-  Expr sx = x + w.left - dilated(rin.y, w.dw), sy = y + w.top - dilated(rin.z, w.dh);
-  Expr tap;
-  if (w.sw == 1 && w.sh == 1) {
-    tap = dpadded(c * w.multiplier + rin.x, sx, sy, n);
-  } else {
-    Expr on_stride = sx % w.sw == 0 && sy % w.sh == 0;
-    tap = select(on_stride, dpadded(c * w.multiplier + rin.x, sx / w.sw, sy / w.sh, n), 0.0f);
-  }
-  Func input_sum("input_sum");
-  input_sum(c, x, y, n) = 0.0f;
-  input_sum(c, x, y, n) += kernel(rin.x, c, rin.y, rin.z) * tap;
-  Func input_grad("input_gradient");
-  input_grad(c, x, y, n) = input_sum(c, x, y, n);
   // CPU, strides: by phases. Input column x receives from tap kx only where x + left - kx * dw is
   // on the stride, so each phase (x % sw, y % sh) has its own fixed taps (3x3, stride 2: 4, 2, 2
   // and 1 of the 9); summing all taps behind a select did 4x the work. The phases' sums are
   // written out, and x and y split by the strides and unrolled, so that each unrolled position
   // computes its phase's taps alone.
   bool phases = ctx.hand && !ctx.sched.gpu && (w.sw > 1 || w.sh > 1);
+  RDom rin;
+  Func input_sum("input_sum"), input_grad("input_gradient");
   if (phases) {
     Expr result = 0.0f;
     for (int py = w.sh - 1; py >= 0; --py)
@@ -342,8 +330,20 @@ void depthwise_backward(BackwardContext& ctx, const Window& w, Func dout, bool b
           }
         result = (px == w.sw - 1 && py == w.sh - 1) ? phase_sum : select(x % w.sw == px && y % w.sh == py, phase_sum, result);
       }
-    input_grad = Func("input_gradient");
     input_grad(c, x, y, n) = result;
+  } else {
+    rin = RDom(0, w.multiplier, 0, w.kw, 0, w.kh, "rin");
+    Expr sx = x + w.left - dilated(rin.y, w.dw), sy = y + w.top - dilated(rin.z, w.dh);
+    Expr tap;
+    if (w.sw == 1 && w.sh == 1) {
+      tap = dpadded(c * w.multiplier + rin.x, sx, sy, n);
+    } else {  // strides on the GPU, or for an autoscheduler (!ctx.hand)
+      Expr on_stride = sx % w.sw == 0 && sy % w.sh == 0;
+      tap = select(on_stride, dpadded(c * w.multiplier + rin.x, sx / w.sw, sy / w.sh, n), 0.0f);
+    }
+    input_sum(c, x, y, n) = 0.0f;
+    input_sum(c, x, y, n) += kernel(rin.x, c, rin.y, rin.z) * tap;
+    input_grad(c, x, y, n) = input_sum(c, x, y, n);
   }
   ctx.input_grads[0] = input_grad;
   if (!ctx.hand) return;
