@@ -197,6 +197,28 @@ TEST_CASE("kernels: backward at the window maxima over ragged input channels (wh
   check_model("tests/models/ragged_pool.yaml");
 }
 
+// Winograd's backward reads the output's gradient in place where its tiles and register tiles
+// cover it exactly, and adds its input gradient to one another consumer wrote as it stores it
+// (the gradients themselves: "random networks: Winograd, strided and batchnorm training gradients
+// match the reference at batches 1, 7 and 32").
+TEST_CASE("kernels: Winograd's backward in place where tiles and vectors cover the tensors (whole vectors, even maps)",
+          "[kernels]") {
+  test::BuiltModel built = test::build_model("tests/models/winograd_residual.yaml");
+  std::map<std::string, std::string> schedules = manifest_schedules(built);
+  for (const char* kernel : {"winograd_residual_b2_b", "winograd_residual_b5_d"}) {
+    INFO(kernel << ": " << schedules[kernel]);
+    CHECK_THAT(schedules[kernel], Catch::Contains("the output's gradient read in place"));
+    CHECK_THAT(schedules[kernel], Catch::Contains("added to the previous gradient as stored"));
+  }
+  // The dilated conv's 4-row blocks do not cover 10 rows; e's gradient passes its elu first.
+  for (const char* kernel : {"winograd_residual_b7_dil", "winograd_residual_b9_e"}) {
+    INFO(kernel << ": " << schedules[kernel]);
+    CHECK_THAT(schedules[kernel], Catch::Contains("input gradient: Winograd"));
+    CHECK_THAT(schedules[kernel], !Catch::Contains("read in place"));
+  }
+  check_model("tests/models/winograd_residual.yaml");
+}
+
 TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the reference", "[kernels]") {
   check_model("tests/models/winograd.yaml");
 }

@@ -111,11 +111,14 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
 // ragged_channels.yaml: 20, 37 and 22 channels (register tiles and sums over channels padded to
 // whole vectors); grad_taps.yaml: weight gradients of few input channels with more taps than
 // registers; ragged_pool.yaml: backward at the window maxima over 20 and 37 input channels;
-// depthwise_rows.yaml: depthwise tasks of several rows, a strided input gradient by phases.
+// depthwise_rows.yaml: depthwise tasks of several rows, a strided input gradient by phases;
+// winograd_residual.yaml: Winograd's backward reading dY in place and adding its input gradient
+// to the previous one as it stores it.
 TEST_CASE("random networks: Winograd, strided and batchnorm training gradients match the reference at batches 1, 7 and 32", "[random]") {
   for (const char* model : {"tests/models/winograd.yaml", "tests/models/grad_bn.yaml", "tests/models/grad_conv.yaml",
                             "tests/models/ragged_channels.yaml", "tests/models/grad_taps.yaml",
-                            "tests/models/ragged_pool.yaml", "tests/models/depthwise_rows.yaml"}) {
+                            "tests/models/ragged_pool.yaml", "tests/models/depthwise_rows.yaml",
+                            "tests/models/winograd_residual.yaml"}) {
     std::ifstream in(test::source_path(model));
     std::stringstream text;
     text << in.rdbuf();

@@ -106,11 +106,16 @@ struct BackwardContext : KernelContext {
   std::map<std::string, ImageParam> params;
   Param<int32_t> seed{"seed"}, step{"step"}, example_offset{"example_offset"};  // ops with traits.random
   Func pre;                                  // see above (undefined behind an index-keeping pooling)
+  // The gradient another consumer of input 0 already wrote (undefined where there is none). An
+  // op whose input_grads[0] is direct may add it itself, computing each value once, and say so
+  // with previous_added: the kernel then writes that buffer in place with no pass of its own.
+  Func previous0;
 
   // Set by the op.
   std::vector<Func> input_grads;
   std::vector<std::pair<std::string, Func>> param_grads;
   bool direct_input_grad = false;  // input_grads[0] is a root Func that can be the output itself
+  bool previous_added = false;     // input_grads[0] includes previous0 (with direct_input_grad)
   std::string schedule;
 
   // Shared pieces of backward definitions (halide_training.cpp).

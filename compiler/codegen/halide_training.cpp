@@ -16,6 +16,7 @@
 #include "codegen/fast_math.h"
 #include "codegen/halide_op.h"
 
+#include <algorithm>
 #include <tuple>
 
 namespace cnnc {
@@ -109,6 +110,9 @@ class TrainingKernelBuilder {
       build_.scalar(ctx.step, 1);
       build_.scalar(ctx.example_offset, 0);
     }
+    // The op may add input 0's previous gradient itself where that input is used once.
+    if (kernel_.accumulate[0] && hand_ && std::count(node_.inputs.begin(), node_.inputs.end(), node_.inputs[0]) == 1)
+      ctx.previous0 = previous[0];
     ctx.batch = ctx.gradient.dim(int(given_shape.size())).extent();
     ctx.input_grads.resize(node_.inputs.size());
     // Behind a fused pooling that kept only its indices, the op undoes the epilogue itself.
@@ -129,6 +133,13 @@ class TrainingKernelBuilder {
           sum = sum + ctx.input_grads[j](at);  // the same tensor used again
           alone = false;
         }
+      if (i == 0 && ctx.previous_added) {
+        // The op added the previous gradient as it stored each value: the output is that buffer,
+        // updated in place, with no pass of its own.
+        CNNC_ASSERT(ctx.previous0.defined() && ctx.direct_input_grad, "a previous gradient added where there is none");
+        build_.output(ctx.input_grads[i], halide_extents(shape), true);
+        continue;
+      }
       if (alone && i == 0 && ctx.direct_input_grad && hand_) {
         // The gradient is computed straight into the output buffer: no copy.
         build_.output(ctx.input_grads[i], halide_extents(shape), true);

@@ -17,7 +17,8 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r12: backward at the window maxima over input channels padded to whole vectors, partial last
+// r13: Winograd's backward reading the output's gradient in place where its tiles cover it and
+// adding its input gradient to a previous one as stored; r12: backward at the window maxima over input channels padded to whole vectors, partial last
 // vectors of pure stages shifted inwards (not guarded), the Winograd weight gradient's register
 // tile added to its sums unrolled, strided depthwise input gradients by phases; r11: a tuned
 // channel_vectors knob taken as asked again (r10's rule applies to the default); r10: register
@@ -29,7 +30,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 12;
+constexpr int kScheduleRevision = 13;
 
 }  // namespace
 
