@@ -198,10 +198,10 @@ TEST_CASE("kernels: backward at the window maxima over ragged input channels (wh
 }
 
 // Winograd's backward reads the output's gradient in place where its tiles and register tiles
-// cover it exactly, and adds its input gradient to one another consumer wrote as it stores it
-// (the gradients themselves: "random networks: Winograd, strided and batchnorm training gradients
-// match the reference at batches 1, 7 and 32").
-TEST_CASE("kernels: Winograd's backward in place where tiles and vectors cover the tensors (whole vectors, even maps)",
+// cover it exactly; it and the strided backward (col2im) add their input gradient to one another
+// consumer wrote as they store it (the gradients themselves: "random networks: Winograd, strided
+// and batchnorm training gradients match the reference at batches 1, 7 and 32").
+TEST_CASE("kernels: backward kernels in place where tiles and vectors cover the tensors (whole vectors, even maps)",
           "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/winograd_residual.yaml");
   std::map<std::string, std::string> schedules = manifest_schedules(built);
@@ -210,8 +210,9 @@ TEST_CASE("kernels: Winograd's backward in place where tiles and vectors cover t
     CHECK_THAT(schedules[kernel], Catch::Contains("the output's gradient read in place"));
     CHECK_THAT(schedules[kernel], Catch::Contains("added to the previous gradient as stored"));
   }
-  // The dilated conv's 4-row blocks do not cover 10 rows; e's gradient passes its elu first.
-  for (const char* kernel : {"winograd_residual_b7_dil", "winograd_residual_b9_e"}) {
+  CHECK_THAT(schedules["winograd_residual_b7_s"], Catch::Contains("then col2im, added to the previous gradient as stored"));
+  // The dilated conv's 4-row blocks do not cover 5 rows; e's gradient passes its elu first.
+  for (const char* kernel : {"winograd_residual_b10_dil", "winograd_residual_b12_e"}) {
     INFO(kernel << ": " << schedules[kernel]);
     CHECK_THAT(schedules[kernel], Catch::Contains("input gradient: Winograd"));
     CHECK_THAT(schedules[kernel], !Catch::Contains("read in place"));

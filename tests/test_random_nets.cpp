@@ -112,8 +112,8 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
 // whole vectors); grad_taps.yaml: weight gradients of few input channels with more taps than
 // registers; ragged_pool.yaml: backward at the window maxima over 20 and 37 input channels;
 // depthwise_rows.yaml: depthwise tasks of several rows, a strided input gradient by phases;
-// winograd_residual.yaml: Winograd's backward reading dY in place and adding its input gradient
-// to the previous one as it stores it.
+// winograd_residual.yaml: Winograd's backward reading dY in place, it and col2im adding their
+// input gradient to the previous one as they store it.
 TEST_CASE("random networks: Winograd, strided and batchnorm training gradients match the reference at batches 1, 7 and 32", "[random]") {
   for (const char* model : {"tests/models/winograd.yaml", "tests/models/grad_bn.yaml", "tests/models/grad_conv.yaml",
                             "tests/models/ragged_channels.yaml", "tests/models/grad_taps.yaml",

@@ -1157,7 +1157,11 @@ struct Conv2dBackward {
         sum = sum + select(valid, cols(ci, dx, dy, clamp(px, 0, out_width - 1), clamp(py, 0, out_height - 1), n), 0.0f);
       }
     input_grad = Func("input_gradient");
-    input_grad(ci, x, y, n) = sum;
+    // The previous gradient added as stored where whole vectors cover the channels (as with
+    // Winograd above).
+    int col2im_vec = std::min(in_channels, ctx.sched.vector);
+    ctx.previous_added = ctx.previous0.defined() && !ctx.sched.gpu && in_channels % col2im_vec == 0;
+    input_grad(ci, x, y, n) = ctx.previous_added ? sum + ctx.previous0(ci, x, y, n) : sum;
     if (!ctx.hand) return;
     transposed.compute_root();
     if (ctx.sched.gpu) {
@@ -1173,8 +1177,10 @@ struct Conv2dBackward {
     int tile = pick_tile(out_width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
     Var cio("cio"), cii("cii"), oxo("oxo"), oxi("oxi");
     // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
-    input_grad.compute_root().vectorize(ci, std::min(in_channels, ctx.sched.vector)).parallel(n);
+    input_grad.compute_root().vectorize(ci, col2im_vec).parallel(n);
     ctx.direct_input_grad = true;  // written straight into the output, not copied there
+    ctx.schedule += fmt::format("; input gradient: GEMM over the output pixels, then col2im{}",
+                                ctx.previous_added ? ", added to the previous gradient as stored" : "");
     cols.compute_at(input_grad, n)
         .split(ci, cio, cii, in_block)
         .split(ox, oxo, oxi, tile)
