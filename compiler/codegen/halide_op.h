@@ -107,8 +107,8 @@ struct BackwardContext : KernelContext {
   Param<int32_t> seed{"seed"}, step{"step"}, example_offset{"example_offset"};  // ops with traits.random
   Func pre;                                  // see above (undefined behind an index-keeping pooling)
   // The gradient another consumer of input 0 already wrote (undefined where there is none). An
-  // op whose input_grads[0] is direct may add it itself, computing each value once, and say so
-  // with previous_added: the kernel then writes that buffer in place with no pass of its own.
+  // op whose input_grads[0] is direct may add it itself (plus_previous, which sets
+  // previous_added): the kernel then writes that buffer in place with no pass of its own.
   Func previous0;
 
   // Set by the op.
@@ -126,6 +126,11 @@ struct BackwardContext : KernelContext {
   // Whether f(args) only reads a buffer at the same coordinates (e.g. `pre` with no fused
   // activation or pooling): its readers can read the buffer itself instead of a copy.
   static bool plain_read(Func f);
+  // An input gradient's value at `at`, plus previous0 where there is one and `each_value_once`
+  // (no value of the input gradient is computed twice, so none is added twice); sets
+  // previous_added. previous_note() is the schedule description's words for it.
+  Expr plus_previous(Expr value, const std::vector<Expr>& at, bool each_value_once);
+  const char* previous_note() const { return previous_added ? ", added to the previous gradient as stored" : ""; }
   // The gradient through a softmax over Halide dim 0 whose output is `y`.
   Func softmax_backward(Func g, ImageParam y, const std::vector<Var>& vars);
   // Pooling backward: each activation gets the gradient of every window it is the (first)

@@ -321,6 +321,11 @@ bool BackwardContext::plain_read(Func f) {
   return image && image->call_type == Internal::Call::Image && reads_args(image, wrapper.args());
 }
 
+Expr BackwardContext::plus_previous(Expr value, const std::vector<Expr>& at, bool each_value_once) {
+  previous_added = previous0.defined() && each_value_once;
+  return previous_added ? value + previous0(at) : value;
+}
+
 Func BackwardContext::compute_root(Func f, const std::vector<Var>& vars, const Shape& shape) {
   if (!hand) return f;
   if (sched.gpu) {

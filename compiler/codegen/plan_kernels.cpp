@@ -17,10 +17,11 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r13: Winograd's backward reading the output's gradient in place where its tiles cover it and
-// adding its input gradient to a previous one as stored; r12: backward at the window maxima over input channels padded to whole vectors, partial last
-// vectors of pure stages shifted inwards (not guarded), the Winograd weight gradient's register
-// tile added to its sums unrolled, strided depthwise input gradients by phases; r11: a tuned
+// r13: Winograd's backward reading the output's gradient in place where its tiles cover it,
+// Winograd's and col2im's input gradients adding a previous one as stored; r12: backward at the
+// window maxima over input channels padded to whole vectors, partial last vectors of pure stages
+// shifted inwards (not guarded), the Winograd weight gradient's register tile added to its sums
+// unrolled, strided depthwise input gradients by phases; r11: a tuned
 // channel_vectors knob taken as asked again (r10's rule applies to the default); r10: register
 // tiles of channels that compute the fewest channels (channel_block), the Winograd weight
 // gradient over channels padded to whole tiles; r9: per-task scratch blocks kept by each

@@ -936,8 +936,9 @@ struct Conv2dBackward {
     // tiles cover exactly: an even output (whole 2d x 2d blocks) and whole vectors of channels.
     // A copy there only moved memory (resnet20's 3x3 backward kernels: 24.5 -> 23.7 ms best,
     // 25.9 -> 24.4 ms median of six alternating runs).
-    bool in_place = winograd && BackwardContext::plain_read(pre) && out_width % (2 * dw) == 0 &&
-                    out_height % (2 * dh) == 0 && out_channels % ctx.sched.vector == 0;
+    bool plain = BackwardContext::plain_read(pre);
+    bool in_place = winograd && plain && out_width % (2 * dw) == 0 && out_height % (2 * dh) == 0 &&
+                    out_channels % ctx.sched.vector == 0;
     if (winograd && !in_place) {
       // Zero past the output's edges, where Winograd's last tiles read it, and past the last
       // channel, where the weight gradient's padded register tiles read it.
@@ -950,7 +951,7 @@ struct Conv2dBackward {
     }
     // Elsewhere Winograd's transforms read a zero-extended copy faster than the buffer behind
     // bounds tests (16 channels, batch 64: 1.38 ms against 1.46-1.49 ms per backward kernel).
-    if (!dpre_per_row && ((winograd && !in_place) || !BackwardContext::plain_read(pre))) ctx.compute_root(dpre, {c, x, y, n}, out);
+    if (!dpre_per_row && (winograd ? !in_place : !plain)) ctx.compute_root(dpre, {c, x, y, n}, out);
 
     Func source = zero_padded(input, width, height, same);
 
@@ -1090,8 +1091,7 @@ struct Conv2dBackward {
       // Where another consumer of the input wrote its gradient, added here as each value is
       // stored, not in a pass of its own -- where the channel blocks divide the channels, so
       // that no value is computed (and added) twice.
-      ctx.previous_added = ctx.previous0.defined() && in_channels % in_block == 0;
-      input_grad(ci, x, y, n) = ctx.previous_added ? convolved(ci, x, y, n) + ctx.previous0(ci, x, y, n) : convolved(ci, x, y, n);
+      input_grad(ci, x, y, n) = ctx.plus_previous(convolved(ci, x, y, n), {ci, x, y, n}, in_channels % in_block == 0);
       int vectors = (in_block + ctx.sched.vector - 1) / ctx.sched.vector;
       int tile = pick_tile((width + wino.m - 1) / wino.m, ctx.sched.pixel_tile, vectors, ctx.sched.registers);
       input_grad.compute_root();
@@ -1103,7 +1103,7 @@ struct Conv2dBackward {
       ctx.direct_input_grad = true;
       ctx.executed_flops += Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
       ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, 3x3), register tiles of {1} channels x {2} tiles{3}", wino.m,
-                                  in_block, tile, ctx.previous_added ? ", added to the previous gradient as stored" : "");
+                                  in_block, tile, ctx.previous_note());
       return;
     }
     Func transposed("transposed");  // weights with input channels contiguous
@@ -1160,8 +1160,7 @@ struct Conv2dBackward {
     // The previous gradient added as stored where whole vectors cover the channels (as with
     // Winograd above).
     int col2im_vec = std::min(in_channels, ctx.sched.vector);
-    ctx.previous_added = ctx.previous0.defined() && !ctx.sched.gpu && in_channels % col2im_vec == 0;
-    input_grad(ci, x, y, n) = ctx.previous_added ? sum + ctx.previous0(ci, x, y, n) : sum;
+    input_grad(ci, x, y, n) = ctx.plus_previous(sum, {ci, x, y, n}, !ctx.sched.gpu && in_channels % col2im_vec == 0);
     if (!ctx.hand) return;
     transposed.compute_root();
     if (ctx.sched.gpu) {
@@ -1179,8 +1178,7 @@ struct Conv2dBackward {
     // Per image: its columns (in_channels x taps x output pixels) stay in the L2 cache.
     input_grad.compute_root().vectorize(ci, col2im_vec).parallel(n);
     ctx.direct_input_grad = true;  // written straight into the output, not copied there
-    ctx.schedule += fmt::format("; input gradient: GEMM over the output pixels, then col2im{}",
-                                ctx.previous_added ? ", added to the previous gradient as stored" : "");
+    ctx.schedule += fmt::format("; input gradient: GEMM over the output pixels, then col2im{}", ctx.previous_note());
     cols.compute_at(input_grad, n)
         .split(ci, cio, cii, in_block)
         .split(ox, oxo, oxi, tile)
