@@ -16,6 +16,7 @@
 #include <map>
 #include <thread>
 
+#include "codegen/child_timing.h"
 #include "codegen/codegen.h"
 #include "codegen/plan.h"
 #include "test_support.h"
@@ -225,4 +226,39 @@ TEST_CASE("tuning: a hanging candidate is rejected even when the budget is short
   for (const Measurement& m : subject.measurements(TuningDb::default_path(scratch.path.string())))
     if (m.candidate == subject.candidate(2)) rejected = !m.valid && m.note.find("timed out") != std::string::npos;
   CHECK(rejected);
+}
+
+// cnnc tune times each candidate in alternation with the default schedule, compiled once in the
+// tuner and inherited by the candidate's child: the child reports both bests, the candidate's
+// outputs are the ones checked and sent back, and compiling the default left the tuner with no
+// thread a fork could copy in a locked state.
+TEST_CASE("tuning: a candidate's child times it against the default compiled in the tuner", "[tuning]") {
+  Subject subject;
+  REQUIRE(subject.space.size() >= 3);
+  KernelInfo reference = subject.kernel;
+  reference.knobs = ScheduleKnobs{};
+  std::shared_ptr<const CompiledBaseline> baseline = compile_baseline(subject.graph, reference, subject.target);
+  size_t threads = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/task")) ++threads;
+  CHECK(threads == 1);
+
+  KernelInfo candidate = subject.kernel;
+  candidate.knobs = ScheduleKnobs::parse(subject.candidate(3));
+  ChildTiming alone = time_kernel_in_child(subject.graph, candidate, subject.target, 8, 2, {1, 7}, 60);
+  ChildTiming paired =
+      time_kernel_in_child(subject.graph, candidate, subject.target, 8, 2, {1, 7}, 60, {}, InjectedFault::None, baseline.get());
+  INFO(alone.timing.error << " / " << paired.timing.error);
+  REQUIRE(alone.timing.ok);
+  REQUIRE(paired.timing.ok);
+  CHECK(alone.timing.baseline_seconds == 0);
+  CHECK(paired.timing.baseline_seconds > 0);
+  CHECK(paired.timing.seconds > 0);
+  CHECK(paired.timing.schedule == alone.timing.schedule);
+  CHECK(paired.timing.outputs == alone.timing.outputs);  // the candidate's, at batches 8, 1 and 7
+
+  // A candidate writing past its output is caught with the default's outputs beside it.
+  ChildTiming overshoot = time_kernel_in_child(subject.graph, candidate, subject.target, 8, 2, {1, 7}, 60, {},
+                                               InjectedFault::OutOfBounds, baseline.get());
+  CHECK_FALSE(overshoot.timing.ok);
+  CHECK_THAT(overshoot.timing.error, Catch::Contains("wrote outside its output"));
 }

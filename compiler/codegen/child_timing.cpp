@@ -39,6 +39,7 @@ std::string serialize(const KernelTiming& timing) {
   put(out, kMagic);
   put(out, uint8_t(timing.ok));
   put(out, timing.seconds);
+  put(out, timing.baseline_seconds);
   put(out, uint64_t(timing.error.size()));
   out += timing.error;
   put(out, uint64_t(timing.outputs.size()));
@@ -62,7 +63,7 @@ bool deserialize(const std::string& in, KernelTiming& timing) {
   uint32_t magic = 0;
   uint8_t ok = 0;
   uint64_t size = 0;
-  if (!get(magic) || magic != kMagic || !get(ok) || !get(timing.seconds) || !get(size) || in.size() - at < size)
+  if (!get(magic) || magic != kMagic || !get(ok) || !get(timing.seconds) || !get(timing.baseline_seconds) || !get(size) || in.size() - at < size)
     return false;
   timing.ok = ok != 0;
   timing.error.assign(in, at, size);
@@ -104,13 +105,14 @@ int thread_count() {
 // In the child: time the kernel, send the result, and end without running the parent's exit
 // handlers or destructors (which own the parent's database, output buffers and thread pool).
 [[noreturn]] void run_child(int fd, pid_t parent, const Graph& graph, const KernelInfo& kernel, const TargetInfo& target,
-                            int batch, int repetitions, const std::vector<int>& check_batches, InjectedFault fault) {
+                            int batch, int repetitions, const std::vector<int>& check_batches, InjectedFault fault,
+                            const CompiledBaseline* baseline) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a killed tuner leaves no kernel running
   if (::getppid() != parent) ::_exit(3);  // it died before prctl
   std::signal(SIGINT, SIG_IGN);          // Ctrl-C is the parent's to handle (it kills the child)
   KernelTiming timing;
   try {
-    timing = time_kernel(graph, kernel, target, batch, repetitions, check_batches, fault);
+    timing = time_kernel(graph, kernel, target, batch, repetitions, check_batches, fault, baseline);
   } catch (const std::exception& error) {
     timing = KernelTiming{};
     timing.error = error.what();
@@ -133,7 +135,7 @@ std::string describe_signal(int signal_number) {
 
 ChildTiming time_kernel_in_child(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
                                  int repetitions, const std::vector<int>& check_batches, double time_limit_seconds,
-                                 const std::function<bool()>& stop, InjectedFault fault) {
+                                 const std::function<bool()>& stop, InjectedFault fault, const CompiledBaseline* baseline) {
   static bool warned = false;
   if (int threads = thread_count(); threads > 1 && !warned) {
     warned = true;
@@ -158,7 +160,7 @@ ChildTiming time_kernel_in_child(const Graph& graph, const KernelInfo& kernel, c
   }
   if (child == 0) {
     ::close(fds[0]);
-    run_child(fds[1], parent, graph, kernel, target, batch, repetitions, check_batches, fault);
+    run_child(fds[1], parent, graph, kernel, target, batch, repetitions, check_batches, fault, baseline);
   }
   ::close(fds[1]);
 

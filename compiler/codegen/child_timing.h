@@ -27,12 +27,13 @@ struct ChildTiming {
   bool interrupted = false;  // killed because `stop` said so: the result says nothing about the candidate
 };
 
-// Runs time_kernel(graph, kernel, target, batch, repetitions, check_batches, fault) in a child
-// process, for at most `time_limit_seconds` (wall clock; compiling included). `stop` is asked
+// Runs time_kernel(graph, kernel, target, batch, repetitions, check_batches, fault, baseline) in a
+// child process, for at most `time_limit_seconds` (wall clock; compiling included). `stop` is asked
 // about ten times a second while the child runs (e.g. "was Ctrl-C pressed?"); true kills it.
 ChildTiming time_kernel_in_child(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
                                  int repetitions, const std::vector<int>& check_batches, double time_limit_seconds,
-                                 const std::function<bool()>& stop = {}, InjectedFault fault = InjectedFault::None);
+                                 const std::function<bool()>& stop = {}, InjectedFault fault = InjectedFault::None,
+                                 const CompiledBaseline* baseline = nullptr);
 
 // "SIGSEGV (Segmentation fault)" for a signal number.
 std::string describe_signal(int signal_number);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ struct KernelTiming {
   bool ok = false;
   std::string error;                       // why it failed to compile or run
   double seconds = 0;                      // best of the repetitions
+  double baseline_seconds = 0;             // paired timing: the baseline's best, timed alternately (0: none)
   std::vector<std::vector<float>> outputs; // every output's values (for checking candidates)
   std::string schedule;                    // the hand schedule's summary (KernelInfo::schedule)
 };
@@ -53,11 +55,25 @@ enum class InjectedFault { None, Abort, Segv, Hang, OutOfBounds };
 // filled with a canary pattern, checked after every run: a schedule that writes outside its
 // output is not ok ("wrote outside its output").
 //
+//
+// With a `baseline` (the same kernel with other knobs, compiled by compile_baseline: cnnc tune's
+// default schedule), their repetitions alternate, baseline then kernel, on the same inputs: the
+// ratio of the two bests (`baseline_seconds`) holds where the machine's speed drifts between
+// processes (on the shared 2-vCPU machines here, the same kernel timed in processes seconds apart
+// varied by up to 1.6x; a ratio taken milliseconds apart does not see that drift).
+//
 // This runs generated code in the calling process: a schedule that traps, crashes or loops ends
 // or stops it. cnnc tune calls it only in a child process (time_kernel_in_child, child_timing.h).
+struct CompiledBaseline;  // a JIT-compiled pipeline and its arguments (halide_kernels.cpp)
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target, int batch,
                          int repetitions, const std::vector<int>& check_batches = {},
-                         InjectedFault fault = InjectedFault::None);
+                         InjectedFault fault = InjectedFault::None, const CompiledBaseline* baseline = nullptr);
+
+// Compiles `kernel` (with its knobs) with the JIT for time_kernel's paired timing, without running
+// it: cnnc tune compiles the default schedule once per kernel, and each candidate's child process
+// inherits it (fork), instead of compiling it again.
+std::shared_ptr<const CompiledBaseline> compile_baseline(const Graph& graph, const KernelInfo& kernel,
+                                                         const TargetInfo& target);
 
 // Compiles every kernel into one object file without a Halide runtime, and the target's
 // standalone Halide runtime into another. Records each kernel's schedule in `kernels`.

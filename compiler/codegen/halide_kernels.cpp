@@ -618,8 +618,22 @@ class GuardedOutput {
 
 }  // namespace
 
+struct CompiledBaseline {
+  Pipeline pipeline;
+  PipelineBuild build;
+};
+
+std::shared_ptr<const CompiledBaseline> compile_baseline(const Graph& graph, const KernelInfo& kernel,
+                                                         const TargetInfo& target_info) {
+  Target target(target_info.halide);
+  auto [pipeline, build] = make_pipeline(graph, kernel, target);
+  pipeline.compile_jit(target);
+  return std::make_shared<const CompiledBaseline>(CompiledBaseline{pipeline, build});
+}
+
 KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const TargetInfo& target_info, int batch,
-                         int repetitions, const std::vector<int>& check_batches, InjectedFault fault) {
+                         int repetitions, const std::vector<int>& check_batches, InjectedFault fault,
+                         const CompiledBaseline* baseline) {
   KernelTiming timing;
   std::optional<QuietOutput> quiet;
   if (!kernel.knobs.autoscheduler.empty()) quiet.emplace();
@@ -629,6 +643,13 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     auto [pipeline, build] = make_pipeline(graph, kernel, target);
     timing.schedule = build.schedule;
     pipeline.compile_jit(target);
+    // The baseline (paired timing): its own parameters, set to the same buffers and scalars.
+    std::optional<std::pair<Pipeline, PipelineBuild>> base;
+    if (baseline) {
+      base.emplace(baseline->pipeline, baseline->build);
+      if (base->second.args.size() != build.args.size())
+        throw InternalError(kernel.function + ": the baseline schedule has other arguments");
+    }
     std::mt19937 random(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     std::vector<Buffer<>> keep;  // the argument buffers must outlive the runs
@@ -661,6 +682,13 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
           keep.push_back(values);
         }
       }
+      if (base)
+        for (size_t i = 0; i < build.args.size(); ++i) {
+          PipelineBuild::Arg &from = build.args[i], &to = base->second.args[i];
+          if (from.kind == 1) to.real.set(from.value);
+          else if (from.kind == 2) to.integer.set(int(from.value));
+          else to.image.set(from.image.get());
+        }
       std::vector<std::unique_ptr<GuardedOutput>> outputs;
       for (size_t i = 0; i < build.output_extents.size(); ++i) {
         std::vector<int> extents = build.output_extents[i];
@@ -694,36 +722,58 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     };
     // Timed as a package runs it: parallel loops on a spinning pool like the plan's, per-task
     // scratch blocks kept by each thread, denormals flushed to zero.
-    pipeline.jit_handlers().custom_malloc = [](JITUserContext*, size_t size) { return cnnc_jit_malloc(size); };
-    pipeline.jit_handlers().custom_free = [](JITUserContext*, void* block) { cnnc_jit_free(block); };
-    pipeline.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
-                                                   int min, int extent, uint8_t* closure) {
-      struct Job {
-        int (*task)(JITUserContext*, int, uint8_t*);
-        JITUserContext* context;
-        uint8_t* closure;
-      } job{task, context, closure};
-      auto run = [](void*, int i, uint8_t* data) {
-        Job* job = reinterpret_cast<Job*>(data);
-        return job->task(job->context, i, job->closure);
+    auto set_handlers = [](Pipeline& timed) {
+      timed.jit_handlers().custom_malloc = [](JITUserContext*, size_t size) { return cnnc_jit_malloc(size); };
+      timed.jit_handlers().custom_free = [](JITUserContext*, void* block) { cnnc_jit_free(block); };
+      timed.jit_handlers().custom_do_par_for = [](JITUserContext* context, int (*task)(JITUserContext*, int, uint8_t*),
+                                                  int min, int extent, uint8_t* closure) {
+        struct Job {
+          int (*task)(JITUserContext*, int, uint8_t*);
+          JITUserContext* context;
+          uint8_t* closure;
+        } job{task, context, closure};
+        auto run = [](void*, int i, uint8_t* data) {
+          Job* job = reinterpret_cast<Job*>(data);
+          return job->task(job->context, i, job->closure);
+        };
+        return cnnc_jit_par_for(nullptr, run, min, extent, reinterpret_cast<uint8_t*>(&job));
       };
-      return cnnc_jit_par_for(nullptr, run, min, extent, reinterpret_cast<uint8_t*>(&job));
     };
+    set_handlers(pipeline);
+    if (base) set_handlers(base->first);
     struct FlushDenormals {
       unsigned previous = cnnc_jit_flush_denormals();
       ~FlushDenormals() { cnnc_jit_restore_fp(previous); }
     } flush;
     std::vector<std::unique_ptr<GuardedOutput>> outputs = prepare(batch);
     Realization realization = realization_of(outputs);
+    // The baseline writes into outputs of its own: the kernel's are checked and collected.
+    std::vector<std::unique_ptr<GuardedOutput>> base_outputs;
+    std::optional<Realization> base_realization;
+    if (base) {
+      for (size_t i = 0; i < build.output_extents.size(); ++i) {
+        std::vector<int> extents = build.output_extents[i];
+        if (build.output_batched[i]) extents.push_back(batch);
+        base_outputs.push_back(
+            std::make_unique<GuardedOutput>(build.output_types[i], extents, build.output_batched[i] ? 1 : 0));
+      }
+      base_realization.emplace(realization_of(base_outputs));
+      base->first.realize(*base_realization, target);  // warm-up
+    }
     pipeline.realize(realization, target);  // warm-up
     if (fault == InjectedFault::OutOfBounds) outputs.front()->write_past_end();
     else if (fault != InjectedFault::None) commit_fault(fault);
     if (timing.error = check_guards(outputs); !timing.error.empty()) return timing;
-    timing.seconds = 1e30;
-    for (int r = 0; r < repetitions; ++r) {
+    auto time_once = [&](Pipeline& timed, Realization& into) {
       auto start = std::chrono::steady_clock::now();
-      pipeline.realize(realization, target);
-      timing.seconds = std::min(timing.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      timed.realize(into, target);
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    timing.seconds = 1e30;
+    if (base) timing.baseline_seconds = 1e30;
+    for (int r = 0; r < repetitions; ++r) {
+      if (base) timing.baseline_seconds = std::min(timing.baseline_seconds, time_once(base->first, *base_realization));
+      timing.seconds = std::min(timing.seconds, time_once(pipeline, realization));
     }
     if (timing.error = check_guards(outputs); !timing.error.empty()) return timing;
     collect(outputs);

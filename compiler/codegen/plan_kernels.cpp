@@ -17,7 +17,9 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r13: Winograd's backward reading the output's gradient in place where its tiles cover it,
+// r14: cnnc tune's candidates timed in alternation with the default schedule in one process, their
+// ratio recorded (a time of its own, seconds from the default's, had moved with other tenants'
+// load); r13: Winograd's backward reading the output's gradient in place where its tiles cover it,
 // Winograd's and col2im's input gradients adding a previous one as stored; r12: backward at the
 // window maxima over input channels padded to whole vectors, partial last vectors of pure stages
 // shifted inwards (not guarded), the Winograd weight gradient's register tile added to its sums
@@ -31,7 +33,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 13;
+constexpr int kScheduleRevision = 14;
 
 }  // namespace
 

@@ -28,7 +28,7 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
     std::string model, target = "host", json;
     double budget = 600;
     int64_t batch_size = 0;
-    int repetitions = 5, threads = 0;
+    int repetitions = 20, threads = 0;
     double candidate_timeout = 120;
     std::vector<std::string> autoschedulers = {"Mullapudi2016", "Li2018", "Adams2019"};
   };
@@ -42,7 +42,9 @@ void add_tune_command(CLI::App& app, CommandAction& action) {
       ->capture_default_str()->check(CLI::Range(1.0, 1e7));
   tune->add_option("--batch-size", options->batch_size, "Batch size to tune at (default: the model's train: batch_size)")
       ->check(CLI::Range(int64_t(1), int64_t(65536)));
-  tune->add_option("--repetitions", options->repetitions, "Timed runs per candidate after a warm-up; the best counts")
+  tune->add_option("--repetitions", options->repetitions,
+                   "Timed runs per candidate, alternating with the default schedule's, after a warm-up; the best of "
+                   "each counts")
       ->capture_default_str()->check(CLI::Range(1, 1000));
   tune->add_option("--threads", options->threads, "Threads (0: one per core)")->capture_default_str()->check(CLI::Range(0, 1024));
   tune->add_option("--autoschedulers", options->autoschedulers,

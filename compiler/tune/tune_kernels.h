@@ -24,7 +24,7 @@ struct TuneOptions {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();  // the budget counts from here
   double budget = 600;              // seconds to spend at most
   int batch = 1;                    // batch size to time at
-  int repetitions = 5;              // timed runs per candidate after a warm-up; the best counts
+  int repetitions = 20;             // timed runs per candidate (alternating with the default's) after a warm-up
   double candidate_timeout = 120;   // seconds one candidate may take (at most half the budget)
   std::vector<std::string> autoschedulers;  // checked names: Mullapudi2016, Li2018, Adams2019
   std::string json;                 // write per-kernel results here ("" for none)
