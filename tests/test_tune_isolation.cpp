@@ -187,7 +187,8 @@ TEST_CASE("tuning: a killed cnnc tune leaves no candidate running and resumes", 
   CHECK(group_members(tuner, tuner).empty());
 
   // The next run resumes: candidate 3 is measured now (the kill was not its fault), nothing twice
-  // (but the default: the reference first, then once more after the candidates).
+  // but the winners, timed again after the candidates (at most three per kernel); the default,
+  // the reference, once.
   fs::path log = scratch.path / "resumed.log";
   int resumed = std::system(("CNNC_CACHE=" + scratch.path.string() + " " + CNNC_EXECUTABLE + " tune " + model + kTuneFlags +
                              "--budget 12 > " + log.string() + " 2>&1")
@@ -202,10 +203,13 @@ TEST_CASE("tuning: a killed cnnc tune leaves no candidate running and resumes", 
     if (m.candidate == candidate3) candidate3_valid = m.valid;
   }
   CHECK(candidate3_valid);
+  int twice = 0;
   for (auto& [candidate, n] : times) {
     INFO(candidate);
-    CHECK(n <= (candidate == "default" ? 2 : 1));
+    CHECK(n <= (candidate == "default" ? 1 : 2));
+    twice += n == 2;
   }
+  CHECK(twice <= 3);
 }
 
 // A candidate may take at most half the budget: one that hangs is rejected, not stopped by the
@@ -261,4 +265,39 @@ TEST_CASE("tuning: a candidate's child times it against the default compiled in 
                                                InjectedFault::OutOfBounds, baseline.get());
   CHECK_FALSE(overshoot.timing.ok);
   CHECK_THAT(overshoot.timing.error, Catch::Contains("wrote outside its output"));
+}
+
+// The fastest candidate is timed again, and its second timing is what counts: a measurement
+// that noise made too fast (here one planted in the database, 1 ns) does not stay the best.
+TEST_CASE("tuning: the fastest candidate is timed again and that timing counts", "[tuning]") {
+  Scratch scratch("tune-confirm");
+  Subject subject;
+  std::string db_path = TuningDb::default_path(scratch.path.string());
+  std::string lucky = subject.candidate(2);
+  {
+    TuningDb db(db_path);
+    db.record(Measurement{subject.signature, subject.target.halide, halide_version(), lucky, "tuned", 1e-9, true, ""});
+    REQUIRE(db.best(subject.signature, subject.target.halide, halide_version())->seconds == 1e-9);
+  }
+  fs::path log = scratch.path / "tune.log";
+  std::string command = "CNNC_CACHE=" + scratch.path.string() + " " + CNNC_EXECUTABLE + " tune " +
+                        test::source_path("tests/models/ops_dense.yaml") + kTuneFlags + "--budget 30 > " + log.string() +
+                        " 2>&1";
+  REQUIRE(std::system(command.c_str()) == 0);
+  INFO(read_text(log));
+  TuningDb db(db_path);
+  REQUIRE(db.is_done(subject.signature, subject.target.halide, halide_version()));
+  std::vector<Measurement> timings;
+  for (const Measurement& m : subject.measurements(db_path))
+    if (m.candidate == lucky) timings.push_back(m);
+  REQUIRE(timings.size() == 2);  // the planted one, then the second timing
+  CHECK(timings[1].valid);
+  CHECK(timings[1].seconds > 1e-7);
+  std::optional<Measurement> best = db.best(subject.signature, subject.target.halide, halide_version());
+  REQUIRE(best.has_value());
+  CHECK(best->seconds > 1e-7);
+  // The default was timed once: the reference the candidates are timed against.
+  std::map<std::string, int> times;
+  for (const Measurement& m : subject.measurements(db_path)) ++times[m.candidate];
+  CHECK(times["default"] == 1);
 }

@@ -157,6 +157,27 @@ TEST_CASE("tuning db: measurements, best and done survive reopening", "[tune]") 
   CHECK(integrity_check(path) == "ok");
 }
 
+// cnnc tune times its winner again; that timing replaces the first (a lucky first timing no
+// longer wins), and a candidate that failed when timed again is not used at all.
+TEST_CASE("tuning db: each candidate counts by its latest measurement", "[tune]") {
+  ScratchDir scratch;
+  TuningDb db(scratch.file("tuning.sqlite"));
+  db.record(measurement("default", 3e-3));
+  db.record(measurement("pixel_tile=4", 2e-3));
+  db.record(measurement("pixel_tile=8", 2.5e-3));
+  REQUIRE(db.best(kSignature, kTarget, kHalide).has_value());
+  CHECK(db.best(kSignature, kTarget, kHalide)->candidate == "pixel_tile=4");
+  db.record(measurement("pixel_tile=4", 2.8e-3));  // timed again: slower than pixel_tile=8
+  CHECK(db.best(kSignature, kTarget, kHalide)->candidate == "pixel_tile=8");
+  CHECK(db.best(kSignature, kTarget, kHalide)->seconds == 2.5e-3);
+  db.record(measurement("pixel_tile=8", 0.0, false, "failed when timed again: crashed"));
+  CHECK(db.best(kSignature, kTarget, kHalide)->candidate == "pixel_tile=4");
+  CHECK(db.best(kSignature, kTarget, kHalide)->seconds == 2.8e-3);
+  db.record(measurement("pixel_tile=4", 3.5e-3));
+  CHECK(db.best(kSignature, kTarget, kHalide)->candidate == "default");
+  CHECK(db.measurements(kSignature, kTarget, kHalide).size() == 6);  // every measurement kept
+}
+
 TEST_CASE("tuning db: an invalid measurement is never the best, however fast", "[tune]") {
   ScratchDir scratch;
   TuningDb db(scratch.file("tuning.sqlite"));

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 #include <map>
+#include <set>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -95,10 +96,8 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     entry["candidates"] = nlohmann::json::array();
     std::vector<ScheduleKnobs> candidates = tuning_candidates(graph, kernel, target, autoschedulers);
     std::map<std::string, Measurement> measured;
-    for (const Measurement& m : db.measurements(signature, target.halide, halide)) {
-      auto it = measured.find(m.candidate);
-      if (it == measured.end() || (m.valid && (!it->second.valid || m.seconds < it->second.seconds))) measured[m.candidate] = m;
-    }
+    // Each candidate's latest measurement, as TuningDb::best counts them.
+    for (const Measurement& m : db.measurements(signature, target.halide, halide)) measured[m.candidate] = m;
     bool done = db.is_done(signature, target.halide, halide);
     // On a terminal, one line rewritten in place: the kernel, what is being measured, the best
     // so far against the default, the time spent and what is left of the budget.
@@ -160,6 +159,13 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     // agreed within 3% (20-25 repetitions). The default is compiled once in this process, without
     // running it, and every candidate's child inherits it.
     std::shared_ptr<const CompiledBaseline> baseline;
+    auto compile_default = [&](const std::string& step) {
+      if (baseline) return;
+      KernelInfo reference_kernel = kernel;
+      reference_kernel.knobs = ScheduleKnobs{};
+      show(step, "compiling the default to time candidates against");
+      baseline = compile_baseline(graph, reference_kernel, target);
+    };
     size_t index = 0;
     for (const ScheduleKnobs& knobs : candidates) {
       ++index;
@@ -169,12 +175,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
         complete = false;
         break;
       }
-      if (!baseline) {
-        KernelInfo reference_kernel = kernel;
-        reference_kernel.knobs = ScheduleKnobs{};
-        show(fmt::format("candidate {}/{}", index, candidates.size()), "compiling the default to time candidates against");
-        baseline = compile_baseline(graph, reference_kernel, target);
-      }
+      compile_default(fmt::format("candidate {}/{}", index, candidates.size()));
       Measurement m{signature, target.halide, halide, text, knobs.autoscheduler.empty() ? "tuned" : "autoscheduler", 0,
                     false, ""};
       kernel.knobs = knobs;
@@ -203,6 +204,40 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
         m.note = "";
         m.seconds = seconds;
       }
+      db.record(m);
+      measured[text] = m;
+    }
+    // The winner timed again, and that timing replaces its first (TuningDb::best counts each
+    // candidate's latest): the fastest of dozens of candidates timed once each is the one whose
+    // timing the noise favoured most, so it looked faster than it is (by 5-9% among candidates
+    // within 3% of each other here). Then whichever is fastest, up to three times.
+    std::set<std::string> confirmed;
+    while (!done && complete && confirmed.size() < 3) {
+      const Measurement* fastest = nullptr;
+      for (const auto& [text, m] : measured)
+        if (m.valid && (!fastest || m.seconds < fastest->seconds)) fastest = &m;
+      if (!fastest || fastest->candidate == "default" || confirmed.count(fastest->candidate)) break;
+      if (interrupted || elapsed() > options.budget) {
+        complete = false;
+        break;
+      }
+      std::string text = fastest->candidate;
+      Measurement m = *fastest;
+      confirmed.insert(text);
+      compile_default("confirming the best");
+      kernel.knobs = ScheduleKnobs::parse(text);
+      show("timing the best again", text);
+      double limit = time_limit();
+      ChildTiming again = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
+                                               stop, InjectedFault::None, baseline.get());
+      if (again.interrupted || (again.timed_out && limit < candidate_cap)) {
+        complete = false;
+        break;
+      }
+      const KernelTiming& timing = again.timing;
+      m.valid = timing.ok && timing.baseline_seconds > 0 && compare_outputs(reference, timing).empty();
+      m.seconds = m.valid ? timing.seconds / timing.baseline_seconds * measured.at("default").seconds : 0;
+      m.note = m.valid ? "" : "failed when timed again: " + (timing.ok ? compare_outputs(reference, timing) : timing.error).substr(0, 280);
       db.record(m);
       measured[text] = m;
     }

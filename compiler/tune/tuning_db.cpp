@@ -303,7 +303,10 @@ std::vector<Measurement> TuningDb::measurements(const std::string& signature, co
 std::optional<Measurement> TuningDb::best(const std::string& signature, const std::string& target,
                                           const std::string& halide_version) const {
   Statement query(db_, path_,
-                  (std::string(kSelectMeasurements) + " AND valid = 1 ORDER BY seconds, id LIMIT 1").c_str());
+                  (std::string(kSelectMeasurements) +
+                   " AND valid = 1 AND id IN (SELECT max(id) FROM measurements WHERE signature = ?1 AND target = ?2 "
+                   "AND halide_version = ?3 GROUP BY candidate) ORDER BY seconds, id LIMIT 1")
+                      .c_str());
   if (!query.bind_key(signature, target, halide_version).step()) return std::nullopt;
   return read_measurement(query);
 }

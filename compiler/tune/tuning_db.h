@@ -52,7 +52,10 @@ class TuningDb {
   std::vector<Measurement> measurements(const std::string& signature, const std::string& target,
                                         const std::string& halide_version) const;
 
-  // The fastest valid measurement for the key (the earliest among equals), if any.
+  // The fastest valid measurement for the key (the earliest among equals), if any, each candidate
+  // counted by its latest measurement only (a candidate whose latest is invalid not at all):
+  // cnnc tune times its winner again, and that second timing replaces the first (the fastest of
+  // many candidates timed once is, by chance, faster than it is).
   std::optional<Measurement> best(const std::string& signature, const std::string& target,
                                   const std::string& halide_version) const;
 
