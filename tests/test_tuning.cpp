@@ -150,7 +150,7 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
         if (m.valid) ++valid[m.signature + "|" + m.candidate];
       }
     // The default once (the reference); a candidate once, or twice where it won (timed again,
-    // that timing counting instead of the first), at most three of them per kernel.
+    // that timing counting instead of the first), at most six of them per kernel.
     std::map<std::string, int> twice;
     for (auto& [key, n] : valid) {
       INFO(key);
@@ -158,7 +158,7 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
       CHECK(n <= (is_default ? 1 : 2));
       if (n == 2) ++twice[key.substr(0, key.rfind('|'))];
     }
-    for (auto& [signature, n] : twice) CHECK(n <= 3);
+    for (auto& [signature, n] : twice) CHECK(n <= 6);
     // Where a kernel is done and a candidate beat the default, that candidate was timed twice.
     for (const KernelInfo& kernel : all_kernels(graph)) {
       std::string signature = kernel_signature(graph, kernel);
