@@ -212,7 +212,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     // timing the noise favoured most, so it looked faster than it is (by 5-9% among candidates
     // within 3% of each other here). Then whichever is fastest, until the fastest has been timed
     // twice, at most six times per kernel (dilated_swish's b3_conv2d_1: three winners in a row
-    // fell from 1.15x to 0.95-0.98x the default when timed again).
+    // fell from 1.15x to 0.94-0.98x the default when timed again).
     std::set<std::string> confirmed;
     while (!done && complete && confirmed.size() < 6) {
       const Measurement* fastest = nullptr;
