@@ -8,8 +8,8 @@
 #include <csignal>
 #include <fstream>
 #include <map>
-#include <set>
 #include <ostream>
+#include <set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -209,10 +209,10 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     }
     // The winner timed again, and that timing replaces its first (TuningDb::best counts each
     // candidate's latest): the fastest of dozens of candidates timed once each is the one whose
-    // timing the noise favoured most, so it looked faster than it is (by 5-9% among candidates
-    // within 3% of each other here). Then whichever is fastest, until the fastest has been timed
-    // twice, at most six times per kernel (dilated_swish's b3_conv2d_1: three winners in a row
-    // fell from 1.15x to 0.94-0.98x the default when timed again).
+    // timing the noise favoured most, so it looked faster than it is (dilated_swish's forward
+    // Winograd kernels: 1.04-1.09x, then 0.99-1.03x). Then whichever is fastest, until the
+    // fastest has been timed twice, at most six times per kernel (dilated_swish's b3_conv2d_1:
+    // three winners in a row fell from 1.15x to 0.94-0.98x the default when timed again).
     std::set<std::string> confirmed;
     while (!done && complete && confirmed.size() < 6) {
       const Measurement* fastest = nullptr;
