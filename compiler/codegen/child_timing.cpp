@@ -63,7 +63,8 @@ bool deserialize(const std::string& in, KernelTiming& timing) {
   uint32_t magic = 0;
   uint8_t ok = 0;
   uint64_t size = 0;
-  if (!get(magic) || magic != kMagic || !get(ok) || !get(timing.seconds) || !get(timing.baseline_seconds) || !get(size) || in.size() - at < size)
+  if (!get(magic) || magic != kMagic || !get(ok) || !get(timing.seconds) || !get(timing.baseline_seconds) ||
+      !get(size) || in.size() - at < size)
     return false;
   timing.ok = ok != 0;
   timing.error.assign(in, at, size);

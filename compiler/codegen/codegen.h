@@ -55,7 +55,6 @@ enum class InjectedFault { None, Abort, Segv, Hang, OutOfBounds };
 // filled with a canary pattern, checked after every run: a schedule that writes outside its
 // output is not ok ("wrote outside its output").
 //
-//
 // With a `baseline` (the same kernel with other knobs, compiled by compile_baseline: cnnc tune's
 // default schedule), their repetitions alternate, baseline then kernel, on the same inputs: the
 // ratio of the two bests (`baseline_seconds`) holds where the machine's speed drifts between

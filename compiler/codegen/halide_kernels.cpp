@@ -653,6 +653,16 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     std::mt19937 random(7);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     std::vector<Buffer<>> keep;  // the argument buffers must outlive the runs
+    // Fresh guarded output buffers for `examples` examples.
+    auto new_outputs = [&](int examples) {
+      std::vector<std::unique_ptr<GuardedOutput>> outputs;
+      for (size_t i = 0; i < build.output_extents.size(); ++i) {
+        std::vector<int> extents = build.output_extents[i];
+        if (build.output_batched[i]) extents.push_back(examples);
+        outputs.push_back(std::make_unique<GuardedOutput>(build.output_types[i], extents, build.output_batched[i] ? 1 : 0));
+      }
+      return outputs;
+    };
     // Seeded random arguments and fresh outputs for `examples` examples.
     auto prepare = [&](int examples) {
       keep.clear();
@@ -689,13 +699,7 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
           else if (from.kind == 2) to.integer.set(int(from.value));
           else to.image.set(from.image.get());
         }
-      std::vector<std::unique_ptr<GuardedOutput>> outputs;
-      for (size_t i = 0; i < build.output_extents.size(); ++i) {
-        std::vector<int> extents = build.output_extents[i];
-        if (build.output_batched[i]) extents.push_back(examples);
-        outputs.push_back(std::make_unique<GuardedOutput>(build.output_types[i], extents, build.output_batched[i] ? 1 : 0));
-      }
-      return outputs;
+      return new_outputs(examples);
     };
     auto realization_of = [](std::vector<std::unique_ptr<GuardedOutput>>& outputs) {
       std::vector<Buffer<>> buffers;
@@ -751,12 +755,7 @@ KernelTiming time_kernel(const Graph& graph, const KernelInfo& kernel, const Tar
     std::vector<std::unique_ptr<GuardedOutput>> base_outputs;
     std::optional<Realization> base_realization;
     if (base) {
-      for (size_t i = 0; i < build.output_extents.size(); ++i) {
-        std::vector<int> extents = build.output_extents[i];
-        if (build.output_batched[i]) extents.push_back(batch);
-        base_outputs.push_back(
-            std::make_unique<GuardedOutput>(build.output_types[i], extents, build.output_batched[i] ? 1 : 0));
-      }
+      base_outputs = new_outputs(batch);
       base_realization.emplace(realization_of(base_outputs));
       base->first.realize(*base_realization, target);  // warm-up
     }

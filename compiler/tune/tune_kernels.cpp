@@ -8,6 +8,7 @@
 #include <csignal>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <set>
 
@@ -101,13 +102,17 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     bool done = db.is_done(signature, target.halide, halide);
     // On a terminal, one line rewritten in place: the kernel, what is being measured, the best
     // so far against the default, the time spent and what is left of the budget.
+    auto fastest_valid = [&]() -> const Measurement* {
+      const Measurement* fastest = nullptr;
+      for (const auto& [text, m] : measured)
+        if (m.valid && (!fastest || m.seconds < fastest->seconds)) fastest = &m;
+      return fastest;
+    };
     auto show = [&](const std::string& step, const std::string& candidate) {
       if (!options.progress_in_place) return;
       std::string best = "best: none yet";
       auto reference_it = measured.find("default");
-      const Measurement* fastest = nullptr;
-      for (const auto& [text, m] : measured)
-        if (m.valid && (!fastest || m.seconds < fastest->seconds)) fastest = &m;
+      const Measurement* fastest = fastest_valid();
       if (fastest && reference_it != measured.end() && reference_it->second.valid)
         best = fmt::format("best {:.3f} ms, {:.2f}x the default", fastest->seconds * 1e3,
                            reference_it->second.seconds / std::max(1e-12, fastest->seconds));
@@ -166,6 +171,20 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       show(step, "compiling the default to time candidates against");
       baseline = compile_baseline(graph, reference_kernel, target);
     };
+    // `knobs` timed in its child against the default; nullopt where the run must stop (Ctrl-C, or
+    // a limit cut short by the budget: not the candidate's fault, nothing is recorded).
+    auto time_against_default = [&](const ScheduleKnobs& knobs, InjectedFault fault) -> std::optional<ChildTiming> {
+      kernel.knobs = knobs;
+      double limit = time_limit();
+      ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
+                                               stop, fault, baseline.get());
+      if (child.interrupted || (child.timed_out && limit < candidate_cap)) return std::nullopt;
+      return child;
+    };
+    // A candidate's time on the scale of the default's recorded one.
+    auto on_default_scale = [&](const KernelTiming& timing) {
+      return timing.seconds / timing.baseline_seconds * measured.at("default").seconds;
+    };
     size_t index = 0;
     for (const ScheduleKnobs& knobs : candidates) {
       ++index;
@@ -178,31 +197,24 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       compile_default(fmt::format("candidate {}/{}", index, candidates.size()));
       Measurement m{signature, target.halide, halide, text, knobs.autoscheduler.empty() ? "tuned" : "autoscheduler", 0,
                     false, ""};
-      kernel.knobs = knobs;
       show(fmt::format("candidate {}/{}", index, candidates.size()), text);
-      double limit = time_limit();
-      ChildTiming child = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
-                                               stop, test_fault_for(kernel.function, index), baseline.get());
-      if (child.interrupted || (child.timed_out && limit < candidate_cap)) {
-        // Not the candidate's fault: nothing recorded, the next run measures it.
-        complete = false;
+      std::optional<ChildTiming> child = time_against_default(knobs, test_fault_for(kernel.function, index));
+      if (!child) {
+        complete = false;  // the next run measures it
         break;
       }
-      const KernelTiming& timing = child.timing;
-      // The candidate's time on the scale of the default's recorded one.
-      double seconds = timing.baseline_seconds > 0 ? timing.seconds / timing.baseline_seconds * measured.at("default").seconds
-                                                   : timing.seconds;
+      const KernelTiming& timing = child->timing;
       if (!timing.ok) {
         // A child that crashed or ran out of time says so itself ("crashed: killed by SIGILL ...").
-        bool child_failed = timing.error.rfind("crashed: ", 0) == 0 || child.timed_out;
+        bool child_failed = timing.error.rfind("crashed: ", 0) == 0 || child->timed_out;
         m.note = (child_failed ? "" : "failed: ") + timing.error.substr(0, 300);
       } else if (std::string difference = compare_outputs(reference, timing); !difference.empty()) {
         m.note = difference;
-        m.seconds = seconds;
+        m.seconds = on_default_scale(timing);
       } else {
         m.valid = true;
         m.note = "";
-        m.seconds = seconds;
+        m.seconds = on_default_scale(timing);
       }
       db.record(m);
       measured[text] = m;
@@ -215,9 +227,7 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
     // three winners in a row fell from 1.15x to 0.94-0.98x the default when timed again).
     std::set<std::string> confirmed;
     while (!done && complete && confirmed.size() < 6) {
-      const Measurement* fastest = nullptr;
-      for (const auto& [text, m] : measured)
-        if (m.valid && (!fastest || m.seconds < fastest->seconds)) fastest = &m;
+      const Measurement* fastest = fastest_valid();
       if (!fastest || fastest->candidate == "default" || confirmed.count(fastest->candidate)) break;
       if (interrupted || elapsed() > options.budget) {
         complete = false;
@@ -227,19 +237,17 @@ int tune_kernels(const Graph& graph, const TargetInfo& target, const TuneOptions
       Measurement m = *fastest;
       confirmed.insert(text);
       compile_default("confirming the best");
-      kernel.knobs = ScheduleKnobs::parse(text);
       show("timing the best again", text);
-      double limit = time_limit();
-      ChildTiming again = time_kernel_in_child(graph, kernel, target, batch, options.repetitions, kCheckBatches, limit,
-                                               stop, InjectedFault::None, baseline.get());
-      if (again.interrupted || (again.timed_out && limit < candidate_cap)) {
+      std::optional<ChildTiming> again = time_against_default(ScheduleKnobs::parse(text), InjectedFault::None);
+      if (!again) {
         complete = false;
         break;
       }
-      const KernelTiming& timing = again.timing;
-      m.valid = timing.ok && timing.baseline_seconds > 0 && compare_outputs(reference, timing).empty();
-      m.seconds = m.valid ? timing.seconds / timing.baseline_seconds * measured.at("default").seconds : 0;
-      m.note = m.valid ? "" : "failed when timed again: " + (timing.ok ? compare_outputs(reference, timing) : timing.error).substr(0, 280);
+      const KernelTiming& timing = again->timing;
+      std::string problem = timing.ok ? compare_outputs(reference, timing) : timing.error;
+      m.valid = timing.ok && problem.empty() && timing.baseline_seconds > 0;
+      m.seconds = m.valid ? on_default_scale(timing) : 0;
+      m.note = m.valid ? "" : "failed when timed again: " + problem.substr(0, 280);
       db.record(m);
       measured[text] = m;
     }
