@@ -136,6 +136,11 @@ TEST_CASE("gradients: zero_padding2d and upsampling2d match finite differences",
   check_gradients("tests/models/grad_spatial.yaml");
 }
 
+TEST_CASE("gradients: large and dilated kernels at stride 1 (the padded gradient convolved, weight gradients over blocks of "
+          "rows) match finite differences", "[gradients]") {
+  check_gradients("tests/models/big_taps.yaml");
+}
+
 TEST_CASE("gradients: dilated convolutions, with and without a fused max pooling, match finite differences", "[gradients]") {
   test::BuiltModel built = test::build_model("tests/models/grad_dilated.yaml");
   int sparse = 0;

@@ -526,3 +526,39 @@ TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forwar
   CHECK(forward == 11);
   CHECK(backward == 8);
 }
+
+// 'same' convolutions at stride 1 take their input gradient as the padded output gradient
+// convolved with the flipped kernel, and kernels of 16 taps or more their weight gradient over
+// blocks of rows (ops/conv2d.cpp, padded_input_gradient); the knob algorithm=columns (a tuning
+// candidate) takes the input gradient by GEMM and col2im: the same gradients within 1e-4, at
+// batches 8, 1 and 7. The gradients themselves: big_taps.yaml in "gradients: ..." and "random
+// networks: ... at batches 1, 7 and 32".
+TEST_CASE("kernels: the padded input gradient and row-blocked weight gradients compute what col2im and the column sums compute",
+          "[kernels]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/big_taps.yaml")));
+  TargetInfo target = resolve_target("host");
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  std::map<std::string, std::string> expected_weights = {
+      {"big_taps_b2_b", "summed over 6 rows at a time"}, {"big_taps_b3_c", "register tile"},
+      {"big_taps_b4_d", "summed over 6 rows at a time"}, {"big_taps_b6_e", "summed over 6 rows at a time"}};
+  int checked = 0;
+  for (KernelInfo kernel : plan_training_kernels(graph, floats)) {
+    if (kernel.kind != KernelKind::Backward || !expected_weights.count(kernel.function)) continue;
+    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(kernel.function << ": " << rule.schedule << rule.error);
+    REQUIRE(rule.ok);
+    CHECK(rule.schedule.find(expected_weights[kernel.function]) != std::string::npos);
+    bool strided = kernel.function == "big_taps_b6_e";
+    CHECK(rule.schedule.find(strided ? "then col2im" : "input gradient: the padded gradient convolved") != std::string::npos);
+    if (strided) continue;
+    kernel.knobs.algorithm = "columns";
+    KernelTiming columns = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(columns.schedule << columns.error);
+    REQUIRE(columns.ok);
+    CHECK(columns.schedule.find("then col2im") != std::string::npos);
+    check_same_outputs(rule, columns);
+    ++checked;
+  }
+  CHECK(checked == 3);
+}

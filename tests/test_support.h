@@ -111,7 +111,7 @@ inline const std::vector<GradientModel>& gradient_check_models() {
       {"tests/models/grad_activations.yaml", 18}, {"tests/models/grad_spatial.yaml", 19},
       {"tests/models/grad_dilated.yaml", 20},     {"tests/models/grad_swish.yaml", 21},
       {"tests/models/grad_depthwise.yaml", 22},   {"tests/models/winograd.yaml", 23},
-      {"tests/models/winograd_pool.yaml", 24},
+      {"tests/models/winograd_pool.yaml", 24},    {"tests/models/big_taps.yaml", 25},
   };
   return models;
 }

@@ -17,6 +17,8 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
+// r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
+// gradient convolved, weight gradients of 16 taps or more over blocks of rows (ops/conv2d.cpp);
 // r14: cnnc tune's candidates timed in alternation with the default schedule in one process, their
 // ratio recorded (a time of its own, seconds from the default's, had moved with other tenants'
 // load); r13: Winograd's backward reading the output's gradient in place where its tiles cover it,
@@ -33,7 +35,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 14;
+constexpr int kScheduleRevision = 15;
 
 }  // namespace
 
@@ -148,7 +150,8 @@ ScheduleKnobs ScheduleKnobs::parse(const std::string& text) {
     else if (key == "batch_chunks") knobs.batch_chunks = number();
     else if (key == "autoscheduler" && (value == "Mullapudi2016" || value == "Adams2019" || value == "Li2018"))
       knobs.autoscheduler = value;
-    else if (key == "algorithm" && (value == "winograd" || value == "winograd4" || value == "direct"))
+    else if (key == "algorithm" && (value == "winograd" || value == "winograd4" || value == "direct" ||
+                                       value == "columns" || value == "padded"))
       knobs.algorithm = value;
     else
       throw UserError(SourceLoc{"schedule", 0, 0}, fmt::format("unknown schedule knob '{}'", word));

@@ -22,7 +22,10 @@ struct ScheduleKnobs {
   int channel_vectors = 0;  // vectors of output channels (or units) in the register tile
   int pixel_tile = 0;       // output pixels (or input channels / batch rows) in the register tile
   int batch_chunks = 0;     // weight gradients: fixed batch split reduced in parallel, then summed in order
-  std::string algorithm;    // conv2d forward: "winograd" (F(2x2, 3x3)), or "" for the direct algorithm
+  // conv2d: "winograd" (F(2x2, 3x3)), "winograd4" (F(4x4, 3x3)), "direct"; backward also
+  // "columns" / "padded" (the input gradient by GEMM and col2im / by the padded gradient
+  // convolved, ops/conv2d.cpp); "": the rule.
+  std::string algorithm;
   std::string autoscheduler;  // "Mullapudi2016", "Adams2019", "Li2018", or "" for the hand schedule
 
   // "default", "channel_vectors=2 pixel_tile=6", "autoscheduler=Li2018".

@@ -50,6 +50,23 @@ bool winograd_chosen(const Node& node, const ScheduleParams& sched) {
   return sched.algorithm.empty() ? winograd_by_default(node) : sched.algorithm.rfind("winograd", 0) == 0;
 }
 
+// Where neither Winograd nor the 1x1 GEMM computes a conv2d's input gradient: whether a
+// convolution of the zero-padded output gradient with the flipped kernel does (knob
+// algorithm=padded), rather than a GEMM into columns (in_channels x taps per output pixel) and
+// col2im (knob algorithm=columns). The convolution applies at stride 1 where the output is as
+// large as the input ('same' padding), where it does exactly the forward's work; the rule picks
+// it there. The columns do the same work, but write and read in_channels x taps values per
+// pixel: a 7x7 conv of 39 channels on 32x32 (batch 64) wrote and read 7.8 MB per image,
+// far past the L2 cache.
+bool padded_input_gradient_applies(const Node& node) {
+  auto [kh, kw] = node.attrs.get_pair("kernel");
+  auto [sh, sw] = node.attrs.get_pair("stride");
+  return sh == 1 && sw == 1 && kh * kw > 1 && node.attrs.get_string("padding") == "same";
+}
+bool padded_input_gradient(const Node& node, const ScheduleParams& sched) {
+  return !sched.gpu && padded_input_gradient_applies(node) && sched.algorithm != "columns";
+}
+
 // Winograd's output tile side m for the forward and input-gradient kernels: the knob
 // (algorithm=winograd: F(2x2, 3x3), algorithm=winograd4: F(4x4, 3x3)), else the rule: F(4x4)
 // (2.25 products per output instead of 4, but heavier transforms) where both channel counts are
@@ -991,6 +1008,46 @@ struct Conv2dBackward {
       ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh);
       ctx.schedule = fmt::format("weight gradient: Winograd F(3x3, 2x2), register tiles of {} x {} channels, {} batch chunks{}",
                                  block, tile, chunks, in_place ? ", the output's gradient read in place" : "");
+    } else if (ctx.hand && !ctx.sched.gpu && !dpre_per_row && in_channels * 2 >= ctx.sched.pixel_tile && kh * kw >= 16) {
+      // Register tiles of `block` output channels x `tile` input channels, as below, but each
+      // tile's sum over a block of `rows` output rows (at least 64 pixels where the image has
+      // them) kept in registers and added to the tile's partial sum in memory: per task (a
+      // channel tile and a batch chunk) every tap's sums advance one block of rows at a time, so
+      // that the chunk's gradient and input are read once per task, from the L1/L2 caches, not
+      // once per tap.
+      int rows = 1;
+      for (int r = 1; r <= out_height; ++r)
+        if (out_height % r == 0 && r * out_width <= std::max(out_width, 64)) rows = r;
+      BatchChunks batch(ctx, k, out_height / rows, 1, "rb");
+      int chunks = batch.count;
+      Var yb("yb"), nn("nn");
+      RDom rr(0, out_width, 0, rows, "rr");
+      Expr yy = yb * rows + rr.y;
+      Func row_acc("kernel_rows"), kernel_acc("kernel_acc"), kernel_partial("kernel_partial"), kernel_grad("kernel_gradient");
+      row_acc(co, ci, kx, ky, yb, nn) = 0.0f;
+      row_acc(co, ci, kx, ky, yb, nn) +=
+          dpre(co, rr.x, yy, nn) * source(ci, rr.x * int(sw) + dilated(kx, dw) - left, yy * int(sh) + dilated(ky, dh) - top, nn);
+      kernel_acc(co, ci, kx, ky, k) = 0.0f;
+      kernel_acc(co, ci, kx, ky, k) += row_acc(co, ci, kx, ky, batch.r.x, batch.image);
+      kernel_partial(co, ci, kx, ky, k) = kernel_acc(co, ci, kx, ky, k);
+      kernel_grad(co, ci, kx, ky) = batch.in_order([&](int j) { return kernel_partial(co, ci, kx, ky, j); });
+      param_grads.emplace_back("kernel", kernel_grad);
+      if (same) {
+        source.compute_root().parallel(source.args()[3]);
+        vectorize_pure(source, source.args()[0], ctx.sched.vector, in_channels);
+      }
+      int tile = pick_tile(in_channels, ctx.sched.pixel_tile, (block + ctx.sched.vector - 1) / ctx.sched.vector,
+                           ctx.sched.registers);
+      Var coo("coo"), coi("coi"), cio("cio"), cii("cii"), t1("t1"), t2("t2");
+      kernel_partial.compute_root().split(co, coo, coi, block).split(ci, cio, cii, tile).reorder(coi, cii, kx, ky, coo, cio, k)
+          .vectorize(coi, vec).fuse(coo, cio, t1).fuse(t1, k, t2).parallel(t2);
+      kernel_acc.compute_at(kernel_partial, t2).vectorize(co, vec);
+      kernel_acc.update().reorder(co, ci, kx, ky, batch.r.x, batch.r.y, batch.r.z, k).vectorize(co, vec).unroll(co).unroll(ci);
+      row_acc.compute_at(kernel_acc, kx).vectorize(co, vec).unroll(co).unroll(ci);
+      row_acc.update().reorder(co, ci, rr.x, rr.y, kx, ky, yb, nn).vectorize(co, vec).unroll(co).unroll(ci);
+      kernel_grad.vectorize(co, vec);
+      ctx.schedule = fmt::format("weight gradient: register tiles of {} channels x {} input channels summed over {} rows at a time, "
+                                 "{} batch chunks", block, tile, rows, chunks);
     } else {
       BatchChunks batch(ctx, k, out_width, out_height, "r");
       int chunks = batch.count;
@@ -1103,6 +1160,39 @@ struct Conv2dBackward {
       ctx.direct_input_grad = true;
       ctx.executed_flops += Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
       ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, 3x3), register tiles of {1} channels x {2} tiles{3}", wino.m,
+                                  in_block, tile, ctx.previous_note());
+      return;
+    }
+    if (padded_input_gradient(ctx.node, ctx.sched) && ctx.hand) {
+      // Stride 1, the output as large as the input: d(input)(ci, x, y) = sum over (co, kx, ky) of
+      // w(co, ci, kw - 1 - kx, kh - 1 - ky) * dpre(co, x + sx + d kx, y + sy + d ky), the
+      // correlation of the zero-padded gradient with the flipped kernel -- the forward's work,
+      // in the forward's register tiles (input channels x pixels, the sum over the output
+      // channels innermost, then the taps), from a zero-padded copy of the gradient's rows per
+      // task.
+      int sx = left - int(kw - 1) * dw, sy = top - int(kh - 1) * dh;
+      Func shifted("dpre_padded"), flipped("flipped"), acc("input_gradient_acc");
+      shifted(c, x, y, n) = select(x + sx >= 0 && x + sx < out_width && y + sy >= 0 && y + sy < out_height,
+                                   dpre(c, clamp(x + sx, 0, out_width - 1), clamp(y + sy, 0, out_height - 1), n), 0.0f);
+      flipped(ci, co, kx, ky) = params.at("kernel")(co, ci, int(kw) - 1 - kx, int(kh) - 1 - ky);
+      RDom r(0, out_channels, 0, int(kw), 0, int(kh), "r");
+      acc(ci, x, y, n) = 0.0f;
+      acc(ci, x, y, n) += flipped(ci, r.x, r.y, r.z) * shifted(r.x, x + r.y * dw, y + r.z * dh, n);
+      int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
+      input_grad = Func("input_gradient");
+      input_grad(ci, x, y, n) = ctx.plus_previous(acc(ci, x, y, n), {ci, x, y, n}, in_channels % in_block == 0);
+      int tile = pick_tile(width, ctx.sched.pixel_tile, (in_block + ctx.sched.vector - 1) / ctx.sched.vector, ctx.sched.registers);
+      Var cio("cio"), cii("cii"), xo("xo"), xi("xi"), yn("yn");
+      flipped.compute_root();
+      vectorize_pure(flipped, ci, ctx.sched.vector, in_channels);
+      input_grad.compute_root().split(ci, cio, cii, in_block).split(x, xo, xi, tile).reorder(cii, xi, cio, xo, y, n)
+          .vectorize(cii, in_vec).unroll(cii).unroll(xi).fuse(y, n, yn).parallel(yn);
+      acc.compute_at(input_grad, cio).vectorize(ci, in_vec).unroll(ci).unroll(x);
+      acc.update().reorder(ci, x, r.x, r.y, r.z, y, n).vectorize(ci, in_vec).unroll(ci).unroll(x);
+      shifted.compute_at(input_grad, yn);
+      vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
+      ctx.direct_input_grad = true;
+      ctx.schedule += fmt::format("; input gradient: the padded gradient convolved in register tiles of {} channels x {} pixels{}",
                                   in_block, tile, ctx.previous_note());
       return;
     }
@@ -1245,6 +1335,14 @@ void register_conv2d_halide() {
         space.push_back(knobs);
       }
       if (kernel.input_grad.at(0)) space.push_back(other_winograd_tile(node));  // the input gradient's
+    } else if (padded_input_gradient_applies(node) && kernel.input_grad.at(0)) {
+      // The input gradient's other algorithm (GEMM and col2im), with each batch split.
+      for (int chunks : {0, 2, 8}) {
+        ScheduleKnobs knobs;
+        knobs.algorithm = "columns";
+        knobs.batch_chunks = chunks;
+        space.push_back(knobs);
+      }
     }
     return space;
   };
