@@ -562,3 +562,35 @@ TEST_CASE("kernels: the padded input gradient and row-blocked weight gradients c
   }
   CHECK(checked == 3);
 }
+
+// The rule gives Winograd only where its tiles cover little more than the output
+// (winograd_work_ratio: 0.6 of the direct algorithm's products, 0.5 with dilation): forward and
+// backward kernels of tests/models/winograd_cover.yaml by rule, then with the algorithm the rule
+// did not pick (both tuning candidates), the same outputs within 1e-4 at batches 8, 1 and 7.
+TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than the output", "[kernels]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd_cover.yaml")));
+  TargetInfo target = resolve_target("host");
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
+    if (kernel.kind == KernelKind::Backward) kernels.push_back(kernel);
+  int checked = 0;
+  for (KernelInfo kernel : kernels) {
+    const std::string& name = graph.nodes[kernel.node].name;
+    if (graph.nodes[kernel.node].op_name() != "conv2d") continue;
+    bool winograd = name[0] == 'w';
+    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(kernel.function << ": " << rule.schedule << rule.error);
+    REQUIRE(rule.ok);
+    CHECK((rule.schedule.find("Winograd") != std::string::npos) == winograd);
+    kernel.knobs.algorithm = winograd ? "direct" : "winograd";
+    KernelTiming other = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(other.schedule << other.error);
+    REQUIRE(other.ok);
+    CHECK((other.schedule.find("Winograd") != std::string::npos) == !winograd);
+    check_same_outputs(rule, other);
+    ++checked;
+  }
+  CHECK(checked == 12);  // six convolutions, forward and backward
+}

@@ -17,7 +17,8 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
+// r16: Winograd by rule only where its tiles cover little more than the output
+// (winograd_work_ratio in ops/conv2d.cpp); r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
 // gradient convolved, weight gradients of 16 taps or more over blocks of rows (ops/conv2d.cpp);
 // r14: cnnc tune's candidates timed in alternation with the default schedule in one process, their
 // ratio recorded (a time of its own, seconds from the default's, had moved with other tenants'
@@ -35,7 +36,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 15;
+constexpr int kScheduleRevision = 16;
 
 }  // namespace
 

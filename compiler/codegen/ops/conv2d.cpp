@@ -34,14 +34,40 @@ bool winograd_applies(const Node& node, const KernelInfo& kernel) {
   return winograd_applies_to_backward(node);
 }
 
+int winograd_tile(const Node& node, const ScheduleParams& sched);
+
+// Winograd's products per output against the direct algorithm's multiply-adds (9 per output and
+// channel pair), with the tile side m the rule picks: (m + 2)^2 / m^2 per output of the tiles,
+// which cover whole blocks of m d outputs along each axis (d the dilation) and so more than the
+// output where m d does not divide it: a 7x7 output dilated 3 takes 6 tiles a side covering 12.
+double winograd_work_ratio(const Node& node) {
+  int m = winograd_tile(node, ScheduleParams{});
+  auto [dh, dw] = node.attrs.get_pair("dilation");
+  auto covered = [m](int64_t extent, int64_t d) {
+    return double((extent + m * d - 1) / (m * d) * m * d) / double(extent);
+  };
+  return double((m + 2) * (m + 2)) / double(9 * m * m) * covered(node.unfused_shape.at(0), dh) *
+         covered(node.unfused_shape.at(1), dw);
+}
+
 // The rule for the default algorithm where Winograd applies: at least 16 input and 16 output
 // channels. Its products are matrix products over the input channels, and their cost must
 // cover the input and output transforms: on the zoo (AVX-512, 2026-12-01) 1.25-1.4x faster than
 // the direct schedule at 16 channels, 1.3-1.77x at 32 and 64, 3x slower with one input channel.
+// And its tiles must not cover much more than the output: products at most 0.6 of the direct
+// algorithm's (winograd_work_ratio), 0.5 with dilation, whose d x d interleaved tiles per block
+// run slower. Measured with 24 and 48 channels (F(2x2), batch 64, forward and backward kernels,
+// three alternating runs, docs/performance.md): Winograd 1.05-1.5x faster at ratios 0.44-0.55
+// (4x4, 9x9, 11x11, 13x13; 12x12 and 18x18 dilated 3), even to 1.2x at 0.58 (7x7), slower at
+// 0.64-0.79 (5x5, 3x3: 0.75-1.05x); dilated, 0.66-0.94x at 0.58-1.31 (14x14 and 7x7 dilated 2,
+// 10x10 and 6x6 dilated 2, 9x9 and 7x7 dilated 3: a 7x7 map dilated 3, 71 -> 141 channels,
+// forward and backward 10.8 -> 5.5 ms direct).
 // `cnnc tune` measures the other algorithm too (algorithm=direct / algorithm=winograd).
 bool winograd_by_default(const Node& node) {
   const Shape& kernel = node.params.at(0).shape;  // [kh, kw, in, filters]
-  return kernel.at(2) >= 16 && kernel.at(3) >= 16;
+  if (kernel.at(2) < 16 || kernel.at(3) < 16) return false;
+  auto [dh, dw] = node.attrs.get_pair("dilation");
+  return winograd_work_ratio(node) <= (dh > 1 || dw > 1 ? 0.5 : 0.6);
 }
 
 // Where Winograd applies, whether a kernel uses it: the knob, else the rule (for the input
