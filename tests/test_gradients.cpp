@@ -183,6 +183,20 @@ TEST_CASE("gradients: Winograd input and weight gradients (3x3, stride 1, dilati
   check_gradients("tests/models/winograd.yaml");
 }
 
+TEST_CASE("gradients: Winograd F(2x2, 5x5) input gradients (5x5, stride 1, 'same' and 'valid', dilation 2) match finite "
+          "differences",
+          "[gradients]") {
+  test::BuiltModel built = test::build_model("tests/models/winograd5.yaml");
+  std::ifstream manifest(built.result.dir + "/manifest.json");
+  std::string text((std::istreambuf_iterator<char>(manifest)), std::istreambuf_iterator<char>());
+  size_t found = 0;
+  for (size_t at = text.find("input gradient: Winograd F(2x2, 5x5)"); at != std::string::npos;
+       at = text.find("input gradient: Winograd F(2x2, 5x5)", at + 1))
+    ++found;
+  CHECK(found == 3);  // by the rule: b, c and d (e's backward is at the pooling's maxima)
+  check_gradients("tests/models/winograd5.yaml");
+}
+
 TEST_CASE("gradients: through Winograd convolutions with a fused pooling (the maxima's positions from Winograd's "
           "forward) match finite differences",
           "[gradients]") {

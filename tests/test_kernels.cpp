@@ -224,6 +224,10 @@ TEST_CASE("kernels: Winograd's shapes (tests/models/winograd.yaml) match the ref
   check_model("tests/models/winograd.yaml");
 }
 
+TEST_CASE("kernels: Winograd F(2x2, 5x5)'s shapes (tests/models/winograd5.yaml) match the reference", "[kernels]") {
+  check_model("tests/models/winograd5.yaml");
+}
+
 TEST_CASE("kernels: Winograd convolutions with a fused pooling match the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/winograd_pool.yaml");
   std::map<std::string, std::string> schedules = manifest_schedules(built);
@@ -416,6 +420,7 @@ static void check_same_outputs(const KernelTiming& direct, const KernelTiming& o
   REQUIRE(direct.outputs.size() == other.outputs.size());
   for (size_t o = 0; o < direct.outputs.size(); ++o) {
     REQUIRE(direct.outputs[o].size() == other.outputs[o].size());
+    if (direct.outputs[o].empty()) continue;  // not float: a pooling's indices (not collected; ties may differ)
     double largest = 0, worst = 0;
     for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
     for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
@@ -593,4 +598,38 @@ TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than
     ++checked;
   }
   CHECK(checked == 12);  // six convolutions, forward and backward
+}
+
+// Winograd F(2x2, 5x5) against the direct algorithm on the same kernel and the same seeded
+// inputs, at batch 8 and then 1 and 7: forward kernels (with a fused pooling, 'valid', dilation
+// 2, 5 input channels), training forward kernels, and backward kernels that compute an input
+// gradient (their weight gradients are direct either way). The schedule says which ran.
+TEST_CASE("kernels: Winograd F(2x2, 5x5) computes what the direct algorithm computes: forward and input gradient", "[kernels]") {
+  Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd5.yaml")));
+  TargetInfo target = resolve_target("host");
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
+    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
+  int checked = 0;
+  for (KernelInfo kernel : kernels) {
+    const Node& node = graph.nodes[kernel.node];
+    if (node.op_name() != "conv2d" || (kernel.kind == KernelKind::Backward && !kernel.input_grad.at(0))) continue;
+    if (kernel.function == "winograd5_b6_e") continue;  // at the pooling's maxima whatever the knob
+    kernel.knobs.algorithm = "direct";
+    KernelTiming direct = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(kernel.function << ": " << direct.schedule << direct.error);
+    REQUIRE(direct.ok);
+    CHECK(direct.schedule.find("Winograd") == std::string::npos);
+    kernel.knobs.algorithm = "winograd";
+    KernelTiming winograd = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(winograd.schedule << winograd.error);
+    REQUIRE(winograd.ok);
+    CHECK(winograd.schedule.find("Winograd F(2x2, 5x5)") != std::string::npos);
+    check_same_outputs(direct, winograd);
+    ++checked;
+  }
+  // Forward a, b, c, d, e; training forward c and e; backward b, c and d.
+  CHECK(checked == 10);
 }

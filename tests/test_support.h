@@ -112,6 +112,7 @@ inline const std::vector<GradientModel>& gradient_check_models() {
       {"tests/models/grad_dilated.yaml", 20},     {"tests/models/grad_swish.yaml", 21},
       {"tests/models/grad_depthwise.yaml", 22},   {"tests/models/winograd.yaml", 23},
       {"tests/models/winograd_pool.yaml", 24},    {"tests/models/big_taps.yaml", 25},
+      {"tests/models/winograd5.yaml", 26},
   };
   return models;
 }

@@ -59,7 +59,8 @@ TEST_CASE("knobs: text round trip and errors", "[tuning]") {
   CHECK(ScheduleKnobs::parse("autoscheduler=Li2018").autoscheduler == "Li2018");
   // Every candidate of every kernel's space reads back as itself (cnnc build parses the
   // database's best), every value of the algorithm knob included.
-  for (const char* model : {"tests/models/winograd.yaml", "tests/models/train_small.yaml", "tests/models/big_taps.yaml"}) {
+  for (const char* model : {"tests/models/winograd.yaml", "tests/models/train_small.yaml", "tests/models/big_taps.yaml",
+                            "tests/models/winograd5.yaml"}) {
     Graph graph = compile_graph(parse_model_file(test::source_path(model)));
     std::set<std::string> algorithms;
     for (const KernelInfo& kernel : all_kernels(graph))
@@ -72,6 +73,8 @@ TEST_CASE("knobs: text round trip and errors", "[tuning]") {
       CHECK(algorithms == std::set<std::string>{"", "direct", "winograd", "winograd4"});
     if (std::string(model) == "tests/models/big_taps.yaml")  // the input gradient's other algorithm
       CHECK(algorithms.count("columns") == 1);
+    if (std::string(model) == "tests/models/winograd5.yaml")  // F(2x2, 5x5) only: no winograd4
+      CHECK(algorithms == std::set<std::string>{"", "direct", "winograd", "columns"});
   }
   CHECK_THROWS_WITH(ScheduleKnobs::parse("pixel_tile=0"), Catch::Contains("bad value"));
   CHECK_THROWS_WITH(ScheduleKnobs::parse("tile=3"), Catch::Contains("unknown schedule knob"));

@@ -18,7 +18,7 @@ namespace {
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
 // r16: Winograd by rule only where its tiles cover little more than the output
-// (winograd_work_ratio in ops/conv2d.cpp); r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
+// (winograd_work_ratio in ops/conv2d.cpp), Winograd F(2x2, 5x5) for 5x5 forward and input gradients; r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
 // gradient convolved, weight gradients of 16 taps or more over blocks of rows (ops/conv2d.cpp);
 // r14: cnnc tune's candidates timed in alternation with the default schedule in one process, their
 // ratio recorded (a time of its own, seconds from the default's, had moved with other tenants'

@@ -9,12 +9,19 @@ namespace cnnc {
 
 namespace {
 
-// Whether Winograd F(2x2, 3x3) can compute this conv2d's input gradient: a 3x3 kernel, stride 1
-// (any dilation).
-bool winograd_applies_to_backward(const Node& node) {
-  return node.attrs.get_pair("kernel") == std::pair<int64_t, int64_t>{3, 3} &&
-         node.attrs.get_pair("stride") == std::pair<int64_t, int64_t>{1, 1};
+// The kernel size Winograd serves in this conv2d's forward and input gradient: 3 (F(2x2, 3x3) or
+// F(4x4, 3x3)) or 5 (F(2x2, 5x5)), at stride 1 (any dilation); 0 where it does not apply.
+int winograd_kernel(const Node& node) {
+  if (node.attrs.get_pair("stride") != std::pair<int64_t, int64_t>{1, 1}) return 0;
+  auto kernel = node.attrs.get_pair("kernel");
+  if (kernel == std::pair<int64_t, int64_t>{3, 3}) return 3;
+  return kernel == std::pair<int64_t, int64_t>{5, 5} ? 5 : 0;
 }
+
+// Whether Winograd can compute both of this conv2d's gradients (F(3x3, 2x2) for the weights,
+// and the input's as the forward): a 3x3 kernel, stride 1 (any dilation). A 5x5 kernel's input
+// gradient can use F(2x2, 5x5) (winograd_kernel); its weight gradient stays direct.
+bool winograd_applies_to_backward(const Node& node) { return winograd_kernel(node) == 3; }
 
 bool fuses_pooling(const Node& node) {
   for (const Node::FusedOp& fused : node.fused)
@@ -31,22 +38,23 @@ bool winograd_applies(const Node& node, const KernelInfo& kernel) {
   if (fuses_pooling(node) && kernel.kind == KernelKind::ForwardTrain && !saves_pool_index(node)) return false;
   for (const Node::FusedOp& fused : node.fused)
     if (fused.def->traits.softmax) return false;
-  return winograd_applies_to_backward(node);
+  return winograd_kernel(node) != 0;
 }
 
 int winograd_tile(const Node& node, const ScheduleParams& sched);
 
-// Winograd's products per output against the direct algorithm's multiply-adds (9 per output and
-// channel pair), with the tile side m the rule picks: (m + 2)^2 / m^2 per output of the tiles,
+// Winograd's products per output against the direct algorithm's multiply-adds (k^2 per output
+// and channel pair for a k x k kernel), with the tile side m the rule picks: (m + k - 1)^2 / m^2
+// per output of the tiles,
 // which cover whole blocks of m d outputs along each axis (d the dilation) and so more than the
 // output where m d does not divide it: a 7x7 output dilated 3 takes 6 tiles a side covering 12.
 double winograd_work_ratio(const Node& node) {
-  int m = winograd_tile(node, ScheduleParams{});
+  int m = winograd_tile(node, ScheduleParams{}), k = std::max(3, winograd_kernel(node)), t = m + k - 1;
   auto [dh, dw] = node.attrs.get_pair("dilation");
   auto covered = [m](int64_t extent, int64_t d) {
     return double((extent + m * d - 1) / (m * d) * m * d) / double(extent);
   };
-  return double((m + 2) * (m + 2)) / double(9 * m * m) * covered(node.unfused_shape.at(0), dh) *
+  return double(t * t) / double(k * k * m * m) * covered(node.unfused_shape.at(0), dh) *
          covered(node.unfused_shape.at(1), dw);
 }
 
@@ -61,7 +69,10 @@ double winograd_work_ratio(const Node& node) {
 // (4x4, 9x9, 11x11, 13x13; 12x12 and 18x18 dilated 3), even to 1.2x at 0.58 (7x7), slower at
 // 0.64-0.79 (5x5, 3x3: 0.75-1.05x); dilated, 0.66-0.94x at 0.58-1.31 (14x14 and 7x7 dilated 2,
 // 10x10 and 6x6 dilated 2, 9x9 and 7x7 dilated 3: a 7x7 map dilated 3, 71 -> 141 channels,
-// forward and backward 10.8 -> 5.5 ms direct).
+// forward and backward 10.8 -> 5.5 ms direct). 5x5 kernels by F(2x2, 5x5) (0.36 of the direct
+// products on whole tiles), 24 and 48 channels on 5x5 to 28x28 maps: forward 1.4-1.9x faster
+// (one 0.75x: 24 channels on 7x7), backward (input gradient by Winograd, weight gradient
+// direct) 1.07-1.29x.
 // `cnnc tune` measures the other algorithm too (algorithm=direct / algorithm=winograd).
 bool winograd_by_default(const Node& node) {
   const Shape& kernel = node.params.at(0).shape;  // [kh, kw, in, filters]
@@ -103,6 +114,7 @@ bool padded_input_gradient(const Node& node, const ScheduleParams& sched) {
 // only its tiles are ragged (14x14: 0.83x, 28x28 dilated 2: 0.9x) and with 2 tiles a side (8x8,
 // 64 channels, input gradient: 0.87x); about even with 16 channels (0.95-1.1x by batch).
 int winograd_tile(const Node& node, const ScheduleParams& sched) {
+  if (winograd_kernel(node) == 5) return 2;  // F(2x2, 5x5) only
   if (sched.algorithm == "winograd4") return 4;
   if (sched.algorithm == "winograd") return 2;
   const Shape& kernel = node.params.at(0).shape;  // [kh, kw, in, filters]
@@ -136,7 +148,9 @@ struct Winograd {
   Func product{"winograd_product"}, product_acc{"winograd_product_acc"};
   Var e{"e"}, nu{"nu"}, tx{"tx"}, ty{"ty"};
   RDom r;
-  int m = 2;  // outputs per tile side
+  int m = 2;      // outputs per tile side
+  int ksize = 3;  // the kernel's side: 3, or 5 (with m = 2)
+  int t() const { return m + ksize - 1; }  // the input tile's side
 
   static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
   static constexpr float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
@@ -151,6 +165,17 @@ struct Winograd {
                                      {1.0f / 24, -1.0f / 12, 1.0f / 6},
                                      {0, 0, 1}};
   static constexpr float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+  // F(2x2, 5x5): the same points and input transform (BT4); the kernel transform's row for point
+  // p is F(4x4, 3x3)'s factor times (1, p, p^2, p^3, p^4), and the output transform's rows are
+  // (1, p) with 1 at infinity in the last (checked against the direct algorithm in
+  // tests/test_kernels.cpp).
+  static constexpr float G5[6][5] = {{1.0f / 4, 0, 0, 0, 0},
+                                     {-1.0f / 6, -1.0f / 6, -1.0f / 6, -1.0f / 6, -1.0f / 6},
+                                     {-1.0f / 6, 1.0f / 6, -1.0f / 6, 1.0f / 6, -1.0f / 6},
+                                     {1.0f / 24, 1.0f / 12, 1.0f / 6, 1.0f / 3, 2.0f / 3},
+                                     {1.0f / 24, -1.0f / 12, 1.0f / 6, -1.0f / 3, 2.0f / 3},
+                                     {0, 0, 0, 0, 1}};
+  static constexpr float AT25[2][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 1}};
 
   // sum over (i, j) of a[row][i] * b[col][j] * value(i, j), without the zero terms.
   template <size_t N, size_t K>
@@ -169,18 +194,20 @@ struct Winograd {
   }
   // The three transforms of this m.
   Expr transform_kernel(int a, int b, const std::function<Expr(int, int)>& value) const {
+    if (ksize == 5) return bilinear(G5, a, G5, b, value);
     return m == 2 ? bilinear(G, a, G, b, value) : bilinear(G4, a, G4, b, value);
   }
   Expr transform_input(int a, int b, const std::function<Expr(int, int)>& value) const {
-    return m == 2 ? bilinear(BT, a, BT, b, value) : bilinear(BT4, a, BT4, b, value);
+    return t() == 4 ? bilinear(BT, a, BT, b, value) : bilinear(BT4, a, BT4, b, value);
   }
   Expr transform_output(int a, int b, const std::function<Expr(int, int)>& value) const {
+    if (ksize == 5) return bilinear(AT25, a, AT25, b, value);
     return m == 2 ? bilinear(AT, a, AT, b, value) : bilinear(AT4, a, AT4, b, value);
   }
 
   // A value per (e, nu) of the t x t tile, picked by constant conditions once e and nu are unrolled.
   Expr per_position(const std::function<Expr(int, int)>& at) const {
-    int last = m + 1;
+    int last = t() - 1;
     Expr result = at(last, last);
     for (int a = last; a >= 0; --a)
       for (int b = last; b >= 0; --b)
@@ -191,14 +218,15 @@ struct Winograd {
   int dw = 1, dh = 1;  // dilation
 
   // FLOPs per example of the products (2 per multiply-add) for an output of width x height x
-  // out_channels from in_channels: (m + 2)^2 per tile and channel pair; tiles of a row:
-  // ceil(width / m d) d.
-  static int64_t product_flops(int in_channels, int out_channels, int width, int height, int dw, int dh, int m = 2) {
+  // out_channels from in_channels: (m + k - 1)^2 per tile and channel pair for a k x k kernel;
+  // tiles of a row: ceil(width / m d) d.
+  static int64_t product_flops(int in_channels, int out_channels, int width, int height, int dw, int dh, int m = 2,
+                               int ksize = 3) {
     int64_t tiles_x = (width + m * dw - 1) / (m * dw) * dw, tiles_y = (height + m * dh - 1) / (m * dh) * dh;
-    return 2 * int64_t(m + 2) * (m + 2) * in_channels * out_channels * tiles_x * tiles_y;
+    return 2 * int64_t(m + ksize - 1) * (m + ksize - 1) * in_channels * out_channels * tiles_x * tiles_y;
   }
 
-  // The 3x3 correlation (c, x, y, n) of `source` (c, x, y, n: defined past the input's edges,
+  // The k x k correlation (k = ksize) (c, x, y, n) of `source` (c, x, y, n: defined past the input's edges,
   // zero or clamped) with `weights` (co, ci, kx, ky), dilated by (dw, dh): output (x, y) reads
   // source at (x + dw kx, y + dh ky).
   Func define(Func source, Func weights, int in_channels, int dilation_x, int dilation_y) {
@@ -458,6 +486,7 @@ Func conv2d_forward(ForwardContext& ctx) {
   Func acc("acc");
   Winograd wino;
   wino.m = winograd_tile(ctx.node, ctx.sched);
+  wino.ksize = std::max(3, winograd_kernel(ctx.node));
   Func value("value");
   if (winograd) {
     if (ctx.node.attrs.get_string("padding") != "same") {  // ('same': source is the zero-padded input already)
@@ -671,9 +700,10 @@ Func conv2d_forward(ForwardContext& ctx) {
       wino.schedule(output, block, vec, tile, in_channels, wino.rows_per_task(out_height), ctx.sched, co, task);
     }
     copy_padded_per_task(output, task);
-    ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, 3x3); products in register tiles of {1} channels x {2} tiles{3}",
-                               wino.m, block, tile, pooled);
-    ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, read_width, read_height, int(dw), int(dh), wino.m);
+    ctx.schedule = fmt::format("cpu: Winograd F({0}x{0}, {4}x{4}); products in register tiles of {1} channels x {2} tiles{3}",
+                               wino.m, block, tile, pooled, wino.ksize);
+    ctx.executed_flops =
+        Winograd::product_flops(in_channels, out_channels, read_width, read_height, int(dw), int(dh), wino.m, wino.ksize);
     return output;
   }
   if (!pooling) {
@@ -974,6 +1004,10 @@ struct Conv2dBackward {
     // per row (which happens only without an input gradient).
     bool winograd = ctx.hand && !ctx.sched.gpu && !dpre_per_row && winograd_applies_to_backward(ctx.node) &&
                     winograd_chosen(ctx.node, ctx.sched);
+    // A 5x5 kernel's input gradient by Winograd F(2x2, 5x5) (the knob or the rule); its weight
+    // gradient below is direct.
+    bool winograd5 = ctx.hand && !ctx.sched.gpu && ctx.kernel.input_grad[0] && winograd_kernel(ctx.node) == 5 &&
+                     winograd_chosen(ctx.node, ctx.sched);
     Func dpre("dpre");  // materialized where computed: three reductions read it
     // Winograd reads the gradient in place where it is a buffer that its tiles and register
     // tiles cover exactly: an even output (whole 2d x 2d blocks) and whole vectors of channels.
@@ -1156,18 +1190,21 @@ struct Conv2dBackward {
     }
 
     if (!ctx.kernel.input_grad[0]) return;
-    if (winograd) {
-      // 3x3, stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
-      // w(co, ci, 2 - kx, 2 - ky) * dpre(co, x + left - 2d + d kx, y + top - 2d + d ky), a 3x3
+    if (winograd || winograd5) {
+      // k x k (3 or 5), stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
+      // w(co, ci, k - 1 - kx, k - 1 - ky) * dpre(co, x + left - (k - 1) d + d kx, ...), a k x k
       // correlation of the zero-padded gradient with the flipped kernel, which Winograd
       // computes like the forward.
       Func shifted("dpre_padded"), flipped("flipped");
-      int sx = left - 2 * dw, sy = top - 2 * dh;
+      int sx = left - int(kw - 1) * dw, sy = top - int(kh - 1) * dh;
       shifted(c, x, y, n) = select(x + sx >= 0 && x + sx < out_width && y + sy >= 0 && y + sy < out_height,
                                    dpre(c, clamp(x + sx, 0, out_width - 1), clamp(y + sy, 0, out_height - 1), n), 0.0f);
-      flipped(ci, co, kx, ky) = params.at("kernel")(co, ci, 2 - kx, 2 - ky);
+      flipped(ci, co, kx, ky) = params.at("kernel")(co, ci, int(kw) - 1 - kx, int(kh) - 1 - ky);
       Winograd wino;
       wino.m = winograd_tile(ctx.node, ctx.sched);
+      wino.ksize = int(kw);
+      // The weight gradient above was direct (5x5): its FLOPs, those of the layer.
+      if (winograd5) ctx.executed_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * kh * kw;
       Func convolved = wino.define(shifted, flipped, out_channels, dw, dh);
       input_grad = Func("input_gradient");
       int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
@@ -1184,9 +1221,9 @@ struct Conv2dBackward {
       shifted.compute_at(input_grad, task);
       vectorize_pure(shifted, c, ctx.sched.vector, out_channels);
       ctx.direct_input_grad = true;
-      ctx.executed_flops += Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m);
-      ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, 3x3), register tiles of {1} channels x {2} tiles{3}", wino.m,
-                                  in_block, tile, ctx.previous_note());
+      ctx.executed_flops += Winograd::product_flops(out_channels, in_channels, width, height, dw, dh, wino.m, wino.ksize);
+      ctx.schedule += fmt::format("; input gradient: Winograd F({0}x{0}, {4}x{4}), register tiles of {1} channels x {2} tiles{3}",
+                                  wino.m, in_block, tile, ctx.previous_note(), wino.ksize);
       return;
     }
     if (padded_input_gradient(ctx.node, ctx.sched) && ctx.hand) {
@@ -1333,7 +1370,7 @@ void register_conv2d_halide() {
         algorithms.push_back(knobs);
       }
       space.insert(space.end(), algorithms.begin(), algorithms.end());
-      space.push_back(other_winograd_tile(node));
+      if (winograd_kernel(node) == 3) space.push_back(other_winograd_tile(node));
       return space;
     }
     std::vector<ScheduleKnobs> chunked;
@@ -1361,6 +1398,15 @@ void register_conv2d_halide() {
         space.push_back(knobs);
       }
       if (kernel.input_grad.at(0)) space.push_back(other_winograd_tile(node));  // the input gradient's
+    } else if (winograd_kernel(node) == 5 && kernel.input_grad.at(0)) {
+      // A 5x5 input gradient: the algorithm the rule did not pick (Winograd F(2x2, 5x5) or the
+      // padded convolution), and GEMM with col2im where the padded convolution applies.
+      for (const char* algorithm : {winograd_by_default(node) ? "direct" : "winograd", "columns"}) {
+        if (std::string(algorithm) == "columns" && !padded_input_gradient_applies(node)) continue;
+        ScheduleKnobs knobs;
+        knobs.algorithm = algorithm;
+        space.push_back(knobs);
+      }
     } else if (padded_input_gradient_applies(node) && kernel.input_grad.at(0)) {
       // The input gradient's other algorithm (GEMM and col2im), with each batch split.
       for (int chunks : {0, 2, 8}) {
