@@ -200,12 +200,15 @@ TEST_CASE("arm64: the ARM NEON package under qemu gives the host's answer", "[ar
 // Outputs and one training step's gradients of the models that hold the newer ops (global
 // pooling, relu6, leaky_relu, elu, hard_sigmoid, swish, silu, gelu, hard_swish, zero_padding2d,
 // upsampling2d, dilation, depthwise_conv2d, separable_conv2d), and winograd_residual.yaml's
-// backward kernels in place (NEON's 4-float vectors decide which read and add in place).
+// backward kernels in place (NEON's 4-float vectors decide which read and add in place), Winograd
+// F(2x2, 5x5) (winograd5.yaml), large kernels' padded input gradients and row-blocked weight
+// gradients (big_taps.yaml).
 TEST_CASE("arm64: global pooling, the newer activations, padding, upsampling, dilation, depthwise and separable convolutions give the host's answer", "[arm]") {
   for (const char* model : {"tests/models/grad_activations.yaml", "tests/models/grad_spatial.yaml",
                             "tests/models/grad_dilated.yaml", "tests/models/grad_swish.yaml",
                             "tests/models/grad_depthwise.yaml", "tests/models/winograd.yaml",
-                            "tests/models/winograd_residual.yaml"}) {
+                            "tests/models/winograd_residual.yaml", "tests/models/winograd5.yaml",
+                            "tests/models/big_taps.yaml"}) {
     INFO(model);
     test::check_arm_matches_host(test::build_model(model, "host"), test::build_model(model, "arm-64-linux"), 3, true);
   }
