@@ -211,12 +211,13 @@ TEST_CASE("kernels: backward kernels in place where tiles and vectors cover the 
     CHECK_THAT(schedules[kernel], Catch::Contains("added to the previous gradient as stored"));
   }
   CHECK_THAT(schedules["winograd_residual_b7_s"], Catch::Contains("then col2im, added to the previous gradient as stored"));
-  // The dilated conv's 4-row blocks do not cover 5 rows; e's gradient passes its elu first.
-  for (const char* kernel : {"winograd_residual_b10_dil", "winograd_residual_b12_e"}) {
-    INFO(kernel << ": " << schedules[kernel]);
-    CHECK_THAT(schedules[kernel], Catch::Contains("input gradient: Winograd"));
-    CHECK_THAT(schedules[kernel], !Catch::Contains("read in place"));
-  }
+  // e's gradient passes its elu first: Winograd, not in place. The dilated conv's 4x4 blocks
+  // cover 2.1 times its 6x5 output: direct by rule, its input gradient the padded gradient
+  // convolved (with the knob, Winograd's blocks that do not cover 5 rows: "kernels: Winograd by
+  // rule only where ...").
+  CHECK_THAT(schedules["winograd_residual_b12_e"], Catch::Contains("input gradient: Winograd"));
+  CHECK_THAT(schedules["winograd_residual_b12_e"], !Catch::Contains("read in place"));
+  CHECK_THAT(schedules["winograd_residual_b10_dil"], Catch::Contains("input gradient: the padded gradient convolved"));
   check_model("tests/models/winograd_residual.yaml");
 }
 
@@ -228,14 +229,19 @@ TEST_CASE("kernels: Winograd F(2x2, 5x5)'s shapes (tests/models/winograd5.yaml) 
   check_model("tests/models/winograd5.yaml");
 }
 
+static void check_same_outputs(const KernelTiming& direct, const KernelTiming& other);  // below
+
 TEST_CASE("kernels: Winograd convolutions with a fused pooling match the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/winograd_pool.yaml");
   std::map<std::string, std::string> schedules = manifest_schedules(built);
-  // Inference: every pooled convolution by Winograd, b by F(4x4) (32 channels on 20x19).
-  for (const char* kernel : {"winograd_pool_k2_a", "winograd_pool_k4_b", "winograd_pool_k5_c", "winograd_pool_k6_d"}) {
+  // Inference: the pooled convolutions by Winograd, b by F(4x4) (32 channels on 20x19); c
+  // (dilated 2 on 22x21: its 4x4 blocks cover 1.25 times the output) direct by rule, and by
+  // Winograd with the knob (below).
+  for (const char* kernel : {"winograd_pool_k2_a", "winograd_pool_k4_b", "winograd_pool_k6_d"}) {
     INFO(kernel);
     CHECK_THAT(schedules[kernel], Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
   }
+  CHECK_THAT(schedules["winograd_pool_k5_c"], Catch::Contains("fused pooling") && !Catch::Contains("Winograd"));
   CHECK_THAT(schedules["winograd_pool_k4_b"], Catch::Contains("F(4x4, 3x3)"));
   // Training: Winograd where only the maxima's positions are kept (a, b), direct where the
   // activation is (c: overlapping windows, d: average pooling).
@@ -263,6 +269,22 @@ TEST_CASE("kernels: Winograd convolutions with a fused pooling match the referen
   CHECK_THAT(schedules["winograd_pool_k10_f_f_bn_f_pool"], Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
   CHECK_THAT(schedules["winograd_pool_k13_g_g_swish_g_pool"], Catch::Contains("fused pooling"));
   check_model("tests/models/winograd_pool.yaml");
+  // c with the knob: Winograd's dilated blocks, then the overlapping pooling, compute what the
+  // direct rule computes (batches 8, 1, 7).
+  int checked = 0;
+  for (KernelInfo kernel : plan_kernels(graph)) {
+    if (kernel.function != "winograd_pool_k5_c") continue;
+    TargetInfo target = resolve_target("host");
+    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    kernel.knobs.algorithm = "winograd";
+    KernelTiming winograd = time_kernel(graph, kernel, target, 8, 1, {1, 7});
+    INFO(rule.error << winograd.schedule << winograd.error);
+    REQUIRE((rule.ok && winograd.ok));
+    CHECK_THAT(winograd.schedule, Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
+    check_same_outputs(rule, winograd);
+    ++checked;
+  }
+  CHECK(checked == 1);
 }
 
 TEST_CASE("kernels: a batchnorm folded into the convolution or dense before it matches the reference", "[kernels]") {
