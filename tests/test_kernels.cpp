@@ -95,6 +95,35 @@ void check_model(const std::string& path) {
   check_every_kernel(built, 3, 99);
 }
 
+// Each output of `other` within 1e-4 of `direct`'s, relative to that output's largest value
+// (which must not be 0: a kernel that wrote nothing would pass otherwise).
+void check_same_outputs(const KernelTiming& direct, const KernelTiming& other) {
+  REQUIRE(direct.outputs.size() == other.outputs.size());
+  for (size_t o = 0; o < direct.outputs.size(); ++o) {
+    REQUIRE(direct.outputs[o].size() == other.outputs[o].size());
+    if (direct.outputs[o].empty()) continue;  // not float: a pooling's indices (not collected; ties may differ)
+    double largest = 0, worst = 0;
+    for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
+    for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
+      double error = std::fabs(double(direct.outputs[o][i]) - double(other.outputs[o][i]));
+      if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
+    }
+    INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
+    CHECK(largest > 0);
+    CHECK(worst <= 1e-4 * largest);
+  }
+}
+
+// `kernel` timed with the algorithm knob `algorithm` ("": as planned) at batch 8, then 1 and 7
+// (time_kernel's outputs); the test stops where it fails.
+KernelTiming timed_with(const Graph& graph, KernelInfo kernel, const std::string& algorithm) {
+  if (!algorithm.empty()) kernel.knobs.algorithm = algorithm;
+  KernelTiming timing = time_kernel(graph, kernel, resolve_target("host"), 8, 1, {1, 7});
+  INFO(kernel.function << " " << kernel.knobs.str() << ": " << timing.schedule << timing.error);
+  REQUIRE(timing.ok);
+  return timing;
+}
+
 }  // namespace
 
 TEST_CASE("kernels: convolutions with fused bias, activation and pooling match the reference", "[kernels]") {
@@ -229,8 +258,6 @@ TEST_CASE("kernels: Winograd F(2x2, 5x5)'s shapes (tests/models/winograd5.yaml) 
   check_model("tests/models/winograd5.yaml");
 }
 
-static void check_same_outputs(const KernelTiming& direct, const KernelTiming& other);  // below
-
 TEST_CASE("kernels: Winograd convolutions with a fused pooling match the reference", "[kernels]") {
   test::BuiltModel built = test::build_model("tests/models/winograd_pool.yaml");
   std::map<std::string, std::string> schedules = manifest_schedules(built);
@@ -274,12 +301,7 @@ TEST_CASE("kernels: Winograd convolutions with a fused pooling match the referen
   int checked = 0;
   for (KernelInfo kernel : plan_kernels(graph)) {
     if (kernel.function != "winograd_pool_k5_c") continue;
-    TargetInfo target = resolve_target("host");
-    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    kernel.knobs.algorithm = "winograd";
-    KernelTiming winograd = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(rule.error << winograd.schedule << winograd.error);
-    REQUIRE((rule.ok && winograd.ok));
+    KernelTiming rule = timed_with(graph, kernel, ""), winograd = timed_with(graph, kernel, "winograd");
     CHECK_THAT(winograd.schedule, Catch::Contains("Winograd") && Catch::Contains("then the pooling"));
     check_same_outputs(rule, winograd);
     ++checked;
@@ -430,30 +452,6 @@ TEST_CASE("thread pool: the caller's floating-point mode is the same after a for
 #endif
 }
 
-// Winograd F(2x2, 3x3) and F(4x4, 3x3), forward and input gradient, and F(3x3, 2x2), the weight
-// gradient, against the direct algorithm on the same
-// kernel and the same seeded inputs, at batch 32 and then 1 and 7 (time_kernel's outputs), on
-// shapes the rule would and would not give it (1 to 33 channels, odd sizes, 'valid' and 'same',
-// no bias, fused activations, a folded batchnorm). Each output value within 1e-4 of the
-// direct one, relative to the largest value of that output; and the schedule says which ran.
-// Each output of `other` within 1e-4 of `direct`'s, relative to that output's largest value
-// (which must not be 0: a kernel that wrote nothing would pass otherwise).
-static void check_same_outputs(const KernelTiming& direct, const KernelTiming& other) {
-  REQUIRE(direct.outputs.size() == other.outputs.size());
-  for (size_t o = 0; o < direct.outputs.size(); ++o) {
-    REQUIRE(direct.outputs[o].size() == other.outputs[o].size());
-    if (direct.outputs[o].empty()) continue;  // not float: a pooling's indices (not collected; ties may differ)
-    double largest = 0, worst = 0;
-    for (float value : direct.outputs[o]) largest = std::max(largest, double(std::fabs(value)));
-    for (size_t i = 0; i < direct.outputs[o].size(); ++i) {
-      double error = std::fabs(double(direct.outputs[o][i]) - double(other.outputs[o][i]));
-      if (!(error <= worst)) worst = std::isnan(error) ? INFINITY : error;
-    }
-    INFO("output " << o << ": worst difference " << worst << ", largest value " << largest);
-    CHECK(largest > 0);
-    CHECK(worst <= 1e-4 * largest);
-  }
-}
 
 // Register tiles of channels (channel_block): by default the count of whole vectors that computes
 // the fewest channels (35 channels: tiles of one vector, computing 48, not of two, computing 64);
@@ -516,6 +514,12 @@ TEST_CASE("kernels: Winograd gradients with every register-tile knob match the d
   CHECK(checked == 18);  // two convolutions x 9 knob settings
 }
 
+// Winograd F(2x2, 3x3) and F(4x4, 3x3), forward and input gradient, and F(3x3, 2x2), the weight
+// gradient, against the direct algorithm on the same
+// kernel and the same seeded inputs, at batch 32 and then 1 and 7 (time_kernel's outputs), on
+// shapes the rule would and would not give it (1 to 33 channels, odd sizes, 'valid' and 'same',
+// no bias, fused activations, a folded batchnorm). Each output value within 1e-4 of the
+// direct one, relative to the largest value of that output; and the schedule says which ran.
 TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forward, input and weight gradients", "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd.yaml")));
   TargetInfo target = resolve_target("host");
@@ -563,7 +567,6 @@ TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forwar
 TEST_CASE("kernels: the padded input gradient and row-blocked weight gradients compute what col2im and the column sums compute",
           "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/big_taps.yaml")));
-  TargetInfo target = resolve_target("host");
   int64_t floats = 0;
   for (const Node& node : graph.nodes) floats += node.param_count();
   std::map<std::string, std::string> expected_weights = {
@@ -572,17 +575,14 @@ TEST_CASE("kernels: the padded input gradient and row-blocked weight gradients c
   int checked = 0;
   for (KernelInfo kernel : plan_training_kernels(graph, floats)) {
     if (kernel.kind != KernelKind::Backward || !expected_weights.count(kernel.function)) continue;
-    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(kernel.function << ": " << rule.schedule << rule.error);
-    REQUIRE(rule.ok);
+    KernelTiming rule = timed_with(graph, kernel, "");
+    INFO(kernel.function << ": " << rule.schedule);
     CHECK(rule.schedule.find(expected_weights[kernel.function]) != std::string::npos);
     bool strided = kernel.function == "big_taps_b6_e";
     CHECK(rule.schedule.find(strided ? "then col2im" : "input gradient: the padded gradient convolved") != std::string::npos);
     if (strided) continue;
-    kernel.knobs.algorithm = "columns";
-    KernelTiming columns = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(columns.schedule << columns.error);
-    REQUIRE(columns.ok);
+    KernelTiming columns = timed_with(graph, kernel, "columns");
+    INFO(columns.schedule);
     CHECK(columns.schedule.find("then col2im") != std::string::npos);
     check_same_outputs(rule, columns);
     ++checked;
@@ -596,7 +596,6 @@ TEST_CASE("kernels: the padded input gradient and row-blocked weight gradients c
 // did not pick (both tuning candidates), the same outputs within 1e-4 at batches 8, 1 and 7.
 TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than the output", "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd_cover.yaml")));
-  TargetInfo target = resolve_target("host");
   int64_t floats = 0;
   for (const Node& node : graph.nodes) floats += node.param_count();
   std::vector<KernelInfo> kernels = plan_kernels(graph);
@@ -607,14 +606,9 @@ TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than
     const std::string& name = graph.nodes[kernel.node].name;
     if (graph.nodes[kernel.node].op_name() != "conv2d") continue;
     bool winograd = name[0] == 'w';
-    KernelTiming rule = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(kernel.function << ": " << rule.schedule << rule.error);
-    REQUIRE(rule.ok);
+    KernelTiming rule = timed_with(graph, kernel, ""), other = timed_with(graph, kernel, winograd ? "direct" : "winograd");
+    INFO(kernel.function << ": " << rule.schedule << " / " << other.schedule);
     CHECK((rule.schedule.find("Winograd") != std::string::npos) == winograd);
-    kernel.knobs.algorithm = winograd ? "direct" : "winograd";
-    KernelTiming other = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(other.schedule << other.error);
-    REQUIRE(other.ok);
     CHECK((other.schedule.find("Winograd") != std::string::npos) == !winograd);
     check_same_outputs(rule, other);
     ++checked;
@@ -628,7 +622,6 @@ TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than
 // gradient (their weight gradients are direct either way). The schedule says which ran.
 TEST_CASE("kernels: Winograd F(2x2, 5x5) computes what the direct algorithm computes: forward and input gradient", "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd5.yaml")));
-  TargetInfo target = resolve_target("host");
   std::vector<KernelInfo> kernels = plan_kernels(graph);
   int64_t floats = 0;
   for (const Node& node : graph.nodes) floats += node.param_count();
@@ -639,15 +632,9 @@ TEST_CASE("kernels: Winograd F(2x2, 5x5) computes what the direct algorithm comp
     const Node& node = graph.nodes[kernel.node];
     if (node.op_name() != "conv2d" || (kernel.kind == KernelKind::Backward && !kernel.input_grad.at(0))) continue;
     if (kernel.function == "winograd5_b6_e") continue;  // at the pooling's maxima whatever the knob
-    kernel.knobs.algorithm = "direct";
-    KernelTiming direct = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(kernel.function << ": " << direct.schedule << direct.error);
-    REQUIRE(direct.ok);
+    KernelTiming direct = timed_with(graph, kernel, "direct"), winograd = timed_with(graph, kernel, "winograd");
+    INFO(kernel.function << ": " << direct.schedule << " / " << winograd.schedule);
     CHECK(direct.schedule.find("Winograd") == std::string::npos);
-    kernel.knobs.algorithm = "winograd";
-    KernelTiming winograd = time_kernel(graph, kernel, target, 8, 1, {1, 7});
-    INFO(winograd.schedule << winograd.error);
-    REQUIRE(winograd.ok);
     CHECK(winograd.schedule.find("Winograd F(2x2, 5x5)") != std::string::npos);
     check_same_outputs(direct, winograd);
     ++checked;
