@@ -297,6 +297,11 @@ def main():
     parser.add_argument("--json", help="write every result here")
     parser.add_argument("--chart", help="write a chart of the ratios here (.svg or .png)")
     args = parser.parse_args()
+    if args.chart:
+        try:
+            import matplotlib  # noqa: F401  (checked before the measurements, not after them)
+        except ImportError:
+            raise SystemExit("--chart needs matplotlib (apt-get install python3-matplotlib)")
 
     results = []
     for model in args.models:
