@@ -183,8 +183,8 @@ TEST_CASE("gradients: Winograd input and weight gradients (3x3, stride 1, dilati
   check_gradients("tests/models/winograd.yaml");
 }
 
-TEST_CASE("gradients: Winograd F(2x2, 5x5) input gradients (5x5, stride 1, 'same' and 'valid', dilation 2) match finite "
-          "differences",
+TEST_CASE("gradients: Winograd F(2x2, 5x5) input gradients and F(5x5, 2x2) weight gradients (5x5, stride 1, 'same' and "
+          "'valid', dilation 2) match finite differences",
           "[gradients]") {
   test::BuiltModel built = test::build_model("tests/models/winograd5.yaml");
   std::ifstream manifest(built.result.dir + "/manifest.json");
@@ -193,7 +193,12 @@ TEST_CASE("gradients: Winograd F(2x2, 5x5) input gradients (5x5, stride 1, 'same
   for (size_t at = text.find("input gradient: Winograd F(2x2, 5x5)"); at != std::string::npos;
        at = text.find("input gradient: Winograd F(2x2, 5x5)", at + 1))
     ++found;
-  CHECK(found == 3);  // by the rule: b, c and d (e's backward is at the pooling's maxima)
+  CHECK(found == 4);  // by the rule: b, c, d and e (a's backward computes no input gradient)
+  found = 0;
+  for (size_t at = text.find("weight gradient: Winograd F(5x5, 2x2)"); at != std::string::npos;
+       at = text.find("weight gradient: Winograd F(5x5, 2x2)", at + 1))
+    ++found;
+  CHECK(found == 4);  // b, c, d and e (a has 5 input channels: direct)
   check_gradients("tests/models/winograd5.yaml");
 }
 

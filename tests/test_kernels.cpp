@@ -616,11 +616,15 @@ TEST_CASE("kernels: Winograd by rule only where its tiles cover little more than
   CHECK(checked == 12);  // six convolutions, forward and backward
 }
 
-// Winograd F(2x2, 5x5) against the direct algorithm on the same kernel and the same seeded
-// inputs, at batch 8 and then 1 and 7: forward kernels (with a fused pooling, 'valid', dilation
-// 2, 5 input channels), training forward kernels, and backward kernels that compute an input
-// gradient (their weight gradients are direct either way). The schedule says which ran.
-TEST_CASE("kernels: Winograd F(2x2, 5x5) computes what the direct algorithm computes: forward and input gradient", "[kernels]") {
+// Winograd F(2x2, 5x5) and F(5x5, 2x2) against the direct algorithm on the same kernel and the
+// same seeded inputs, at batch 8 and then 1 and 7: forward kernels (with a fused pooling, 'valid',
+// dilation 2, 5 input channels), training forward kernels, and backward kernels (the input
+// gradient by F(2x2, 5x5), the weight gradient by F(5x5, 2x2); a's backward, the first layer's,
+// only the weight gradient, over 5 input channels; e's behind the pooling's maxima). The schedule
+// says which ran.
+TEST_CASE("kernels: Winograd F(2x2, 5x5) and F(5x5, 2x2) compute what the direct algorithm computes: forward and both "
+          "gradients",
+          "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd5.yaml")));
   std::vector<KernelInfo> kernels = plan_kernels(graph);
   int64_t floats = 0;
@@ -630,15 +634,20 @@ TEST_CASE("kernels: Winograd F(2x2, 5x5) computes what the direct algorithm comp
   int checked = 0;
   for (KernelInfo kernel : kernels) {
     const Node& node = graph.nodes[kernel.node];
-    if (node.op_name() != "conv2d" || (kernel.kind == KernelKind::Backward && !kernel.input_grad.at(0))) continue;
-    if (kernel.function == "winograd5_b6_e") continue;  // at the pooling's maxima whatever the knob
+    if (node.op_name() != "conv2d") continue;
     KernelTiming direct = timed_with(graph, kernel, "direct"), winograd = timed_with(graph, kernel, "winograd");
     INFO(kernel.function << ": " << direct.schedule << " / " << winograd.schedule);
     CHECK(direct.schedule.find("Winograd") == std::string::npos);
-    CHECK(winograd.schedule.find("Winograd F(2x2, 5x5)") != std::string::npos);
+    if (kernel.kind == KernelKind::Backward) {
+      CHECK(winograd.schedule.find("weight gradient: Winograd F(5x5, 2x2)") != std::string::npos);
+      CHECK((winograd.schedule.find("input gradient: Winograd F(2x2, 5x5)") != std::string::npos) ==
+            kernel.input_grad.at(0));
+    } else {
+      CHECK(winograd.schedule.find("Winograd F(2x2, 5x5)") != std::string::npos);
+    }
     check_same_outputs(direct, winograd);
     ++checked;
   }
-  // Forward a, b, c, d, e; training forward c and e; backward b, c and d.
-  CHECK(checked == 10);
+  // Forward a, b, c, d, e; training forward c and e; backward a, b, c, d and e.
+  CHECK(checked == 12);
 }

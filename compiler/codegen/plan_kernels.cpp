@@ -17,9 +17,11 @@ namespace {
 // Bump when the default schedules or the meaning of a knob change: every kernel signature (the
 // tuning database's key) ends with it, so measurements made against other schedules are not
 // used (`cnnc tune` measures again) but stay in the database.
-// r16: Winograd by rule only where its tiles cover little more than the output
-// (winograd_work_ratio in ops/conv2d.cpp), Winograd F(2x2, 5x5) for 5x5 forward and input gradients; r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the padded
-// gradient convolved, weight gradients of 16 taps or more over blocks of rows (ops/conv2d.cpp);
+// r17: 5x5 weight gradients by Winograd F(5x5, 2x2), by the same rule and knob as the input
+// gradient's; r16: Winograd by rule only where its tiles cover little more than the output
+// (winograd_work_ratio in ops/conv2d.cpp), Winograd F(2x2, 5x5) for 5x5 forward and input
+// gradients; r15: the input gradient of 'same' convolutions at stride 1 (not Winograd) as the
+// padded gradient convolved, weight gradients of 16 taps or more over blocks of rows (ops/conv2d.cpp);
 // r14: cnnc tune's candidates timed in alternation with the default schedule in one process, their
 // ratio recorded (a time of its own, seconds from the default's, had moved with other tenants'
 // load); r13: Winograd's backward reading the output's gradient in place where its tiles cover it,
@@ -36,7 +38,7 @@ namespace {
 // in ops/conv2d.cpp); r6: depthwise/separable tasks of several rows, residual adds folded at
 // inference; r5: Winograd weight gradients; r4: Winograd by rule, padded copies, GEMM input
 // gradient at strides, chunked batchnorm sums.
-constexpr int kScheduleRevision = 16;
+constexpr int kScheduleRevision = 17;
 
 }  // namespace
 

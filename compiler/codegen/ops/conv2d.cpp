@@ -18,10 +18,9 @@ int winograd_kernel(const Node& node) {
   return kernel == std::pair<int64_t, int64_t>{5, 5} ? 5 : 0;
 }
 
-// Whether Winograd can compute both of this conv2d's gradients (F(3x3, 2x2) for the weights,
-// and the input's as the forward): a 3x3 kernel, stride 1 (any dilation). A 5x5 kernel's input
-// gradient can use F(2x2, 5x5) (winograd_kernel); its weight gradient stays direct.
-bool winograd_applies_to_backward(const Node& node) { return winograd_kernel(node) == 3; }
+// Whether Winograd can compute both of this conv2d's gradients (F(3x3, 2x2) or F(5x5, 2x2) for
+// the weights, and the input's as the forward): a 3x3 or 5x5 kernel, stride 1 (any dilation).
+bool winograd_applies_to_backward(const Node& node) { return winograd_kernel(node) != 0; }
 
 bool fuses_pooling(const Node& node) {
   for (const Node::FusedOp& fused : node.fused)
@@ -71,8 +70,10 @@ double winograd_work_ratio(const Node& node) {
 // 10x10 and 6x6 dilated 2, 9x9 and 7x7 dilated 3: a 7x7 map dilated 3, 71 -> 141 channels,
 // forward and backward 10.8 -> 5.5 ms direct). 5x5 kernels by F(2x2, 5x5) (0.36 of the direct
 // products on whole tiles), 24 and 48 channels on 5x5 to 28x28 maps: forward 1.4-1.9x faster
-// (one 0.75x: 24 channels on 7x7), backward (input gradient by Winograd, weight gradient
-// direct) 1.07-1.29x.
+// (one 0.75x: 24 channels on 7x7), backward with the input gradient by Winograd 1.07-1.29x;
+// then with the weight gradient by F(5x5, 2x2) too, against that, two alternating runs: 48
+// channels 1.18-1.39x on 8x8 to 28x28, even on 7x7, 0.9x on 5x5; 24 channels 1.07-1.12x in one
+// run and 0.88-0.90x in the next on 8x8 to 28x28, 0.70-0.90x on 5x5 and 7x7.
 // `cnnc tune` measures the other algorithm too (algorithm=direct / algorithm=winograd).
 bool winograd_by_default(const Node& node) {
   const Shape& kernel = node.params.at(0).shape;  // [kh, kw, in, filters]
@@ -339,17 +340,26 @@ struct Winograd {
 // is dW = G^T [ sum over tiles and images of (A dY A^T) * (B^T d B) ] G: per position of the 4x4
 // tile a matrix product (output channels x input channels) over every tile of the batch, 16
 // multiplications per 2x2 outputs instead of 36. Tiles as the forward's (dilation d: a tile's
-// values d apart); the gradient is zero past the output's edges, the input past its own.
+// values d apart); the gradient is zero past the output's edges, the input past its own. A 5x5
+// kernel's, F(5x5, 2x2), is the transpose of F(2x2, 5x5) the same way: 6x6 tiles (BT4), 36
+// multiplications per 2x2 outputs instead of 100.
 struct WinogradWeights {
   static constexpr float A[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
   static constexpr float GT[3][4] = {{1, 0.5f, 0.5f, 0}, {0, 0.5f, -0.5f, 0}, {0, 0.5f, 0.5f, 1}};
+  // F(5x5, 2x2): AT25 and G5 of the forward, transposed.
+  static constexpr float A5[6][2] = {{1, 0}, {1, 1}, {1, -1}, {1, 2}, {1, -2}, {0, 1}};
+  static constexpr float GT5[5][6] = {{1.0f / 4, -1.0f / 6, -1.0f / 6, 1.0f / 24, 1.0f / 24, 0},
+                                      {0, -1.0f / 6, 1.0f / 6, 1.0f / 12, -1.0f / 12, 0},
+                                      {0, -1.0f / 6, -1.0f / 6, 1.0f / 6, 1.0f / 6, 0},
+                                      {0, -1.0f / 6, 1.0f / 6, 1.0f / 3, -1.0f / 3, 0},
+                                      {0, -1.0f / 6, -1.0f / 6, 2.0f / 3, 2.0f / 3, 1}};
 
-  // d(kernel)(co, ci, kx, ky) of a 3x3 stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
+  // d(kernel)(co, ci, kx, ky) of a k x k (3 or 5) stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
   // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the
   // output's coordinates (read at x + d kx), defined everywhere. The batch is split in `chunks`
   // chunks (a task each) summed in order, so the result is the same for any thread count. A
   // chunk's tiles, image after image, form one sequence q, cut in slabs of `slab` tiles: per
-  // slab the two transforms (all 16 positions, kept in the L1 cache), then per position
+  // slab the two transforms (all t^2 positions, kept in the L1 cache), then per position
   // register tiles of `block` output x `tile` input channels over the slab's tiles, added to the
   // chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
   //
@@ -368,7 +378,7 @@ struct WinogradWeights {
     return block;
   }
   static Func define(Func gradient, Func source, Expr batch, int chunks, int out_channels, int in_channels, int out_width,
-                     int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile) {
+                     int out_height, int dw, int dh, const ScheduleParams& sched, int block, int tile, int ksize) {
     Var co("co"), ci("ci"), e("e"), nu("nu"), q("q"), k("k"), s("s"), kx("kx"), ky("ky");
     int vec = std::min(block, sched.vector);
     int co_extent = round_up(out_channels, vec), ci_extent = round_up(in_channels, tile);
@@ -382,7 +392,9 @@ struct WinogradWeights {
     // data cache; 8 to 32 tiles. Measured (batch 64, weight gradient alone, ms per kernel):
     // 16 + 16 channels: slabs of 8 / 16 / 32 / 128 tiles 1.06 / 1.04 / 1.19 / 1.34-1.82; 32 + 32:
     // 8 / 16 / 32 / 64: 0.88 / 0.91 / 1.02 / 0.96-1.06; 64 + 64: 4 / 8 / 16 / 32: 1.03 / 0.89 / 0.91 / 0.89.
-    int slab = std::clamp(512 / (out_channels + in_channels), 8, 32);
+    // (5x5: 36 positions, the same bytes.)
+    int positions_count = (ksize + 1) * (ksize + 1);
+    int slab = std::clamp(512 * 16 / positions_count / (out_channels + in_channels), 8, 32);
     Expr chunk = (batch + chunks - 1) / chunks;  // images per chunk
     Expr image = k * chunk + q / tiles, t = q % tiles;
     Expr tx = t % tiles_x, ty = t / tiles_x;
@@ -393,12 +405,15 @@ struct WinogradWeights {
     Winograd positions;  // per_position over its (e, nu)
     positions.e = e;
     positions.nu = nu;
+    positions.ksize = ksize;
+    auto gradient_at = [&](int i, int j) { return Expr(gradient(co, base_x + j * dw, base_y + i * dh, n)); };
+    auto source_at = [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); };
     gradient_transform(co, e, nu, q, k) = select(valid, positions.per_position([&](int a, int b) {
-      return Winograd::bilinear(A, a, A, b, [&](int i, int j) { return Expr(gradient(co, base_x + j * dw, base_y + i * dh, n)); });
+      return ksize == 5 ? Winograd::bilinear(A5, a, A5, b, gradient_at) : Winograd::bilinear(A, a, A, b, gradient_at);
     }), 0.0f);
     input_transform(ci, e, nu, q, k) = positions.per_position([&](int a, int b) {
-      return Winograd::bilinear(Winograd::BT, a, Winograd::BT, b,
-                                [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); });
+      return ksize == 5 ? Winograd::bilinear(Winograd::BT4, a, Winograd::BT4, b, source_at)
+                        : Winograd::bilinear(Winograd::BT, a, Winograd::BT, b, source_at);
     });
     // Per slab: the sums over its tiles; per chunk: over its slabs, in order.
     RDom rq(0, slab, "rq");
@@ -409,14 +424,16 @@ struct WinogradWeights {
     rs.where(k * chunk < batch);
     chunk_sum(co, ci, e, nu, k) = 0.0f;
     chunk_sum(co, ci, e, nu, k) += slab_acc(co, ci, e, nu, rs, k);
-    Expr out[3][3];
-    for (int a = 0; a < 3; ++a)
-      for (int b = 0; b < 3; ++b)
-        out[a][b] = Winograd::bilinear(GT, a, GT, b, [&](int i, int j) { return Expr(chunk_sum(co, ci, i, j, k)); });
-    Expr pick = out[2][2];
-    for (int a = 2; a >= 0; --a)
-      for (int b = 2; b >= 0; --b)
-        if (a != 2 || b != 2) pick = select(ky == a && kx == b, out[a][b], pick);
+    Expr out[5][5];
+    auto sums = [&](int i, int j) { return Expr(chunk_sum(co, ci, i, j, k)); };
+    for (int a = 0; a < ksize; ++a)
+      for (int b = 0; b < ksize; ++b)
+        out[a][b] = ksize == 5 ? Winograd::bilinear(GT5, a, GT5, b, sums) : Winograd::bilinear(GT, a, GT, b, sums);
+    int last = ksize - 1;
+    Expr pick = out[last][last];
+    for (int a = last; a >= 0; --a)
+      for (int b = last; b >= 0; --b)
+        if (a != last || b != last) pick = select(ky == a && kx == b, out[a][b], pick);
     Func weights("wino_weight_chunk"), result("kernel_gradient");
     weights(co, ci, kx, ky, k) = pick;
     Expr total = weights(co, ci, kx, ky, 0);
@@ -1000,14 +1017,10 @@ struct Conv2dBackward {
     // weight gradient reads dpre (the bias sums the windows): it is computed one row at a time
     // where that reduction needs it instead of in full.
     bool dpre_per_row = ctx.hand && !ctx.sched.gpu && window_grad.defined() && !ctx.kernel.input_grad[0];
-    // Both gradients by Winograd (3x3, stride 1, the knob or the rule), unless dpre is expanded
-    // per row (which happens only without an input gradient).
+    // Both gradients by Winograd (3x3 or 5x5, stride 1, the knob or the rule), unless dpre is
+    // expanded per row (which happens only without an input gradient).
     bool winograd = ctx.hand && !ctx.sched.gpu && !dpre_per_row && winograd_applies_to_backward(ctx.node) &&
                     winograd_chosen(ctx.node, ctx.sched);
-    // A 5x5 kernel's input gradient by Winograd F(2x2, 5x5) (the knob or the rule); its weight
-    // gradient below is direct.
-    bool winograd5 = ctx.hand && !ctx.sched.gpu && ctx.kernel.input_grad[0] && winograd_kernel(ctx.node) == 5 &&
-                     winograd_chosen(ctx.node, ctx.sched);
     Func dpre("dpre");  // materialized where computed: three reductions read it
     // Winograd reads the gradient in place where it is a buffer that its tiles and register
     // tiles cover exactly: an even output (whole 2d x 2d blocks) and whole vectors of channels.
@@ -1063,11 +1076,11 @@ struct Conv2dBackward {
                            ctx.sched.registers);
       int chunks = ctx.sched.batch_chunks;
       param_grads.emplace_back("kernel", WinogradWeights::define(dpre, bounded, ctx.batch, chunks, out_channels, in_channels,
-                                                                 out_width, out_height, dw, dh, ctx.sched, block, tile));
+                                                                 out_width, out_height, dw, dh, ctx.sched, block, tile, int(kw)));
       // The products (the input gradient's are added below).
-      ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh);
-      ctx.schedule = fmt::format("weight gradient: Winograd F(3x3, 2x2), register tiles of {} x {} channels, {} batch chunks{}",
-                                 block, tile, chunks, in_place ? ", the output's gradient read in place" : "");
+      ctx.executed_flops = Winograd::product_flops(in_channels, out_channels, out_width, out_height, dw, dh, 2, int(kw));
+      ctx.schedule = fmt::format("weight gradient: Winograd F({0}x{0}, 2x2), register tiles of {1} x {2} channels, {3} batch chunks{4}",
+                                 kw, block, tile, chunks, in_place ? ", the output's gradient read in place" : "");
     } else if (ctx.hand && !ctx.sched.gpu && !dpre_per_row && in_channels * 2 >= ctx.sched.pixel_tile && kh * kw >= 16) {
       // Register tiles of `block` output channels x `tile` input channels, as below, but each
       // tile's sum over a block of `rows` output rows (at least 64 pixels where the image has
@@ -1190,7 +1203,7 @@ struct Conv2dBackward {
     }
 
     if (!ctx.kernel.input_grad[0]) return;
-    if (winograd || winograd5) {
+    if (winograd) {
       // k x k (3 or 5), stride 1, dilation d: d(input)(ci, x, y) = sum over (co, kx, ky) of
       // w(co, ci, k - 1 - kx, k - 1 - ky) * dpre(co, x + left - (k - 1) d + d kx, ...), a k x k
       // correlation of the zero-padded gradient with the flipped kernel, which Winograd
@@ -1203,8 +1216,6 @@ struct Conv2dBackward {
       Winograd wino;
       wino.m = winograd_tile(ctx.node, ctx.sched);
       wino.ksize = int(kw);
-      // The weight gradient above was direct (5x5): its FLOPs, those of the layer.
-      if (winograd5) ctx.executed_flops = 2 * int64_t(out_width) * out_height * out_channels * in_channels * kh * kw;
       Func convolved = wino.define(shifted, flipped, out_channels, dw, dh);
       input_grad = Func("input_gradient");
       int in_block = channel_block(ctx.sched, in_channels, ctx.sched.channel_vectors), in_vec = std::min(in_block, ctx.sched.vector);
@@ -1397,14 +1408,12 @@ void register_conv2d_halide() {
         knobs.algorithm = "winograd";
         space.push_back(knobs);
       }
-      if (kernel.input_grad.at(0)) space.push_back(other_winograd_tile(node));  // the input gradient's
-    } else if (winograd_kernel(node) == 5 && kernel.input_grad.at(0)) {
-      // A 5x5 input gradient: the algorithm the rule did not pick (Winograd F(2x2, 5x5) or the
-      // padded convolution), and GEMM with col2im where the padded convolution applies.
-      for (const char* algorithm : {winograd_by_default(node) ? "direct" : "winograd", "columns"}) {
-        if (std::string(algorithm) == "columns" && !padded_input_gradient_applies(node)) continue;
+      // The input gradient's: the other tile side (3x3); GEMM with col2im where the padded
+      // convolution applies (5x5; with algorithm=direct the padded convolution computes it).
+      if (kernel.input_grad.at(0) && winograd_kernel(node) == 3) space.push_back(other_winograd_tile(node));
+      if (kernel.input_grad.at(0) && winograd_kernel(node) == 5 && padded_input_gradient_applies(node)) {
         ScheduleKnobs knobs;
-        knobs.algorithm = algorithm;
+        knobs.algorithm = "columns";
         space.push_back(knobs);
       }
     } else if (padded_input_gradient_applies(node) && kernel.input_grad.at(0)) {
