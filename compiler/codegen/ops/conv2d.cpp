@@ -354,14 +354,14 @@ struct WinogradWeights {
                                       {0, -1.0f / 6, 1.0f / 6, 1.0f / 3, -1.0f / 3, 0},
                                       {0, -1.0f / 6, -1.0f / 6, 2.0f / 3, 2.0f / 3, 1}};
 
-  // d(kernel)(co, ci, kx, ky) of a k x k (3 or 5) stride-1 conv2d. `gradient` (co, x, y, n): the gradient of
-  // the output, materialized, zero past its edges; `source` (ci, x, y, n): the input in the
-  // output's coordinates (read at x + d kx), defined everywhere. The batch is split in `chunks`
-  // chunks (a task each) summed in order, so the result is the same for any thread count. A
-  // chunk's tiles, image after image, form one sequence q, cut in slabs of `slab` tiles: per
-  // slab the two transforms (all t^2 positions, kept in the L1 cache), then per position
-  // register tiles of `block` output x `tile` input channels over the slab's tiles, added to the
-  // chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
+  // d(kernel)(co, ci, kx, ky) of a k x k (3 or 5) stride-1 conv2d. `gradient` (co, x, y, n): the
+  // gradient of the output, materialized, zero past its edges; `source` (ci, x, y, n): the input
+  // in the output's coordinates (read at x + d kx), defined everywhere. The batch is split in
+  // `chunks` chunks (a task each) summed in order, so the result is the same for any thread
+  // count. A chunk's tiles, image after image, form one sequence q, cut in slabs of `slab` tiles:
+  // per slab the two transforms (all t^2 positions, t = k + 1, kept in the L1 cache), then per
+  // position register tiles of `block` output x `tile` input channels over the slab's tiles,
+  // added to the chunk's sums. Tiles past the chunk's last image have a zero gradient transform.
   //
   // The sums are computed over channel counts padded to whole register tiles: output channels to
   // whole vectors, in a multiple of `block` (see block_dividing), input channels to a multiple
