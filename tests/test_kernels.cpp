@@ -523,13 +523,8 @@ TEST_CASE("kernels: Winograd gradients with every register-tile knob match the d
 TEST_CASE("kernels: Winograd computes what the direct algorithm computes: forward, input and weight gradients", "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd.yaml")));
   TargetInfo target = resolve_target("host");
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  int64_t floats = 0;
-  for (const Node& node : graph.nodes) floats += node.param_count();
-  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
-    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
   int forward = 0, backward = 0;
-  for (KernelInfo kernel : kernels) {
+  for (KernelInfo kernel : test::all_kernels(graph)) {
     const Node& node = graph.nodes[kernel.node];
     if (node.op_name() != "conv2d" || node.attrs.get_pair("kernel").first != 3 || node.attrs.get_pair("stride").first != 1)
       continue;
@@ -626,13 +621,8 @@ TEST_CASE("kernels: Winograd F(2x2, 5x5) and F(5x5, 2x2) compute what the direct
           "gradients",
           "[kernels]") {
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/winograd5.yaml")));
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  int64_t floats = 0;
-  for (const Node& node : graph.nodes) floats += node.param_count();
-  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
-    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
   int checked = 0;
-  for (KernelInfo kernel : kernels) {
+  for (KernelInfo kernel : test::all_kernels(graph)) {
     const Node& node = graph.nodes[kernel.node];
     if (node.op_name() != "conv2d") continue;
     KernelTiming direct = timed_with(graph, kernel, "direct"), winograd = timed_with(graph, kernel, "winograd");

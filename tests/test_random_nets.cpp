@@ -115,7 +115,7 @@ TEST_CASE("random networks: every network the fuzzer caught, reduced, matches th
 // winograd_residual.yaml: Winograd's backward reading dY in place, it and col2im adding their
 // input gradient to the previous one as they store it; big_taps.yaml: input gradients of 'same'
 // convolutions as the padded gradient convolved, weight gradients over blocks of rows;
-// winograd5.yaml: 5x5 input gradients by Winograd F(2x2, 5x5).
+// winograd5.yaml: 5x5 input and weight gradients by Winograd F(2x2, 5x5) and F(5x5, 2x2).
 TEST_CASE("random networks: Winograd, strided and batchnorm training gradients match the reference at batches 1, 7 and 32", "[random]") {
   for (const char* model : {"tests/models/winograd.yaml", "tests/models/grad_bn.yaml", "tests/models/grad_conv.yaml",
                             "tests/models/ragged_channels.yaml", "tests/models/grad_taps.yaml",

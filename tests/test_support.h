@@ -24,6 +24,16 @@ namespace cnnc::test {
 
 inline std::string source_path(const std::string& relative) { return std::string(CNNC_SOURCE_DIR) + "/" + relative; }
 
+// A graph's inference kernels, then its training kernels other than those it reuses from inference.
+inline std::vector<KernelInfo> all_kernels(const Graph& graph) {
+  std::vector<KernelInfo> kernels = plan_kernels(graph);
+  int64_t floats = 0;
+  for (const Node& node : graph.nodes) floats += node.param_count();
+  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
+    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
+  return kernels;
+}
+
 // An empty directory cnnc-NAME-PID under the system's temporary directory, removed afterwards.
 struct Scratch {
   std::filesystem::path path;

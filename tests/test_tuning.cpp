@@ -32,15 +32,6 @@ double max_difference(const KernelTiming& a, const KernelTiming& b) {
   return worst;
 }
 
-std::vector<KernelInfo> all_kernels(const Graph& graph) {
-  std::vector<KernelInfo> kernels = plan_kernels(graph);
-  int64_t floats = 0;
-  for (const Node& node : graph.nodes) floats += node.param_count();
-  for (const KernelInfo& kernel : plan_training_kernels(graph, floats))
-    if (!kernel.reuses_inference_kernel) kernels.push_back(kernel);
-  return kernels;
-}
-
 int run(const std::string& command) {
   int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -63,7 +54,7 @@ TEST_CASE("knobs: text round trip and errors", "[tuning]") {
                             "tests/models/winograd5.yaml"}) {
     Graph graph = compile_graph(parse_model_file(test::source_path(model)));
     std::set<std::string> algorithms;
-    for (const KernelInfo& kernel : all_kernels(graph))
+    for (const KernelInfo& kernel : test::all_kernels(graph))
       for (const ScheduleKnobs& candidate : schedule_space(graph, kernel, resolve_target("host"))) {
         INFO(kernel.function << ": " << candidate.str());
         CHECK(ScheduleKnobs::parse(candidate.str()) == candidate);
@@ -84,7 +75,7 @@ TEST_CASE("tuning: schedule candidates compute what the default schedule compute
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/train_small.yaml")));
   TargetInfo target = resolve_target("host");
   int checked = 0;
-  for (KernelInfo kernel : all_kernels(graph)) {
+  for (KernelInfo kernel : test::all_kernels(graph)) {
     std::vector<ScheduleKnobs> space = schedule_space(graph, kernel, target);
     REQUIRE(space.front().str() == "default");
     KernelTiming reference = time_kernel(graph, kernel, target, 5, 1);
@@ -114,7 +105,7 @@ TEST_CASE("tuning: autoscheduled candidates run at batches smaller than the tuni
   Graph graph = compile_graph(parse_model_file(test::source_path("tests/models/train_small.yaml")));
   TargetInfo target = resolve_target("host");
   int checked = 0;
-  for (KernelInfo kernel : all_kernels(graph)) {
+  for (KernelInfo kernel : test::all_kernels(graph)) {
     if (kernel.kind != KernelKind::ForwardTrain && kernel.kind != KernelKind::Loss) continue;
     KernelTiming reference = time_kernel(graph, kernel, target, 8, 1, {1, 7});
     REQUIRE(reference.ok);
@@ -149,7 +140,7 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
     TuningDb db(db_path);
     std::map<std::string, int> valid;
     int total = 0;
-    for (const KernelInfo& kernel : all_kernels(graph))
+    for (const KernelInfo& kernel : test::all_kernels(graph))
       for (const Measurement& m : db.measurements(kernel_signature(graph, kernel), target.halide, halide_version())) {
         ++total;
         if (m.valid) ++valid[m.signature + "|" + m.candidate];
@@ -165,7 +156,7 @@ TEST_CASE("tuning: cnnc tune resumes where it stopped and cnnc build uses the da
     }
     for (auto& [signature, n] : twice) CHECK(n <= 6);
     // Where a kernel is done and a candidate beat the default, that candidate was timed twice.
-    for (const KernelInfo& kernel : all_kernels(graph)) {
+    for (const KernelInfo& kernel : test::all_kernels(graph)) {
       std::string signature = kernel_signature(graph, kernel);
       std::optional<Measurement> best = db.best(signature, target.halide, halide_version());
       if (!db.is_done(signature, target.halide, halide_version()) || !best || best->candidate == "default") continue;
@@ -232,7 +223,7 @@ TEST_CASE("tuning: measurements of an older schedule revision are measured again
   Graph graph = compile_graph(parse_model_file(model));
   TargetInfo target = resolve_target("host");
   std::string db_path = TuningDb::default_path(cache.string());
-  std::vector<KernelInfo> kernels = all_kernels(graph);
+  std::vector<KernelInfo> kernels = test::all_kernels(graph);
   auto older = [](std::string signature) {
     size_t at = signature.rfind(" schedules=r");
     REQUIRE(at != std::string::npos);

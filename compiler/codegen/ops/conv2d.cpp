@@ -44,9 +44,9 @@ int winograd_tile(const Node& node, const ScheduleParams& sched);
 
 // Winograd's products per output against the direct algorithm's multiply-adds (k^2 per output
 // and channel pair for a k x k kernel), with the tile side m the rule picks: (m + k - 1)^2 / m^2
-// per output of the tiles,
-// which cover whole blocks of m d outputs along each axis (d the dilation) and so more than the
-// output where m d does not divide it: a 7x7 output dilated 3 takes 6 tiles a side covering 12.
+// per output of the tiles, which cover whole blocks of m d outputs along each axis (d the
+// dilation) and so more than the output where m d does not divide it: a 7x7 output dilated 3
+// takes 6 tiles a side covering 12.
 double winograd_work_ratio(const Node& node) {
   int m = winograd_tile(node, ScheduleParams{}), k = std::max(3, winograd_kernel(node)), t = m + k - 1;
   auto [dh, dw] = node.attrs.get_pair("dilation");
@@ -402,18 +402,17 @@ struct WinogradWeights {
     Expr n = min(image, batch - 1);
     Expr base_x = tx / dw * (2 * dw) + tx % dw, base_y = ty / dh * (2 * dh) + ty % dh;
     Func gradient_transform("wino_gradient_transform"), input_transform("wino_input_transform");
-    Winograd positions;  // per_position over its (e, nu)
+    Winograd positions;  // per_position over its (e, nu), and the forward's input transform (m = 2)
     positions.e = e;
     positions.nu = nu;
     positions.ksize = ksize;
     auto gradient_at = [&](int i, int j) { return Expr(gradient(co, base_x + j * dw, base_y + i * dh, n)); };
-    auto source_at = [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); };
     gradient_transform(co, e, nu, q, k) = select(valid, positions.per_position([&](int a, int b) {
       return ksize == 5 ? Winograd::bilinear(A5, a, A5, b, gradient_at) : Winograd::bilinear(A, a, A, b, gradient_at);
     }), 0.0f);
+    auto source_at = [&](int i, int j) { return Expr(source(ci, base_x + j * dw, base_y + i * dh, n)); };
     input_transform(ci, e, nu, q, k) = positions.per_position([&](int a, int b) {
-      return ksize == 5 ? Winograd::bilinear(Winograd::BT4, a, Winograd::BT4, b, source_at)
-                        : Winograd::bilinear(Winograd::BT, a, Winograd::BT, b, source_at);
+      return positions.transform_input(a, b, source_at);  // the forward's B^T d B
     });
     // Per slab: the sums over its tiles; per chunk: over its slabs, in order.
     RDom rq(0, slab, "rq");
